@@ -1,0 +1,119 @@
+"""The embedding job behind `smec embed`: a dataset × frozen encoders → an on-disk store, resumably."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datamodules.store import DEFAULT_SHARD_ROWS, EmbeddingStore, StoreWriter, TextSetSpec, model_key
+
+# The demo's default base models: chosen by measurement on WordNet (see README "Choosing the base models").
+DEFAULT_MODELS = ("minilm-l6", "paraphrase-l3", "e5-small-q4")
+
+
+@dataclass
+class EmbedReport:
+    """Per model: texts encoded in this run and the seconds spent encoding them (skipped work excluded)."""
+
+    encoded: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def throughput(self, key: str) -> float:
+        return self.encoded.get(key, 0) / max(self.seconds.get(key, 0.0), 1e-9)
+
+
+def embed_dataset(
+    dataset: str,
+    models: Sequence[str],
+    out: str | Path,
+    *,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    splits: Sequence[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    encoder_options: dict | None = None,
+) -> EmbedReport:
+    """Embed every text set of ``dataset`` with every model into the store at ``out``.
+
+    Finished (model, text set) pairs are skipped without loading the model, and unfinished ones resume after
+    their last complete shard, so rerunning after an interruption (even ``kill -9``) finishes the job.
+    """
+    from datamodules.datasets import load_dataset
+
+    data = load_dataset(dataset, splits=splits)
+    text_sets = data.text_sets()
+    writer = StoreWriter(
+        out,
+        dataset=data.name,
+        fingerprint=data.fingerprint,
+        text_sets=[TextSetSpec(name, ts.ids) for name, ts in text_sets.items()],
+        qrels=data.qrels,
+    )
+    report = EmbedReport()
+    keys = [model_key(spec) for spec in models]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"--models lists the same model twice: {list(models)}")
+    for spec, key in zip(models, keys):
+        pending = [name for name in text_sets if not writer.is_complete(key, name)]
+        if not pending:
+            print(f"[{key}] already complete, skipped", file=sys.stderr)
+            continue
+        encoder = _load(spec, device, encoder_options or {})
+        from datamodules.encoders import encoder_info
+
+        info = encoder_info(encoder)
+        report.encoded.setdefault(key, 0)
+        report.seconds.setdefault(key, 0.0)
+        for name in pending:
+            ts = text_sets[name]
+            encode_fn = encoder.encode_documents if name == "corpus" else encoder.encode_queries
+
+            def encode(start: int, stop: int, _texts=ts.texts, _fn=encode_fn, _key=key) -> object:
+                t0 = time.perf_counter()
+                rows = _fn(_texts[start:stop], batch_size=batch_size)
+                report.seconds[_key] += time.perf_counter() - t0
+                report.encoded[_key] += stop - start
+                return rows
+
+            bar = _bar(len(ts), f"{key} {name}", progress)
+            try:
+                writer.write(
+                    key,
+                    name,
+                    dim=encoder.dim,
+                    encode=encode,
+                    model_info=info,
+                    dtype=dtype,
+                    shard_rows=shard_rows,
+                    on_rows=bar.update,
+                )
+            finally:
+                bar.close()
+        if report.encoded[key]:
+            print(
+                f"[{key}] encoded {report.encoded[key]:,} texts in {report.seconds[key]:.1f} s "
+                f"({report.throughput(key):,.0f} texts/s)",
+                file=sys.stderr,
+            )
+    return report
+
+
+def _load(spec: str, device: str, options: dict):
+    from datamodules.encoders import load_encoder
+
+    return load_encoder(spec, device=device, **options)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="texts", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+
+
+def summarize(out: str | Path) -> str:
+    return EmbeddingStore(out).summary()

@@ -1,0 +1,497 @@
+"""`EmbeddingDataModule`: stream frozen embeddings from the store into training, without loading the store.
+
+Training batches are built on the CPU from plain block reads of the stored shards (no memory map, so the
+resident set stays bounded whatever the store's size) in the stored dtype; the per-model L2 normalisation,
+weighting and concatenation (:func:`datamodules.store.combine`'s recipe) run in ``on_after_batch_transfer``,
+i.e. on the accelerator, where they are nearly free.
+
+Order: each epoch permutes blocks of ``block_rows`` contiguous rows with a generator seeded by
+``(seed, epoch)``, deals them round-robin to the ranks (then to the DataLoader workers of a rank), reads
+``window_blocks`` blocks at a time and shuffles rows within that window. The order is a pure function of
+(seed, epoch, world size), so a resumed run replays the same epoch, and ranks see disjoint rows. Every rank
+yields the same number of batches (DDP would hang otherwise): the rank with the fewest rows sets the count.
+
+Batch formats (dicts; each value is a list of per-model tensors until ``on_after_batch_transfer`` combines
+it into one float32 tensor):
+    unsupervised: ``{"x": (B, D) float32}`` — corpus rows (and optionally train queries)
+    supervised:   ``{"q": (B, D), "d": (B, D)}`` — (query, relevant document) pairs from train qrels
+    both:         all three keys; the pair stream cycles, the row stream sets the epoch length
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from datamodules.errors import InputError
+from datamodules.store import NORMALIZATIONS, EmbeddingStore, ShardedArray, combine
+
+MODES = ("unsupervised", "supervised", "both")
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    # datamodules must not import smec; this mirrors smec.distributed's single-process fallback.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def combine_torch(
+    blocks: Sequence[torch.Tensor],
+    normalization: str = "l2-concat-l2",
+    weights: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Torch twin of :func:`datamodules.store.combine` (same maths, runs on any device, returns float32)."""
+    parts = []
+    for i, b in enumerate(blocks):
+        b = b.float()
+        if normalization != "none":
+            b = torch.nn.functional.normalize(b, dim=-1)
+        if weights is not None:
+            b = b * weights[i]
+        parts.append(b)
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    if normalization == "l2-concat-l2" and (len(parts) > 1 or weights is not None):
+        out = torch.nn.functional.normalize(out, dim=-1)
+    return out
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One text set's rows across the chosen models (all arrays have the same row count)."""
+
+    name: str
+    arrays: tuple[ShardedArray, ...]
+
+    @property
+    def rows(self) -> int:
+        return len(self.arrays[0])
+
+
+class BlockShuffleStream(IterableDataset):
+    """Rows of one or more segments in block-shuffled, rank-sharded order, as lists of per-model tensors.
+
+    Args:
+        segments: the text sets to stream (e.g. corpus, queries/train).
+        batch_size: rows per batch.
+        block_rows: rows read contiguously at a time (the unit dealt to ranks).
+        window_blocks: blocks read together and shuffled among themselves; memory is
+            ``window_blocks * block_rows * sum(dims) * itemsize`` bytes.
+        shuffle: block permutation + in-window shuffle; off = store order (validation).
+        seed: with the epoch, seeds the order.
+        drop_last: drop the rank's last incomplete batch (always the case when the ranks' row counts differ).
+    """
+
+    def __init__(
+        self,
+        segments: Sequence[Segment],
+        batch_size: int,
+        block_rows: int = 4096,
+        window_blocks: int = 8,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+        max_rows: int | None = None,
+    ) -> None:
+        self.segments = list(segments)
+        self.batch_size = batch_size
+        self.block_rows = block_rows
+        self.window_blocks = window_blocks
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.max_rows = max_rows
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _blocks(self) -> list[tuple[int, int, int]]:
+        blocks = []
+        budget = self.max_rows if self.max_rows is not None else float("inf")
+        for s, seg in enumerate(self.segments):
+            for start in range(0, seg.rows, self.block_rows):
+                stop = int(min(seg.rows, start + self.block_rows, start + budget))
+                if stop <= start:
+                    break
+                blocks.append((s, start, stop))
+                budget -= stop - start
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+        return blocks
+
+    def _windows(self, blocks: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+        return [blocks[i : i + self.window_blocks] for i in range(0, len(blocks), self.window_blocks)]
+
+    def _window_batches(self, window: list[tuple[int, int, int]], last: bool) -> int:
+        rows = sum(b[2] - b[1] for b in window)
+        # Windows are independent (no carry between them) so DataLoader workers can each own whole windows;
+        # with shuffling, the < batch_size rows a window drops differ from epoch to epoch.
+        return rows // self.batch_size + (1 if last and not self.drop_last and rows % self.batch_size else 0)
+
+    def plan(self, rank: int, world: int) -> tuple[list[list[tuple[int, int, int]]], int]:
+        """The windows of ``rank`` and the number of batches every rank yields this epoch."""
+        blocks = self._blocks()
+        counts = []
+        for r in range(world):
+            windows = self._windows(blocks[r::world])
+            counts.append(sum(self._window_batches(w, i == len(windows) - 1) for i, w in enumerate(windows)))
+        return self._windows(blocks[rank::world]), min(counts)
+
+    def __len__(self) -> int:
+        rank, world = _dist_rank_world()
+        if not self.shuffle:
+            n = len(self._ranges())
+            return n // world if world > 1 else n
+        return self.plan(rank, world)[1]
+
+    def __iter__(self) -> Iterator[dict[str, list[torch.Tensor]]]:
+        rank, world = _dist_rank_world()
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if not self.shuffle:
+            yield from self._iter_in_order(rank, world, worker, n_workers)
+            return
+        windows, n_batches = self.plan(rank, world)
+        first = 0  # index (on this rank) of the window's first batch
+        for i, window in enumerate(windows):
+            count = min(self._window_batches(window, i == len(windows) - 1), max(0, n_batches - first))
+            if count and i % n_workers == worker:
+                yield from self._read_window(window, count, i)
+            first += count
+
+    def _ranges(self) -> list[tuple[int, int]]:
+        """Contiguous global row ranges of the in-order batches (segments laid end to end)."""
+        total = sum(seg.rows for seg in self.segments)
+        if self.max_rows is not None:
+            total = min(total, self.max_rows)
+        return [(i, min(total, i + self.batch_size)) for i in range(0, total, self.batch_size)]
+
+    def _iter_in_order(self, rank: int, world: int, worker: int, n_workers: int):
+        ranges = self._ranges()
+        # Batch k goes to rank k % world; ranks keep equal counts (the remainder is dropped only under DDP).
+        per_rank = len(ranges) // world if world > 1 else len(ranges)
+        mine = ranges[rank::world][:per_rank]
+        bounds = np.cumsum([0] + [seg.rows for seg in self.segments])
+        for j, (lo, hi) in enumerate(mine):
+            if j % n_workers != worker:
+                continue
+            parts: list[list[np.ndarray]] = [[] for _ in self.segments[0].arrays]
+            for s, seg in enumerate(self.segments):
+                a, b = max(lo, bounds[s]), min(hi, bounds[s + 1])
+                if a < b:
+                    for m, arr in enumerate(seg.arrays):
+                        parts[m].append(
+                            arr.read_into(np.empty((b - a, arr.dim), arr.dtype), int(a - bounds[s]))
+                        )
+            yield {"x": [torch.from_numpy(np.concatenate(p) if len(p) > 1 else p[0]) for p in parts]}
+
+    def _read_window(
+        self, window: list[tuple[int, int, int]], count: int, index: int
+    ) -> Iterator[dict[str, list[torch.Tensor]]]:
+        # Gather each batch straight out of fresh memory maps of the window's blocks: one copy per row, the
+        # same work as reading the map in order, and the maps (hence their resident pages) die with the window.
+        n_models = len(self.segments[0].arrays)
+        pieces: list[list[np.ndarray]] = [[] for _ in range(n_models)]
+        for s, start, stop in window:
+            for m, arr in enumerate(self.segments[s].arrays):
+                pieces[m].extend(arr.mapped(start, stop))
+        bounds = np.cumsum([0] + [len(v) for v in pieces[0]])
+        rows = int(bounds[-1])
+        order = np.random.default_rng([self.seed, self.epoch, index]).permutation(rows)
+        for j in range(count):
+            idx = np.sort(order[j * self.batch_size : (j + 1) * self.batch_size])  # sorted reads are faster
+            cuts = np.searchsorted(idx, bounds)
+            batch = []
+            for m in range(n_models):
+                out = np.empty((len(idx), pieces[m][0].shape[1]), dtype=pieces[m][0].dtype)
+                for p, view in enumerate(pieces[m]):
+                    a, b = cuts[p], cuts[p + 1]
+                    if a < b:
+                        np.take(view, idx[a:b] - bounds[p], axis=0, out=out[a:b])
+                batch.append(torch.from_numpy(out))
+            yield {"x": batch}
+
+
+class PairStream(IterableDataset):
+    """(query, relevant document) row pairs from a qrels split, shuffled per epoch and dealt to ranks."""
+
+    def __init__(
+        self,
+        queries: Sequence[ShardedArray],
+        corpus: Sequence[ShardedArray],
+        pairs: np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        cycle: bool = False,
+    ) -> None:
+        self.queries = list(queries)
+        self.corpus = list(corpus)
+        self.pairs = pairs
+        self.batch_size = batch_size
+        self.seed = seed
+        self.cycle = cycle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        _, world = _dist_rank_world()
+        return len(self.pairs) // world // self.batch_size
+
+    def _epoch_batches(self, epoch: int, rank: int, world: int) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch, 2])
+        order = rng.permutation(len(self.pairs))
+        mine = order[rank::world][: len(self.pairs) // world]
+        for i in range(len(mine) // self.batch_size):
+            yield self.pairs[mine[i * self.batch_size : (i + 1) * self.batch_size]]
+
+    def __iter__(self) -> Iterator[dict[str, list[torch.Tensor]]]:
+        rank, world = _dist_rank_world()
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch
+        while True:
+            for i, batch in enumerate(self._epoch_batches(epoch, rank, world)):
+                if i % n_workers == worker:
+                    q = [torch.from_numpy(a.take(batch[:, 0])) for a in self.queries]
+                    d = [torch.from_numpy(a.take(batch[:, 1])) for a in self.corpus]
+                    yield {"q": q, "d": d}
+            if not self.cycle:
+                return
+            epoch += 1_000_003  # a fresh order for the next pass, disjoint from later epochs' seeds
+
+
+class _JointStream(IterableDataset):
+    """Row batches zipped with an endlessly cycling pair stream (mode "both")."""
+
+    def __init__(self, rows: BlockShuffleStream, pairs: PairStream) -> None:
+        self.rows, self.pairs = rows, pairs
+
+    def set_epoch(self, epoch: int) -> None:
+        self.rows.set_epoch(epoch)
+        self.pairs.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        pairs = iter(self.pairs)
+        for rows in self.rows:
+            yield {**rows, **next(pairs)}
+
+
+class _EpochForwardingSampler:
+    """Lightning calls ``set_epoch`` on a loader's sampler each epoch; forward it to the iterable dataset."""
+
+    def __init__(self, sampler: Any, dataset: Any) -> None:
+        self._sampler, self._dataset = sampler, dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self._dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self._sampler)
+
+    def __len__(self) -> int:
+        return len(self._sampler)
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader over an epoch-aware iterable dataset (``persistent_workers`` would freeze the epoch)."""
+
+    @property
+    def sampler(self):  # type: ignore[override]
+        return self._epoch_sampler
+
+    @sampler.setter
+    def sampler(self, value) -> None:
+        self._epoch_sampler = _EpochForwardingSampler(value, self.dataset)
+
+
+@dataclass
+class EvalData:
+    """What the retrieval evaluator needs for one split: combined float32 inputs plus ids and qrels."""
+
+    queries: np.ndarray
+    corpus: np.ndarray
+    query_ids: list[str]
+    corpus_ids: list[str]
+    qrels: dict[str, dict[str, int]]
+    input_dim: int
+
+
+class EmbeddingDataModule(L.LightningDataModule):
+    """Batches of (concatenated) frozen embeddings from a store made by ``smec embed``.
+
+    Args:
+        store: the store folder.
+        models: model keys to concatenate, in order (default: every model in the store, sorted).
+        normalization: ``l2-concat-l2`` (paper: normalise each, concatenate, renormalise), ``l2-concat``, ``none``.
+        weights: optional per-model weights applied after the per-model normalisation.
+        mode: ``unsupervised`` (rows), ``supervised`` (train query–document pairs) or ``both``.
+        include_train_queries: unsupervised rows also include the train split's query embeddings.
+        train_split / val_split / test_split: qrels splits for pairs, validation and test evaluation.
+        batch_size: rows (or pairs) per batch on each rank.
+        block_rows / window_blocks: streaming granularity, see :class:`BlockShuffleStream`.
+        seed: data order seed (with the epoch).
+        num_workers: DataLoader workers per rank (0 reads in the training process).
+        val_rows: corpus rows streamed for the validation loss (the retrieval metrics use the whole split).
+    """
+
+    def __init__(
+        self,
+        store: str,
+        models: list[str] | None = None,
+        normalization: str = "l2-concat-l2",
+        weights: list[float] | None = None,
+        mode: str = "unsupervised",
+        include_train_queries: bool = True,
+        train_split: str = "train",
+        val_split: str = "dev",
+        test_split: str = "test",
+        batch_size: int = 256,
+        block_rows: int = 4096,
+        window_blocks: int = 8,
+        seed: int = 0,
+        num_workers: int = 0,
+        val_rows: int = 4096,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if mode not in MODES:
+            raise InputError(f"data.mode: {mode!r} is not one of {', '.join(MODES)}")
+        if normalization not in NORMALIZATIONS:
+            raise InputError(
+                f"data.normalization: {normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
+            )
+        if batch_size < 1:
+            raise InputError(f"data.batch_size: expected a positive integer, got {batch_size}")
+        self.store_path = Path(store)
+        self.models = models
+        self.normalization = normalization
+        self.weights = weights
+        self.mode = mode
+        self.include_train_queries = include_train_queries
+        self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
+        self.batch_size = batch_size
+        self.block_rows, self.window_blocks = block_rows, window_blocks
+        self.seed = seed
+        self.num_workers = num_workers
+        self.val_rows = val_rows
+        self._store: EmbeddingStore | None = None
+
+    # -- store access -----------------------------------------------------------------------------------
+    @property
+    def store(self) -> EmbeddingStore:
+        if self._store is None:
+            self._store = EmbeddingStore(self.store_path)
+        return self._store
+
+    @property
+    def model_keys(self) -> list[str]:
+        keys = list(self.models) if self.models else self.store.models
+        for k in keys:
+            self.store.model_dim(k)  # clear error for an unknown model
+        if self.weights is not None and len(self.weights) != len(keys):
+            raise InputError(f"data.weights has {len(self.weights)} entries for {len(keys)} models {keys}")
+        return keys
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the concatenated input; LightningCLI links it to the model's ``input_dim``."""
+        return sum(self.store.model_dim(k) for k in self.model_keys)
+
+    def _segment(self, text_set: str) -> Segment:
+        return Segment(text_set, tuple(self.store.array(k, text_set) for k in self.model_keys))
+
+    def _pairs(self, split: str) -> np.ndarray:
+        text_set = f"queries/{split}"
+        qpos = {q: i for i, q in enumerate(self.store.ids(text_set))}
+        dpos = {d: i for i, d in enumerate(self.store.ids("corpus"))}
+        pairs = [
+            (qpos[q], dpos[d])
+            for q, docs in self.store.qrels(split).items()
+            for d, rel in docs.items()
+            if rel > 0 and q in qpos and d in dpos
+        ]
+        if not pairs:
+            raise InputError(f"{self.store_path}: split {split!r} has no (query, relevant document) pairs")
+        return np.asarray(pairs, dtype=np.int64)
+
+    # -- loaders ------------------------------------------------------------------------------------------
+    def _row_stream(self, shuffle: bool = True, max_rows: int | None = None, train: bool = True):
+        segments = [self._segment("corpus")]
+        if train and self.include_train_queries and f"queries/{self.train_split}" in self.store.text_sets:
+            segments.append(self._segment(f"queries/{self.train_split}"))
+        return BlockShuffleStream(
+            segments,
+            self.batch_size,
+            self.block_rows,
+            self.window_blocks,
+            shuffle=shuffle,
+            seed=self.seed,
+            drop_last=train,
+            max_rows=max_rows,
+        )
+
+    def _pair_stream(self, cycle: bool) -> PairStream:
+        queries = self._segment(f"queries/{self.train_split}").arrays
+        corpus = self._segment("corpus").arrays
+        return PairStream(queries, corpus, self._pairs(self.train_split), self.batch_size, self.seed, cycle)
+
+    def _loader(self, dataset) -> StreamLoader:
+        return StreamLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
+
+    def train_dataloader(self) -> StreamLoader:
+        if self.mode == "unsupervised":
+            return self._loader(self._row_stream())
+        if self.mode == "supervised":
+            return self._loader(self._pair_stream(cycle=False))
+        return self._loader(_JointStream(self._row_stream(), self._pair_stream(cycle=True)))
+
+    def val_dataloader(self) -> StreamLoader:
+        return self._loader(self._row_stream(shuffle=False, max_rows=self.val_rows, train=False))
+
+    def test_dataloader(self) -> StreamLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> StreamLoader:
+        return self._loader(self._row_stream(shuffle=False, train=False))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Combine per-model rows into the float32 input on the batch's device."""
+
+        def comb(parts: list[torch.Tensor]) -> torch.Tensor:
+            return combine_torch(parts, self.normalization, self.weights)
+
+        return {key: comb(parts) for key, parts in batch.items()}
+
+    # -- evaluation side ----------------------------------------------------------------------------------
+    def eval_data(self, split: str | None = None) -> EvalData:
+        """Combined corpus and queries of a split, in memory, for the retrieval evaluator."""
+        split = split or self.val_split
+        keys = self.model_keys
+
+        def load(text_set: str) -> np.ndarray:
+            return combine(
+                [self.store.array(k, text_set).read() for k in keys], self.normalization, self.weights
+            )
+
+        return EvalData(
+            queries=load(f"queries/{split}"),
+            corpus=load("corpus"),
+            query_ids=self.store.ids(f"queries/{split}"),
+            corpus_ids=self.store.ids("corpus"),
+            qrels=self.store.qrels(split),
+            input_dim=self.input_dim,
+        )

@@ -1,0 +1,149 @@
+"""Benchmark: stream one epoch from a large synthetic store vs a raw numpy.memmap read of the same shards.
+
+Goals (issue: foundation): streaming rows/s >= 0.8 x the raw memmap read, and the streaming process's peak
+resident set (VmHWM, file-backed pages included) < 1 GiB whatever the store's size. Each measurement runs in a
+fresh subprocess so that one's resident set cannot leak into the other's. Exit status 1 when a goal is missed.
+
+    python experiments/bench/store_stream.py [--rows 2000000] [--dim 1536] [--store /tmp/smec-bench-store]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def vm_hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build(store: Path, rows: int, dim: int, shard_rows: int) -> None:
+    from datamodules.store import EmbeddingStore, StoreWriter, TextSetSpec
+
+    try:
+        s = EmbeddingStore(store)
+        if s.is_complete("synthetic", "corpus") and len(s.array("synthetic", "corpus")) == rows:
+            return
+    except Exception:
+        pass
+    print(f"building a synthetic {rows:,} x {dim} float16 store at {store} ...", file=sys.stderr)
+    ids = [str(i) for i in range(rows)]
+    writer = StoreWriter(
+        store,
+        dataset=f"synthetic-{rows}x{dim}",
+        fingerprint=f"synthetic-{rows}x{dim}",
+        text_sets=[TextSetSpec("corpus", ids)],
+        qrels={},
+    )
+    rng = np.random.default_rng(0)
+    writer.write(
+        "synthetic",
+        "corpus",
+        dim=dim,
+        encode=lambda a, b: rng.random((b - a, dim), dtype=np.float32) - 0.5,
+        model_info={"spec": "synthetic"},
+        dtype="float16",
+        shard_rows=shard_rows,
+    )
+
+
+def run_raw(store: Path, batch: int) -> dict:
+    from datamodules.store import EmbeddingStore
+
+    arr = EmbeddingStore(store).array("synthetic", "corpus")
+    t0 = time.perf_counter()
+    n, checksum = 0, 0.0
+    for path, count in zip(arr._files, [s["rows"] for s in arr.manifest["shards"]]):
+        mm = np.load(path, mmap_mode="r")
+        for i in range(0, count, batch):
+            b = np.array(mm[i : i + batch])  # copy out of the map, like any consumer must
+            checksum += float(b[0, 0])
+            n += len(b)
+    dt = time.perf_counter() - t0
+    return {"rows": n, "seconds": dt, "rows_per_s": n / dt, "vm_hwm_mib": vm_hwm_mib()}
+
+
+def run_stream(store: Path, batch: int, combine: bool) -> dict:
+    from datamodules.embedding import EmbeddingDataModule
+
+    dm = EmbeddingDataModule(str(store), batch_size=batch, include_train_queries=False)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(0)
+    t0 = time.perf_counter()
+    n, checksum = 0, 0.0
+    for b in loader:
+        if combine:
+            b = dm.on_after_batch_transfer(b, 0)
+            x = b["x"]
+        else:
+            x = b["x"][0]
+        checksum += float(x[0, 0])
+        n += len(x)
+    dt = time.perf_counter() - t0
+    return {"rows": n, "seconds": dt, "rows_per_s": n / dt, "vm_hwm_mib": vm_hwm_mib()}
+
+
+def child(mode: str, store: str, batch: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--store", store, "--batch", str(batch)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--dim", type=int, default=1536)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--shard-rows", type=int, default=65536)
+    p.add_argument("--store", default="/tmp/smec-bench-store")
+    p.add_argument("--child", choices=["raw", "stream", "stream+combine"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        result = {
+            "raw": lambda: run_raw(Path(args.store), args.batch),
+            "stream": lambda: run_stream(Path(args.store), args.batch, combine=False),
+            "stream+combine": lambda: run_stream(Path(args.store), args.batch, combine=True),
+        }[args.child]()
+        print(json.dumps(result))
+        return 0
+    build(Path(args.store), args.rows, args.dim, args.shard_rows)
+    child("raw", args.store, args.batch)  # warm the page cache so both runs read from the same place
+    raw = child("raw", args.store, args.batch)
+    stream = child("stream", args.store, args.batch)
+    full = child("stream+combine", args.store, args.batch)
+    ratio = stream["rows_per_s"] / raw["rows_per_s"]
+    print(
+        f"store: {args.rows:,} x {args.dim} float16 ({args.rows * args.dim * 2 / 2**30:.1f} GiB), batch {args.batch}"
+    )
+    for name, r in (
+        ("raw numpy.memmap read", raw),
+        ("EmbeddingDataModule stream", stream),
+        ("stream + combine (CPU)", full),
+    ):
+        print(
+            f"  {name:<28} {r['rows_per_s']:>12,.0f} rows/s   peak RSS {r['vm_hwm_mib']:>7.0f} MiB   ({r['seconds']:.1f} s)"
+        )
+    ok_speed = ratio >= 0.8
+    ok_mem = stream["vm_hwm_mib"] < 1024 and full["vm_hwm_mib"] < 1024
+    print(f"stream / raw = {ratio:.2f} (goal >= 0.80): {'OK' if ok_speed else 'MISSED'}")
+    print(
+        f"stream peak RSS {max(stream['vm_hwm_mib'], full['vm_hwm_mib']):.0f} MiB (goal < 1024): {'OK' if ok_mem else 'MISSED'}"
+    )
+    return 0 if ok_speed and ok_mem else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""ADS, adaptive dimension selection: learn which k of d coordinates survive a compression step.
+
+MRL halves a representation by keeping its prefix; SMEC's ADS (papers.md §2.5) instead learns an importance logit
+per coordinate and keeps the k most important ones, chosen during training by a Gumbel top-k so the choice
+explores and stays differentiable.
+
+Formalisation (training). Logits a ∈ R^d (a parameter), temperature τ (a buffer), Gumbel noise g_j ~ Gumbel(0, 1):
+
+    s_j = (a_j + σ·g_j) / τ                       σ = `gumbel_scale` (× τ/τ_start if `anneal_noise`)
+    S   = top-k indices of s                      (hard choice; ties → lower index)
+    m   = hard − stop_grad(soft) + soft           (straight-through: forward value is the hard 0/1 mask)
+    hard_j = 1[j ∈ S]
+    soft_j = σ((s_j − θ))                          "sigmoid" relaxation (default), θ = midpoint of the k-th and
+                                                  (k+1)-th largest s, detached
+    soft_j = k · softmax(s)_j                     "softmax" relaxation (option)
+    output = (x ⊙ m)[S sorted ascending]          (B, k)
+
+Evaluation: S = top-k of a (no noise), m = hard mask, no gradient path needed.
+
+Why a sigmoid relaxation by default: as τ → 0, σ((s − θ)) tends to exactly the hard top-k mask, so the gradient
+estimate and the forward value describe the same function; each soft_j lies in (0, 1) like the hard mask, and the
+gradient is largest for the coordinates near the keep/drop boundary, which are the ones a small logit change can
+swap. `k·softmax(s)` sums to k but, with k = d/2 and a small τ, concentrates its mass on a few coordinates (soft
+values ≫ 1 for them, ≈ 0 for most kept ones), so most kept coordinates get almost no gradient.
+
+Note that τ only shapes the relaxation (the gradient): the hard pick is top-k of a + σ·g whatever τ is. How much
+the training pick explores is set by the spread of the logits relative to the Gumbel noise (σ ≈ 1.28 standard
+deviations); `anneal_noise=True` shrinks the noise with τ so the training pick converges to the eval pick.
+
+Using the mask on several tensors: query and document embeddings must be pruned with the *same* index set, so
+draw one `Selection` per step with `select()` and `apply()` it to each tensor (or stack them into one `forward`
+call). Gradient reaches a logit only through coordinates whose masked value is used: `apply()` / `forward()` return
+the k kept coordinates, so only kept logits get gradient from them; losses on the full masked vector
+`x * selection.mask` (zeros at dropped coordinates; identical dot products and norms) also give gradient to the
+dropped logits, letting a dropped coordinate that would help climb back in.
+
+Randomness: Gumbel noise comes from the global torch RNG unless a `torch.Generator` is passed, so
+`lightning.seed_everything` / `torch.manual_seed` make training reproducible. Under DDP each rank draws its own
+noise (the logits stay synchronised by DDP), which acts like dropout on the selection.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from smec.errors import ConfigError
+
+__all__ = ["AdaptiveDimensionSelector", "Selection"]
+
+Init = Literal["uniform_noise", "prefix", "zeros"]
+Schedule = Literal["exponential", "linear", "cosine"]
+Relaxation = Literal["sigmoid", "softmax"]
+
+
+class Selection(NamedTuple):
+    """One draw of the selection, shared by every tensor it is applied to.
+
+    mask: (in_dim,) float; the forward value is the hard 0/1 mask (or the soft mask if `hard=False`), and in
+        training it carries the straight-through gradient to the logits.
+    indices: (k,) int64, the kept coordinates in ascending order.
+    """
+
+    mask: torch.Tensor
+    indices: torch.Tensor
+
+
+def _topk_ascending(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores, ties broken towards the lower index, returned in ascending order."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return torch.sort(order[:k]).values
+
+
+class AdaptiveDimensionSelector(nn.Module):
+    """Learnable keep-k-of-d coordinate selection with Gumbel top-k and a straight-through estimator.
+
+    Args:
+        in_dim: d, the width of the representation being pruned.
+        k: how many coordinates survive (SMEC halves: k = d/2), 1 <= k <= in_dim.
+        init: starting logits. "prefix" (default): linearly decreasing from +init_scale to −init_scale, so the
+            initial eval pick is the MRL prefix and training starts from the truncation baseline.
+            "uniform_noise": U(−init_scale, init_scale) i.i.d. (global RNG at construction). "zeros": all equal
+            (the eval pick is then the prefix by tie-breaking, and training picks are uniformly random).
+        init_scale: magnitude of the initial logits (default 1.0).
+        tau_start, tau_end: temperature at progress 0 and 1 (defaults 1.0 → 0.1; the paper gives no values).
+        schedule: how τ moves between them with progress p ∈ [0, 1]: "exponential" (default)
+            τ = τ_s·(τ_e/τ_s)^p, "linear" τ = τ_s + (τ_e − τ_s)·p, "cosine" τ = τ_e + ½(τ_s − τ_e)(1 + cos πp).
+        hard: forward value of the mask. True (default): hard 0/1 with straight-through gradient. False: the soft
+            mask itself (kept coordinates are scaled by their soft value).
+        relaxation: "sigmoid" (default) or "softmax", the surrogate whose gradient the estimator uses (see the
+            module docstring for the choice).
+        gumbel_scale: σ, multiplier of the Gumbel noise (default 1.0; 0 makes training picks deterministic).
+        anneal_noise: scale the noise by τ/τ_start too, so exploration fades as τ anneals (default False).
+        total_steps: number of `step()` calls that take progress from 0 to 1; only needed if `step()` is used.
+
+    State (all in the state_dict, so a resumed fit restores them): `logits` (in_dim,) parameter; `tau` () buffer;
+    `progress` () buffer; `num_steps` () int64 buffer.
+    """
+
+    tau: torch.Tensor
+    progress: torch.Tensor
+    num_steps: torch.Tensor
+
+    def __init__(
+        self,
+        in_dim: int,
+        k: int,
+        init: Init = "prefix",
+        init_scale: float = 1.0,
+        tau_start: float = 1.0,
+        tau_end: float = 0.1,
+        schedule: Schedule = "exponential",
+        hard: bool = True,
+        relaxation: Relaxation = "sigmoid",
+        gumbel_scale: float = 1.0,
+        anneal_noise: bool = False,
+        total_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(in_dim, int) or in_dim < 1:
+            raise ConfigError(f"ads in_dim must be a positive integer, got {in_dim!r}")
+        if not isinstance(k, int) or not 1 <= k <= in_dim:
+            raise ConfigError(f"ads k must be an integer in [1, in_dim={in_dim}], got {k!r}")
+        if init not in ("uniform_noise", "prefix", "zeros"):
+            raise ConfigError(f"ads init must be one of 'uniform_noise', 'prefix', 'zeros', got {init!r}")
+        if schedule not in ("exponential", "linear", "cosine"):
+            raise ConfigError(
+                f"ads schedule must be one of 'exponential', 'linear', 'cosine', got {schedule!r}"
+            )
+        if relaxation not in ("sigmoid", "softmax"):
+            raise ConfigError(f"ads relaxation must be 'sigmoid' or 'softmax', got {relaxation!r}")
+        if not (tau_start > 0 and tau_end > 0):
+            raise ConfigError(f"ads tau_start and tau_end must be > 0, got {tau_start!r} and {tau_end!r}")
+        if gumbel_scale < 0:
+            raise ConfigError(f"ads gumbel_scale must be >= 0, got {gumbel_scale!r}")
+        if init_scale < 0:
+            raise ConfigError(f"ads init_scale must be >= 0, got {init_scale!r}")
+        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
+            raise ConfigError(f"ads total_steps must be a positive integer or None, got {total_steps!r}")
+        self.in_dim = in_dim
+        self.k = k
+        self.tau_start = float(tau_start)
+        self.tau_end = float(tau_end)
+        self.schedule = schedule
+        self.hard = hard
+        self.relaxation = relaxation
+        self.gumbel_scale = float(gumbel_scale)
+        self.anneal_noise = anneal_noise
+        self.total_steps = total_steps
+
+        if init == "prefix":
+            logits = torch.linspace(init_scale, -init_scale, in_dim) if in_dim > 1 else torch.zeros(1)
+        elif init == "uniform_noise":
+            logits = (torch.rand(in_dim) * 2 - 1) * init_scale
+        else:
+            logits = torch.zeros(in_dim)
+        self.logits = nn.Parameter(logits)
+        self.register_buffer("tau", torch.tensor(self.tau_start))
+        self.register_buffer("progress", torch.tensor(0.0))
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, k={self.k}, tau={float(self.tau):.4g}, schedule={self.schedule}, "
+            f"hard={self.hard}, relaxation={self.relaxation}"
+        )
+
+    # temperature -------------------------------------------------------------------------------------------
+
+    def tau_at(self, p: float) -> float:
+        """Temperature the schedule gives at progress p ∈ [0, 1]."""
+        s, e = self.tau_start, self.tau_end
+        if self.schedule == "exponential":
+            return s * (e / s) ** p
+        if self.schedule == "linear":
+            return s + (e - s) * p
+        return e + 0.5 * (s - e) * (1 + math.cos(math.pi * p))
+
+    @torch.no_grad()
+    def set_progress(self, p: float) -> None:
+        """Set annealing progress p ∈ [0, 1] (e.g. step within the stage / steps in the stage) and update τ."""
+        p = float(p)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"ads progress must be in [0, 1], got {p}")
+        self.progress.fill_(p)
+        self.tau.fill_(self.tau_at(p))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Advance one step of `total_steps` (progress = steps / total_steps, capped at 1) and update τ."""
+        if self.total_steps is None:
+            raise ConfigError("ads step() needs total_steps; pass total_steps=... or call set_progress(p)")
+        self.num_steps += 1
+        self.set_progress(min(1.0, int(self.num_steps) / self.total_steps))
+
+    # selection ---------------------------------------------------------------------------------------------
+
+    def selected_indices(self) -> torch.Tensor:
+        """The deterministic (eval) pick: top-k of the logits, ascending, as a (k,) LongTensor."""
+        return _topk_ascending(self.logits.detach(), self.k)
+
+    def _gumbel(self, generator: torch.Generator | None) -> torch.Tensor:
+        u = torch.rand(self.in_dim, generator=generator, device=self.logits.device, dtype=self.logits.dtype)
+        tiny = torch.finfo(u.dtype).tiny
+        return -torch.log(-torch.log(u.clamp(min=tiny, max=1.0 - 1e-7)))
+
+    def select(self, generator: torch.Generator | None = None) -> Selection:
+        """Draw one selection: Gumbel top-k with a straight-through mask in training, top-k of the logits in eval.
+
+        `generator` is used for the Gumbel noise when given (it must live on the logits' device); otherwise the
+        global RNG is.
+        """
+        if not self.training:
+            indices = self.selected_indices()
+            mask = torch.zeros_like(self.logits, requires_grad=False)
+            mask[indices] = 1.0
+            return Selection(mask=mask, indices=indices)
+
+        tau = self.tau.to(self.logits.dtype)
+        noise_scale = self.gumbel_scale * (float(self.tau) / self.tau_start if self.anneal_noise else 1.0)
+        perturbed = self.logits + noise_scale * self._gumbel(generator)  # a + σg, (in_dim,)
+        scores = perturbed / tau
+        indices = _topk_ascending(scores.detach(), self.k)
+        hard = torch.zeros_like(scores).index_fill_(0, indices, 1.0)
+        if self.relaxation == "softmax":
+            soft = self.k * torch.softmax(scores, dim=0)
+        else:
+            if self.k < self.in_dim:
+                top = torch.topk(scores.detach(), self.k + 1).values
+                threshold = 0.5 * (top[-1] + top[-2])
+            else:
+                threshold = scores.detach().min() - 1.0  # everything is kept; any threshold below all works
+            soft = torch.sigmoid(scores - threshold)
+        mask = hard - soft.detach() + soft if self.hard else soft
+        return Selection(mask=mask, indices=indices)
+
+    @staticmethod
+    def apply(x: torch.Tensor, selection: Selection) -> torch.Tensor:
+        """Prune (..., in_dim) to (..., k): `(x * mask)` at the selected indices, ascending."""
+        return (x * selection.mask.to(x.dtype)).index_select(-1, selection.indices)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Select k of the last dimension's in_dim coordinates.
+
+        Args:
+            x: (..., in_dim), e.g. (B, in_dim), or (2, B, in_dim) to prune queries and documents with one draw.
+            generator: optional RNG for the Gumbel noise (training only).
+
+        Returns:
+            (values (..., k), indices (k,) ascending). In training the values carry the straight-through gradient
+            to the logits; in eval they are exactly `x[..., indices]`.
+        """
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"ads expects inputs with last dimension {self.in_dim}, got {tuple(x.shape)}")
+        selection = self.select(generator)
+        return self.apply(x, selection), selection.indices

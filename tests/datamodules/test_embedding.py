@@ -1,0 +1,125 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import datamodules.embedding as emb
+from datamodules.embedding import EmbeddingDataModule
+from datamodules.errors import InputError
+from datamodules.store import EmbeddingStore, combine
+from tests.conftest import build_store
+
+
+def rows_seen(dm: EmbeddingDataModule, epoch: int = 0, key: str = "x") -> list[np.ndarray]:
+    """Batches of raw row indices (column 0 of the first model) for one epoch."""
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)  # what Lightning's fit loop does
+    out = []
+    for batch in loader:
+        out.append(batch[key][0][:, 0].numpy().astype(int))
+    return out
+
+
+def make_dm(store, **kw):
+    kw.setdefault("normalization", "none")
+    kw.setdefault("batch_size", 8)
+    kw.setdefault("block_rows", 10)
+    kw.setdefault("window_blocks", 2)
+    return EmbeddingDataModule(str(store), **kw)
+
+
+def test_input_dim_and_model_order(tiny_store):
+    dm = make_dm(tiny_store)
+    assert dm.model_keys == ["m1", "m2"]
+    assert dm.input_dim == 10
+    assert make_dm(tiny_store, models=["m2"]).input_dim == 4
+
+
+def test_epoch_order_is_deterministic_disjoint_and_reshuffled(tiny_store):
+    dm = make_dm(tiny_store, include_train_queries=False)
+    e0, e0_again, e1 = rows_seen(dm, 0), rows_seen(dm, 0), rows_seen(dm, 1)
+    assert [b.tolist() for b in e0] == [b.tolist() for b in e0_again]
+    flat0 = np.concatenate(e0)
+    assert len(set(flat0.tolist())) == len(flat0)  # no row twice in an epoch
+    assert all(len(b) == 8 for b in e0)
+    assert len(flat0) >= 100 - 5 * 8  # at most one partial batch dropped per window
+    assert sorted(flat0.tolist()) != sorted(np.concatenate(e1).tolist()) or e0[0].tolist() != e1[0].tolist()
+    assert len(dm.train_dataloader()) == len(e0)
+
+
+def test_train_queries_are_streamed_with_the_corpus(tiny_store):
+    dm = make_dm(tiny_store, batch_size=4, block_rows=20, window_blocks=1)
+    batches = dm.train_dataloader()
+    total = sum(len(b["x"][0]) for b in batches)
+    assert total == 140  # 100 corpus + 40 train queries, windows of 20 rows divide evenly by 4
+
+
+def test_ranks_get_disjoint_rows_and_equal_batch_counts(tiny_store, monkeypatch):
+    dm = make_dm(tiny_store, include_train_queries=False)
+    seen = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(emb, "_dist_rank_world", lambda r=rank: (r, 2))
+        seen[rank] = rows_seen(dm, 3)
+    assert len(seen[0]) == len(seen[1]) > 0
+    a, b = set(np.concatenate(seen[0]).tolist()), set(np.concatenate(seen[1]).tolist())
+    assert not a & b
+
+
+def test_workers_yield_the_same_batches_as_the_main_process(tiny_store):
+    single = sorted(tuple(b) for b in map(list, rows_seen(make_dm(tiny_store), 2)))
+    multi = sorted(tuple(b) for b in map(list, rows_seen(make_dm(tiny_store, num_workers=2), 2)))
+    assert single == multi
+
+
+def test_batches_combine_like_the_store(tiny_store):
+    dm = make_dm(tiny_store, normalization="l2-concat-l2", include_train_queries=False)
+    loader = dm.val_dataloader()
+    batch = dm.on_after_batch_transfer(next(iter(loader)), 0)
+    store = EmbeddingStore(tiny_store)
+    expected = combine([store.array(m, "corpus").read(0, 8) for m in ("m1", "m2")])
+    torch.testing.assert_close(batch["x"], torch.from_numpy(expected))
+
+
+def test_validation_rows_are_in_store_order_and_complete(tiny_store):
+    dm = make_dm(tiny_store, val_rows=30)
+    rows = np.concatenate([b["x"][0][:, 0].numpy() for b in dm.val_dataloader()]).astype(int)
+    assert rows.tolist() == list(range(30))  # the last, partial batch is kept
+
+
+def test_supervised_pairs_follow_train_qrels(tiny_store):
+    dm = make_dm(tiny_store, mode="supervised")
+    loader = dm.train_dataloader()
+    n = 0
+    for batch in loader:
+        qi, di = batch["q"][0][:, 0].numpy().astype(int), batch["d"][0][:, 0].numpy().astype(int)
+        assert ((7 * qi) % 100 == di).all()
+        n += len(qi)
+    assert n == 40
+
+
+def test_both_mode_zips_rows_and_pairs(tiny_store):
+    dm = make_dm(tiny_store, mode="both")
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert set(batch) == {"x", "q", "d"} and batch["q"].shape == (8, 10)
+
+
+def test_eval_data(tiny_store):
+    data = make_dm(tiny_store, normalization="l2-concat-l2").eval_data("test")
+    assert data.queries.shape == (12, 10) and data.corpus.shape == (100, 10)
+    assert data.query_ids[0] == "test-q0" and data.qrels["test-q1"] == {"d7": 1}
+    np.testing.assert_allclose(np.linalg.norm(data.corpus, axis=1), 1, rtol=1e-5)
+
+
+def test_bad_options(tiny_store, tmp_path):
+    with pytest.raises(
+        InputError, match=re.escape("data.mode: 'semi' is not one of unsupervised, supervised, both")
+    ):
+        make_dm(tiny_store, mode="semi")
+    with pytest.raises(InputError, match=re.escape("data.weights has 1 entries for 2 models ['m1', 'm2']")):
+        _ = make_dm(tiny_store, weights=[1.0]).input_dim
+    with pytest.raises(InputError, match="model 'nope' is not in this store"):
+        _ = make_dm(tiny_store, models=["nope"]).input_dim
+    store = build_store(tmp_path / "nosup", splits={"dev": 3, "test": 3})
+    with pytest.raises(InputError, match="text set 'queries/train' is not in this store"):
+        make_dm(store, mode="supervised").train_dataloader()

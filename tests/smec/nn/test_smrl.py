@@ -1,0 +1,191 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from smec.errors import ConfigError
+from smec.nn.ads import AdaptiveDimensionSelector
+from smec.nn.smrl import CompressionBlock, SMRLCompressor, StageSchedule, halving_dims
+
+DIMS = [16, 8, 4, 2]
+
+
+def _similarity_loss(out: dict[int, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """A small stand-in for the stage loss: match the teacher's cosine matrix at every returned size."""
+    target = F.normalize(x, dim=1) @ F.normalize(x, dim=1).T
+    return sum(((F.normalize(z, dim=1) @ F.normalize(z, dim=1).T - target) ** 2).mean() for z in out.values())
+
+
+def _stage_params(model: SMRLCompressor, s: int) -> list[torch.nn.Parameter]:
+    return [*model.blocks[s].parameters(), *model.selectors[s].parameters()]
+
+
+def test_halving_dims():
+    assert halving_dims(1536, 48) == [1536, 768, 384, 192, 96, 48]
+    assert halving_dims(1536, 64) == [1536, 768, 384, 192, 96]
+    assert SMRLCompressor(input_dim=64, min_dim=8).dims == [64, 32, 16, 8]
+
+
+def test_identity_init_makes_stage_zero_start_from_truncation():
+    model = SMRLCompressor(DIMS).eval()
+    x = torch.randn(5, 16)
+    out = model(x)
+    assert list(out) == [16, 8]
+    assert torch.equal(out[16], x)
+    assert torch.equal(out[8], x[:, :8])  # ADS "prefix" init: eval pick is the prefix
+
+
+@pytest.mark.parametrize("toggle", [True, False])
+def test_frozen_stages_get_no_gradient_and_keep_exact_values(toggle):
+    torch.manual_seed(0)
+    model = SMRLCompressor(DIMS, ads_kwargs={"init": "uniform_noise"}, toggle_requires_grad=toggle).train()
+    x = torch.randn(32, 16)
+    # one optimizer over everything, with weight decay: frozen parameters must still not move
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        opt.zero_grad(set_to_none=False)  # leaves zero-filled grads behind: set_stage must clear them
+        _similarity_loss(model(x), x).backward()
+        opt.step()
+    assert model.blocks[0].net.weight.grad is not None
+    model.set_stage(1)
+    frozen = [p.detach().clone() for p in _stage_params(model, 0)]
+    active_before = [p.detach().clone() for p in _stage_params(model, 1)]
+    for _ in range(4):
+        opt.zero_grad(set_to_none=False)
+        out = model(x)
+        assert list(out) == [16, 8, 4]
+        _similarity_loss({k: out[k] for k in (8, 4)}, x).backward()
+        for p in _stage_params(model, 0):
+            assert p.grad is None
+        opt.step()
+    for p, before in zip(_stage_params(model, 0), frozen):
+        assert torch.equal(p, before)
+        assert p.requires_grad is (not toggle)
+    assert any(not torch.equal(p, b) for p, b in zip(_stage_params(model, 1), active_before))
+    # the frozen selector stays in eval mode (deterministic pick) while the compressor trains
+    assert model.training and not model.selectors[0].training and model.selectors[1].training
+
+
+def test_trainable_parameters_are_the_active_stage_only():
+    model = SMRLCompressor(DIMS)
+    model.set_stage(2)
+    assert {id(p) for p in model.trainable_parameters()} == {id(p) for p in _stage_params(model, 2)}
+    assert all(p.requires_grad for p in model.trainable_parameters())
+    assert sum(p.requires_grad for p in model.parameters()) == len(model.trainable_parameters())
+
+
+def test_shared_selection_draw_for_queries_and_documents():
+    torch.manual_seed(0)
+    model = SMRLCompressor(DIMS, ads_kwargs={"init": "zeros"}).train()
+    q, d = torch.randn(3, 16), torch.randn(4, 16)
+    selections = model.select()
+    both = model(torch.cat([q, d]), selections=selections)
+    assert torch.equal(model(q, selections=selections)[8], both[8][:3])
+    assert torch.equal(model(d, selections=selections)[8], both[8][3:])
+
+
+def test_embed_returns_each_reached_size_and_rejects_others():
+    torch.manual_seed(0)
+    model = SMRLCompressor(DIMS, block="mlp", residual=True).eval()
+    model.set_stage(2)
+    x = torch.randn(3, 16)
+    out = model(x)
+    assert model.available_dims == [16, 8, 4, 2]
+    for dim in model.available_dims:
+        assert torch.equal(model.embed(x, dim), out[dim])
+        assert model.embed(x, dim).shape == (3, dim)
+    model.set_stage(0)
+    with pytest.raises(ValueError, match=r"^smrl has no embedding of size 4; available sizes: \[16, 8\]$"):
+        model.embed(x, 4)
+    assert set(model.index_sets()) == {8}
+
+
+def test_stage_restored_from_state_dict_reapplies_freezing():
+    model = SMRLCompressor(DIMS)
+    model.set_stage(2)
+    restored = SMRLCompressor(DIMS)
+    restored.load_state_dict(model.state_dict())
+    assert restored.stage == 2
+    assert [p.requires_grad for p in restored.parameters()] == [p.requires_grad for p in model.parameters()]
+    restored.train()
+    assert [m.training for m in restored.selectors] == [False, False, True]
+
+
+def test_add_stage_on_a_restored_model():
+    torch.manual_seed(0)
+    model = SMRLCompressor(DIMS, ads_kwargs={"init": "uniform_noise"})
+    model.set_stage(2)
+    restored = SMRLCompressor(DIMS, ads_kwargs={"init": "uniform_noise"})
+    restored.load_state_dict(model.state_dict())
+    assert restored.add_stage(1) == 3
+    assert restored.dims == [16, 8, 4, 2, 1] and restored.stage == 3
+    assert {id(p) for p in restored.trainable_parameters()} == {id(p) for p in _stage_params(restored, 3)}
+    assert not any(p.requires_grad for s in range(3) for p in _stage_params(restored, s))
+    x = torch.randn(6, 16)
+    out = restored.eval()(x)
+    assert list(out) == [16, 8, 4, 2, 1]
+    assert torch.equal(out[4], model.eval()(x)[4])  # earlier sizes untouched by the new stage
+    # the extended checkpoint needs the extended dims
+    with pytest.raises(
+        RuntimeError, match=r"smrl checkpoint has dims \[16, 8, 4, 2, 1\] but this compressor"
+    ):
+        SMRLCompressor(DIMS).load_state_dict(restored.state_dict())
+    bigger = SMRLCompressor([*DIMS, 1])
+    bigger.load_state_dict(restored.state_dict())
+    assert bigger.stage == 3
+    with pytest.raises(ConfigError, match=r"^smrl add_stage new_dim must be an integer in \[1, 1\), got 1$"):
+        bigger.add_stage(1)
+
+
+def test_prefix_selection_and_blocks():
+    model = SMRLCompressor([8, 4, 2], selection="prefix", block="mlp", residual=True).train()
+    x = torch.randn(2, 8)
+    out = model(x)
+    assert torch.equal(out[8], x) and torch.equal(out[4], x[:, :4])
+    assert model.index_sets()[4].tolist() == [0, 1, 2, 3]
+    assert not any(isinstance(s, AdaptiveDimensionSelector) for s in model.selectors)
+    plain_mlp = CompressionBlock(4, kind="mlp", residual=False)  # cannot start as identity
+    assert not torch.allclose(plain_mlp(torch.eye(4)), torch.eye(4))
+
+
+def test_set_progress_reaches_the_active_selector():
+    model = SMRLCompressor(DIMS, ads_kwargs={"tau_start": 1.0, "tau_end": 0.5, "schedule": "linear"})
+    model.set_stage(1)
+    model.set_progress(1.0)
+    assert [float(s.tau) for s in model.selectors] == [1.0, 0.5, 1.0]
+
+
+def test_bad_configuration_names_the_key():
+    with pytest.raises(ConfigError, match=r"^smrl dims must be strictly decreasing, got \[8, 8, 4\]$"):
+        SMRLCompressor([8, 8, 4])
+    with pytest.raises(ConfigError, match=r"^smrl takes either dims or input_dim \+ min_dim, not both$"):
+        SMRLCompressor([8, 4], input_dim=8, min_dim=4)
+    with pytest.raises(ConfigError, match=r"^smrl needs dims, or both input_dim and min_dim$"):
+        SMRLCompressor(input_dim=8)
+    with pytest.raises(ConfigError, match=r"^smrl block must be 'linear' or 'mlp', got 'conv'$"):
+        SMRLCompressor([8, 4], block="conv")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^smrl ads_kwargs must not set in_dim or k; they come from dims$"):
+        SMRLCompressor([8, 4], ads_kwargs={"k": 2})
+    with pytest.raises(ValueError, match=r"^smrl stage must be in \[0, 2\), got 2$"):
+        SMRLCompressor([8, 4, 2]).set_stage(2)
+
+
+def test_stage_schedule_by_epochs_and_steps():
+    by_epoch = StageSchedule(3, epochs_per_stage=[2, 1, 3])
+    assert [by_epoch.stage_at(e, 0) for e in range(8)] == [0, 0, 1, 2, 2, 2, 2, 2]
+    assert by_epoch.total == 6
+    assert by_epoch.progress(1, 0) == 0.5
+    assert by_epoch.progress(1, 15, steps_per_epoch=10) == 0.75
+    by_step = StageSchedule(2, steps_per_stage=5)
+    assert [by_step.stage_at(0, s) for s in range(12)] == [0] * 5 + [1] * 7
+    assert by_step.progress(0, 7) == 0.4 and by_step.progress(0, 100) == 1.0
+
+
+def test_stage_schedule_validation():
+    with pytest.raises(ConfigError, match=r"^give exactly one of epochs_per_stage and steps_per_stage$"):
+        StageSchedule(2)
+    with pytest.raises(ConfigError, match=r"^give exactly one of epochs_per_stage and steps_per_stage$"):
+        StageSchedule(2, epochs_per_stage=1, steps_per_stage=1)
+    with pytest.raises(ConfigError, match=r"^epochs_per_stage has 2 entries but there are 3 stages$"):
+        StageSchedule(3, epochs_per_stage=[1, 2])
+    with pytest.raises(ConfigError, match=r"^steps_per_stage must be positive integers, got \[3, 0\]$"):
+        StageSchedule(2, steps_per_stage=[3, 0])
