@@ -465,8 +465,21 @@ class EmbeddingDataModule(L.LightningDataModule):
     def test_dataloader(self) -> StreamLoader:
         return self.val_dataloader()
 
-    def predict_dataloader(self) -> StreamLoader:
-        return self._loader(self._row_stream(shuffle=False, train=False))
+    @property
+    def predict_text_sets(self) -> list[str]:
+        """Text sets written by ``smec predict``: the corpus and every query split, in store order."""
+        return [ts for ts in self.store.text_sets if ts == "corpus"] + [
+            ts for ts in self.store.text_sets if ts != "corpus"
+        ]
+
+    def predict_dataloader(self) -> list[StreamLoader]:
+        loaders = []
+        for text_set in self.predict_text_sets:
+            stream = BlockShuffleStream(
+                [self._segment(text_set)], self.batch_size, shuffle=False, drop_last=False
+            )
+            loaders.append(self._loader(stream))
+        return loaders
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, torch.Tensor]:
         """Combine per-model rows into the float32 input on the batch's device."""

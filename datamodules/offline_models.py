@@ -280,10 +280,13 @@ def build_once(target: Path, build: Callable[[Path], None], *, source: Mapping[s
         (tmp / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
         try:
             os.rename(tmp, target)
-        except OSError:
+        except OSError as e:
             # Another process finished first (the target is a non-empty directory now): use its copy.
             if not is_complete(target):
-                raise
+                raise EncoderError(
+                    f"cannot move the converted model into {target}: {e}; if that folder is left over from an "
+                    f"interrupted copy (it has no {BUILD_MARKER}), delete it and retry"
+                ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

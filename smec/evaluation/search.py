@@ -182,8 +182,9 @@ def search_hamming(
         ip, idx = _torch_search(q, signs[0], k, chunk_size)
         return ((n_bits - ip) / 2).astype(np.int32), idx
 
-    return _fix_boundary_ties(dist.astype(np.int32), indices.astype(np.int64), k, corpus_codes.shape[0],
-                              exact_rows, False)
+    return _fix_boundary_ties(
+        dist.astype(np.int32), indices.astype(np.int64), k, corpus_codes.shape[0], exact_rows, False
+    )
 
 
 def rescore(

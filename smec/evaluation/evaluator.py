@@ -1,0 +1,342 @@
+"""The one retrieval evaluator every method shares: (dim x precision) grid -> rows of nDCG@10, Recall@100, MRR@10.
+
+For each requested dim the evaluator takes the prefix ``x[:, :dim]`` (or the columns ``index_sets[dim]``),
+L2-normalises it, quantises it (see quantize.py; calibration uses corpus rows only), runs exact top-k search (see
+search.py), and scores the run with trec_eval semantics (see metrics.py).
+
+Scoring per precision (recorded in each row's ``scoring`` field):
+
+* ``float32`` — ``"ip"``: inner product of the normalised vectors (= cosine).
+* ``int8``/``int4`` — ``"deq-sym"`` (default): queries *and* corpus are encoded with the corpus-calibrated
+  quantiser, decoded, L2-renormalised and scored by inner product (the pilot's "deq" cosine).
+  ``int_scoring="asymmetric"`` → ``"deq-asym"``: float queries against the decoded, renormalised corpus.
+* ``binary`` — ``"hamming-median"`` / ``"hamming-sign"``: packed bits, Hamming distance; a row's score is
+  ``1 - 2 * hamming / dim`` (the cosine of the ±1 codes). ``binary_rescore=N`` → ``"hamming-<t>+rescore<N>"``:
+  Hamming top-N, then re-ranked by the float inner product (the float corpus is assumed to sit on disk; its size
+  is not counted in ``bits``).
+
+Ties: the corpus is indexed in doc-id-descending order and every search breaks ties by index, so ranks equal
+trec_eval's ordering of the *full* ranking (score desc, doc id desc), including which tied documents make the
+top k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smec.evaluation.errors import EvaluationError
+from smec.evaluation.metrics import NO_RELEVANT_POLICIES, Qrels, evaluate_ranking, order_run
+from smec.evaluation.quantize import (
+    BINARY_THRESHOLDS,
+    PRECISIONS,
+    BinaryQuantizer,
+    ScalarQuantizer,
+    bits_per_vector,
+    check_binary_dim,
+    check_precision,
+    compression_factor,
+    l2_normalize,
+)
+from smec.evaluation.results import run_file_name, write_trec_run
+from smec.evaluation.search import SEARCH_BACKENDS, rescore, search_hamming, search_inner_product
+from smec.evaluation.stats import standard_error
+
+INT_SCORINGS = ("symmetric", "asymmetric")
+
+
+class RetrievalEvaluator:
+    """Evaluate embeddings of one retrieval split at several dims and precisions.
+
+    Args:
+        qrels: ``{query_id: {doc_id: grade}}``.
+        query_ids: ids of the query rows passed to ``evaluate`` (queries without a qrels entry are skipped).
+        corpus_ids: ids of the corpus rows (unique).
+        input_dim: dimension of the float32 input being compressed (the concatenation), for the compression
+            factor ``32 * input_dim / bits``.
+        k: search depth (default 100; run files hold the top k).
+        ndcg_at, recall_at, mrr_at: metric cut-offs (10, 100, 10); each must be <= k.
+        int_scoring: ``"symmetric"`` (default, both sides quantised) or ``"asymmetric"`` (float queries).
+        binary_threshold: ``"median"`` (default) or ``"sign"``.
+        binary_rescore: shortlist size N for Hamming-then-float rescoring, or None (default: pure Hamming).
+        calibration_size: corpus rows used to fit quantisers (seeded sample); None (default) = the whole corpus.
+        seed: seed of that sample.
+        backend: float search backend, ``"auto"`` / ``"faiss"`` / ``"torch"``.
+        no_relevant: ``"zero"`` (default, pytrec_eval) or ``"skip"`` for judged queries with no relevant doc.
+    """
+
+    def __init__(
+        self,
+        qrels: Mapping[str, Mapping[str, int]],
+        query_ids: Sequence[str],
+        corpus_ids: Sequence[str],
+        *,
+        input_dim: int,
+        k: int = 100,
+        ndcg_at: int = 10,
+        recall_at: int = 100,
+        mrr_at: int = 10,
+        int_scoring: str = "symmetric",
+        binary_threshold: str = "median",
+        binary_rescore: int | None = None,
+        calibration_size: int | None = None,
+        seed: int = 0,
+        backend: str = "auto",
+        no_relevant: str = "zero",
+    ) -> None:
+        if len(corpus_ids) == 0:
+            raise EvaluationError("the corpus is empty: nothing to retrieve")
+        if len(query_ids) == 0:
+            raise EvaluationError("no queries to evaluate")
+        if not any(q in qrels for q in query_ids):
+            raise EvaluationError(
+                f"none of the {len(query_ids)} query ids appear in qrels (e.g. {query_ids[0]!r}); "
+                "check that queries and qrels come from the same split"
+            )
+        for name, cut in (("ndcg_at", ndcg_at), ("recall_at", recall_at), ("mrr_at", mrr_at)):
+            if not 1 <= cut <= k:
+                raise EvaluationError(f"{name} must be between 1 and k={k}, got {cut}")
+        if int_scoring not in INT_SCORINGS:
+            raise EvaluationError(f"int_scoring must be one of {list(INT_SCORINGS)}, got {int_scoring!r}")
+        if binary_threshold not in BINARY_THRESHOLDS:
+            raise EvaluationError(
+                f"binary_threshold must be one of {list(BINARY_THRESHOLDS)}, got {binary_threshold!r}"
+            )
+        if binary_rescore is not None and binary_rescore < k:
+            raise EvaluationError(
+                f"binary_rescore must be >= k={k} (a shortlist to re-rank), got {binary_rescore}"
+            )
+        if backend not in SEARCH_BACKENDS:
+            raise EvaluationError(
+                f"unknown search backend {backend!r}: expected one of {list(SEARCH_BACKENDS)}"
+            )
+        if no_relevant not in NO_RELEVANT_POLICIES:
+            raise EvaluationError(
+                f"no_relevant must be one of {list(NO_RELEVANT_POLICIES)}, got {no_relevant!r}"
+            )
+        if input_dim < 1:
+            raise EvaluationError(f"input_dim must be positive, got {input_dim}")
+
+        self.query_ids = list(query_ids)
+        self.corpus_ids = list(corpus_ids)
+        self.qrels = Qrels(qrels, self.query_ids, self.corpus_ids)
+        self.input_dim = int(input_dim)
+        self.k = int(k)
+        self.measures = (f"ndcg@{ndcg_at}", f"recall@{recall_at}", f"mrr@{mrr_at}")
+        self.int_scoring = int_scoring
+        self.binary_threshold = binary_threshold
+        self.binary_rescore = binary_rescore
+        self.backend = backend
+        self.no_relevant = no_relevant
+        # Corpus rows in doc-id-descending order: search breaks ties by row, trec_eval by doc id descending.
+        self._perm = np.argsort(self.qrels.tie_rank)
+        n_docs = len(self.corpus_ids)
+        # Positions (in the doc-id-descending order) of the corpus rows that calibrate quantisers; None = all.
+        self._calibration_pos: np.ndarray | None = None
+        if calibration_size is not None and calibration_size < n_docs:
+            rows = np.random.default_rng(seed).choice(n_docs, size=calibration_size, replace=False)
+            self._calibration_pos = np.sort(self.qrels.tie_rank[rows])
+        keep = self.qrels.judged & ((self.qrels.n_relevant > 0) | (no_relevant == "zero"))
+        # One list shared by every row, so paired_difference can check alignment by identity.
+        self.scored_query_ids = [q for q, kept in zip(self.query_ids, keep) if kept]
+        self.n_unjudged_queries = int((~self.qrels.judged).sum())
+
+    # ------------------------------------------------------------------ validation
+    def _check_arrays(self, queries: np.ndarray, corpus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        queries, corpus = np.asarray(queries), np.asarray(corpus)
+        if queries.ndim != 2 or corpus.ndim != 2:
+            raise EvaluationError(
+                f"queries and corpus must be 2-d, got shapes {queries.shape} and {corpus.shape}"
+            )
+        if corpus.shape[0] == 0:
+            raise EvaluationError("the corpus is empty: nothing to retrieve")
+        if queries.shape[0] != len(self.query_ids):
+            raise EvaluationError(
+                f"queries has {queries.shape[0]} rows but there are {len(self.query_ids)} query ids"
+            )
+        if corpus.shape[0] != len(self.corpus_ids):
+            raise EvaluationError(
+                f"corpus has {corpus.shape[0]} rows but there are {len(self.corpus_ids)} corpus ids"
+            )
+        if queries.shape[1] != corpus.shape[1]:
+            raise EvaluationError(
+                f"queries have {queries.shape[1]} dims but the corpus has {corpus.shape[1]}"
+            )
+        return queries, corpus
+
+    @staticmethod
+    def _check_grid(
+        width: int,
+        dims: Sequence[int],
+        precisions: Sequence[str],
+        index_sets: Mapping[int, np.ndarray] | None,
+    ) -> dict[int, np.ndarray | None]:
+        for p in precisions:
+            check_precision(p)
+        columns: dict[int, np.ndarray | None] = {}
+        for dim in dims:
+            dim = int(dim)
+            if not 1 <= dim <= width:
+                raise EvaluationError(
+                    f"dim {dim} is larger than the input dim {width}"
+                    if dim > width
+                    else f"dims must be positive, got {dim}"
+                )
+            if "binary" in precisions:
+                check_binary_dim(dim)
+            cols = None
+            if index_sets is not None:
+                if dim not in index_sets:
+                    raise EvaluationError(f"index_sets has no entry for dim {dim} (has {sorted(index_sets)})")
+                cols = np.asarray(index_sets[dim]).astype(np.int64, copy=False)
+                if (
+                    cols.shape != (dim,)
+                    or np.unique(cols).size != dim
+                    or cols.min() < 0
+                    or cols.max() >= width
+                ):
+                    raise EvaluationError(
+                        f"index_sets[{dim}] must hold {dim} distinct column indices in [0, {width}), "
+                        f"got shape {cols.shape}"
+                    )
+            columns[dim] = cols
+        return columns
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(
+        self,
+        method: str,
+        queries: np.ndarray,
+        corpus: np.ndarray,
+        dims: Sequence[int] | None = None,
+        precisions: Sequence[str] = PRECISIONS,
+        index_sets: Mapping[int, np.ndarray] | None = None,
+        run_dir: Path | None = None,
+    ) -> list[dict[str, Any]]:
+        """Evaluate one method over ``dims x precisions``.
+
+        Args:
+            method: name in the rows (e.g. ``"concat"``, ``"smec"``).
+            queries: (nq, D) float, rows aligned with ``query_ids``; corpus: (nc, D) float, aligned with corpus_ids.
+            dims: dims to evaluate (each <= D; multiples of 8 when "binary" is requested); None = ``[D]``.
+            precisions: subset of ("float32", "int8", "int4", "binary").
+            index_sets: optional ``{dim: (dim,) column indices}`` used instead of the prefix (ADS); must cover
+                every dim.
+            run_dir: if given, writes ``<method>.<dim>.<precision>.trec`` (top k) there.
+        Returns:
+            one row per (dim, precision), in that order; see results.py for the row fields.
+        """
+        queries, corpus = self._check_arrays(queries, corpus)
+        dims = [corpus.shape[1]] if dims is None else [int(d) for d in dims]
+        columns = self._check_grid(corpus.shape[1], dims, precisions, index_sets)
+        rows = []
+        for dim in dims:
+            cols = columns[dim]
+            start = time.perf_counter()
+            if cols is None:
+                q = l2_normalize(queries[:, :dim])
+                c = l2_normalize(corpus[self._perm, :dim])
+            else:
+                q = l2_normalize(queries[:, cols])
+                c = l2_normalize(corpus[np.ix_(self._perm, cols)])
+            prep = time.perf_counter() - start
+            for precision in precisions:
+                start = time.perf_counter()
+                scores, idx, scoring = self._search(q, c, precision)
+                rows.append(
+                    self.score_ranking(
+                        method,
+                        dim,
+                        precision,
+                        bits_per_vector(precision, dim),
+                        scores,
+                        self._perm[idx],
+                        scoring=scoring,
+                        run_dir=run_dir,
+                        elapsed=prep / len(precisions) + time.perf_counter() - start,
+                    )
+                )
+        return rows
+
+    def _search(self, q: np.ndarray, c: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray, str]:
+        """Quantise (corpus-calibrated) and search; returns scores, indices into ``c``'s rows, scoring name."""
+        sample = c if self._calibration_pos is None else c[self._calibration_pos]
+        if precision == "float32":
+            s, i = search_inner_product(q, c, self.k, backend=self.backend)
+            return s, i, "ip"
+        if precision in ("int8", "int4"):
+            sq = ScalarQuantizer(8 if precision == "int8" else 4).fit(sample)
+            c_deq = l2_normalize(sq.decode(sq.encode(c)))
+            if self.int_scoring == "symmetric":
+                q = l2_normalize(sq.decode(sq.encode(q)))
+            s, i = search_inner_product(q, c_deq, self.k, backend=self.backend)
+            return s, i, "deq-sym" if self.int_scoring == "symmetric" else "deq-asym"
+        bq = BinaryQuantizer(self.binary_threshold).fit(sample)
+        scoring = f"hamming-{self.binary_threshold}"
+        depth = self.k if self.binary_rescore is None else self.binary_rescore
+        dist, i = search_hamming(bq.encode(q), bq.encode(c), depth)
+        if self.binary_rescore is None:
+            return 1.0 - 2.0 * dist.astype(np.float32) / c.shape[1], i, scoring
+        s, i = rescore(q, c, i, self.k)
+        return s, i, f"{scoring}+rescore{self.binary_rescore}"
+
+    def score_ranking(
+        self,
+        method: str,
+        dim: int,
+        precision: str,
+        bits: int,
+        scores: np.ndarray,
+        indices: np.ndarray,
+        *,
+        scoring: str,
+        run_dir: Path | None = None,
+        elapsed: float | None = None,
+    ) -> dict[str, Any]:
+        """Turn one run into a row; also the entry point for methods with their own search (e.g. OPQ+PQ).
+
+        Args:
+            scores, indices: (nq, k') run over ``query_ids`` with indices into ``corpus_ids`` (-1 = empty);
+                any column order (re-sorted by trec_eval's rule).
+            bits: bits stored per vector (sets ``compression``); scoring: free-text label of the scoring rule.
+            run_dir: if given, writes the run as ``<method>.<dim>.<precision>.trec``.
+            elapsed: seconds to report as ``time_s`` (default: the time spent in this call).
+        """
+        start = time.perf_counter()
+        scores = np.asarray(scores)
+        indices = np.asarray(indices, dtype=np.int64)
+        metrics = evaluate_ranking(
+            scores, indices, self.qrels, measures=self.measures, no_relevant=self.no_relevant
+        )
+        if run_dir is not None:
+            order = order_run(scores, indices, self.qrels.tie_rank)
+            write_trec_run(
+                Path(run_dir) / run_file_name(method, dim, precision),
+                self.query_ids,
+                self.corpus_ids,
+                np.take_along_axis(scores, order, 1),
+                np.take_along_axis(indices, order, 1),
+                tag=f"{method}.{dim}.{precision}",
+            )
+        ndcg, recall, mrr = self.measures
+        row: dict[str, Any] = {
+            "method": method,
+            "dim": int(dim),
+            "precision": precision,
+            "bits": int(bits),
+            "compression": compression_factor(self.input_dim, bits),
+            "scoring": scoring,
+            ndcg: metrics.mean(ndcg),
+            f"{ndcg}_se": standard_error(metrics.per_query[ndcg]),
+            recall: metrics.mean(recall),
+            mrr: metrics.mean(mrr),
+            "n_queries": len(metrics.query_ids),
+            "time_s": round((elapsed or 0.0) + time.perf_counter() - start, 4),
+            "per_query": metrics.per_query,
+            "query_ids": self.scored_query_ids,
+        }
+        return row

@@ -1,0 +1,73 @@
+"""What every compression system offers the evaluator callback, the predict writer and the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch import Tensor
+
+from smec.errors import ConfigError
+
+
+class CompressionSystem(L.LightningModule):
+    """What every compression system offers the evaluator, the predict writer and the CLI.
+
+    Subclasses set ``self.output_dim`` and ``self.eval_dims`` and implement :meth:`compress`.
+    """
+
+    method_name = "compressor"
+    input_dim: int
+    output_dim: int
+    eval_dims: tuple[int, ...]
+
+    def compress(self, x: Tensor) -> Tensor:
+        """Frozen input (B, D) → compressed output (B, d_max), not normalised; nested sizes are prefixes."""
+        raise NotImplementedError
+
+    def embed(self, x: Tensor, dim: int) -> Tensor:
+        """The representation of size ``dim`` (default: the prefix of :meth:`compress`)."""
+        return self.compress(x)[:, :dim]
+
+    def index_sets(self) -> dict[int, Tensor] | None:
+        """Explicit coordinate sets per size when they are not prefixes (ADS); None for prefixes."""
+        return None
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_dim = getattr(datamodule, "input_dim", None)
+        if data_dim is not None and data_dim != self.input_dim:
+            raise ConfigError(
+                f"model.input_dim={self.input_dim} does not match the data: the store's models "
+                f"{datamodule.model_keys} concatenate to {data_dim} dims (data.models / data.store)"
+            )
+
+    def _log_loss(self, prefix: str, out: Any, batch_size: int) -> None:
+        on_step = prefix == "train"
+        self.log(
+            f"{prefix}/loss",
+            out.loss.detach(),
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=batch_size,
+            prog_bar=prefix == "train",
+            sync_dist=not on_step,
+        )
+        for m, value in out.per_dim.items():
+            self.log(
+                f"{prefix}/loss/d{m}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )
+
+
+def named_config_errors(prefix: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
+    """Build a component, prefixing its ConfigError messages with the YAML section they belong to."""
+    try:
+        return factory(*args, **kwargs)
+    except ConfigError as e:
+        message = str(e)
+        raise ConfigError(message if message.startswith(f"{prefix}.") else f"{prefix}.{message}") from None

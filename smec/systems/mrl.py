@@ -1,0 +1,128 @@
+"""`MRLDecoderModule`: the concat-decoder MRL system (Ben Ayad et al. 2025, papers.md §1.3–1.4).
+
+Thin wiring only: a :class:`~smec.nn.decoder.Decoder` maps the frozen concatenation x (B, D) to y (B, d_max),
+and a :class:`~smec.losses.matryoshka.MatryoshkaSimilarityLoss` keeps the input's pairwise cosines at every
+nested prefix of y. Retrieval metrics come from the shared evaluator callback
+(:class:`smec.evaluation.callback.RetrievalEvalCallback`), which calls :meth:`compress`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from smec.errors import ConfigError
+from smec.losses.matryoshka import MatryoshkaSimilarityLoss, check_dims
+from smec.nn.decoder import PRESETS, Decoder
+from smec.systems.base import CompressionSystem, named_config_errors
+
+
+class MRLDecoderModule(CompressionSystem):
+    """Concat → decoder → nested prefixes, trained with the Matryoshka similarity-preservation loss.
+
+    Args:
+        input_dim: width D of the frozen concatenation (linked from ``data.input_dim`` by the CLI).
+        output_dim: d_max, the decoder's width (default 512).
+        dims: nested sizes M trained by the loss, ascending, each <= output_dim (default 32…512).
+        weights: per-size loss weights (default: equal, as in the paper's code).
+        n_dims_per_step: train a random subset of the dims each step (-1: all, default).
+        arch: decoder variant: ``linear`` (default: LN → Linear, best in the WordNet pilot), ``simple_encoder``
+            (the paper's LN → Linear → BN → LeakyReLU), ``encoder_only`` (two layers); see ``Decoder.preset``.
+        hidden_dim / residual / init / dropout: overrides for the chosen preset (None keeps the preset's).
+        distance: ``mse`` (paper) or ``l1``.
+        topk / topk_weight / reconstruction_weight: Matryoshka-Adaptor's optional extra terms (off by default).
+        lr / weight_decay / step_size / gamma: AdamW + StepLR, the paper code's defaults (1e-3, 1e-4, 10, 0.8).
+        eval_dims: sizes the evaluator callback reports (default: ``dims``).
+    """
+
+    method_name = "mrl"
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int = 512,
+        dims: list[int] | None = None,
+        weights: list[float] | None = None,
+        n_dims_per_step: int = -1,
+        arch: str = "linear",
+        hidden_dim: int | None = None,
+        residual: bool | None = None,
+        init: str | None = None,
+        dropout: float | None = None,
+        distance: str = "mse",
+        topk: int = 0,
+        topk_weight: float = 0.0,
+        reconstruction_weight: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        step_size: int = 10,
+        gamma: float = 0.8,
+        eval_dims: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        dims = [32, 64, 128, 256, 512] if dims is None else list(dims)
+        if arch not in PRESETS:
+            raise ConfigError(f"model.arch: {arch!r} is not one of {', '.join(PRESETS)}")
+        check_dims(dims, output_dim, name="model.dims")
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        overrides = {
+            k: v
+            for k, v in dict(hidden_dim=hidden_dim, residual=residual, init=init, dropout=dropout).items()
+            if v is not None
+        }
+        self.decoder = named_config_errors(
+            "model", Decoder.preset, arch, self.input_dim, self.output_dim, **overrides
+        )
+        self.loss_fn = named_config_errors(
+            "model",
+            MatryoshkaSimilarityLoss,
+            dims,
+            weights=weights,
+            n_dims_per_step=n_dims_per_step,
+            output_dim=self.output_dim,
+            topk=topk,
+            topk_weight=topk_weight,
+            reconstruction_weight=reconstruction_weight,
+            distance=distance,
+        )
+        self.eval_dims = tuple(
+            check_dims(eval_dims, output_dim, name="model.eval_dims") if eval_dims else dims
+        )
+        self.val_loss = MeanMetric()
+        # torchmetrics, not Lightning's on_epoch means, so that the aggregation is exact across ranks.
+        self.val_loss_per_dim = nn.ModuleDict({str(m): MeanMetric() for m in dims})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(x)
+
+    def compress(self, x: Tensor) -> Tensor:
+        return self.decoder(x)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        x = batch["x"]
+        out = self.loss_fn(self.decoder(x), x)
+        self._log_loss("train", out, len(x))
+        return out.loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        x = batch["x"]
+        out = self.loss_fn(self.decoder(x), x)
+        self.val_loss.update(out.loss, weight=len(x))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
+        for m, value in out.per_dim.items():
+            metric = self.val_loss_per_dim[str(m)]
+            metric.update(value, weight=len(x))
+            self.log(f"val/loss/d{m}", metric, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self.compress(batch["x"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

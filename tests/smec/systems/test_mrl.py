@@ -1,0 +1,77 @@
+import re
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules.embedding import EmbeddingDataModule
+from smec.errors import ConfigError
+from smec.systems.mrl import MRLDecoderModule
+
+
+def fit(store, model, epochs=3, **trainer_kw):
+    dm = EmbeddingDataModule(str(store), batch_size=16, block_rows=32)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kw,
+    )
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+def test_training_lowers_the_similarity_loss(tiny_store):
+    torch.manual_seed(0)
+    model = MRLDecoderModule(input_dim=10, output_dim=8, dims=[2, 4, 8], lr=3e-3)
+    dm = EmbeddingDataModule(str(tiny_store), batch_size=64, normalization="l2-concat-l2")
+    x = torch.from_numpy(dm.eval_data("dev").corpus)
+    before = model.loss_fn(model.compress(x), x).loss.item()
+    trainer = fit(tiny_store, model, epochs=15)
+    model.eval()
+    with torch.no_grad():
+        after = model.loss_fn(model.compress(x), x).loss.item()
+    assert after < 0.7 * before
+    assert trainer.global_step > 0
+    assert {"train/loss_epoch", "train/loss/d8", "val/loss", "val/loss/d2"} <= set(trainer.callback_metrics)
+
+
+def test_compress_shapes(tiny_store):
+    model = MRLDecoderModule(input_dim=10, output_dim=8, dims=[4, 8])
+    y = model.compress(torch.randn(5, 10))
+    assert y.shape == (5, 8)
+    assert model.embed(torch.randn(5, 10), 4).shape == (5, 4)
+    assert model.index_sets() is None and model.eval_dims == (4, 8)
+
+
+def test_input_dim_mismatch_with_the_store_fails_before_training(tiny_store):
+    model = MRLDecoderModule(input_dim=12, output_dim=8, dims=[4, 8])
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "model.input_dim=12 does not match the data: the store's models ['m1', 'm2'] concatenate to 10 dims"
+        ),
+    ):
+        fit(tiny_store, model, epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dims": [32, 1024]}, "model.dims must all be <= output_dim=512, got [32, 1024]"),
+        ({"dims": []}, "model.dims must be a non-empty list of positive ints, got []"),
+        ({"dims": [64, 32]}, "model.dims must be sorted ascending, got [64, 32]"),
+        ({"dims": [32, 64], "weights": [1.0]}, "model.weights must have one entry per dim (2), got [1.0]"),
+        (
+            {"arch": "transformer"},
+            "model.arch: 'transformer' is not one of linear, simple_encoder, encoder_only",
+        ),
+        ({"dropout": 1.5}, "model.dropout must be a float in [0, 1), got 1.5"),
+    ],
+)
+def test_bad_config_names_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        MRLDecoderModule(input_dim=64, **kwargs)
