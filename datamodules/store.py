@@ -379,12 +379,27 @@ class ShardedArray:
     def mapped(self, start: int, stop: int) -> list[np.ndarray]:
         """Fresh read-only memory maps of rows start:stop (one view per shard touched).
 
-        The maps close when the views are dropped, which releases their file-backed pages from the resident
-        set: streaming holds only the current window mapped, whatever the store's size.
+        Only the requested byte range is mapped, pre-faulted in one go (``MAP_POPULATE`` where available:
+        much cheaper than a page fault per touched page), and the map closes when the views are dropped, which
+        releases its file-backed pages from the resident set: streaming holds only the current window mapped,
+        whatever the store's size.
         """
+        import mmap
+
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        row_bytes = self.dim * self.dtype.itemsize
         views = []
         for s, lo, hi, _ in self._locate(start, min(stop, self.rows)):
-            views.append(np.load(self._files[s], mmap_mode="r")[lo:hi])
+            begin = self._data_offsets[s] + lo * row_bytes
+            aligned = begin - begin % mmap.ALLOCATIONGRANULARITY
+            length = begin - aligned + (hi - lo) * row_bytes
+            with open(self._files[s], "rb") as f:
+                mm = mmap.mmap(f.fileno(), length, flags=flags, prot=mmap.PROT_READ, offset=aligned)
+            views.append(
+                np.frombuffer(
+                    mm, dtype=self.dtype, count=(hi - lo) * self.dim, offset=begin - aligned
+                ).reshape(hi - lo, self.dim)
+            )
         return views
 
     def take(self, indices: np.ndarray) -> np.ndarray:

@@ -3,9 +3,9 @@
 Tie rule, identical for every backend: results are sorted by score descending (Hamming distance ascending), and
 equal scores are ordered by corpus row ascending — also at the k-th position, so *which* tied documents make the
 top k is deterministic. faiss and ``torch.topk`` do not guarantee this themselves, so every search asks for k + 1
-results; a query whose (k+1)-th result ties with its k-th is recomputed with the exact torch path, which selects
-tied documents at the boundary in row order. (For float data this almost never happens; for short binary codes it
-is common and costs one extra matmul over those queries.)
+results; a query whose (k+1)-th result ties with its k-th is recomputed exactly (inner product: the torch path, which selects tied
+documents at the boundary in row order; Hamming: a range search). (For float data this almost never happens; for short binary codes it
+is common: those queries get one faiss range search, see search_hamming.)
 
 If k exceeds the corpus size, k is clipped to it.
 """
@@ -19,9 +19,11 @@ import torch
 from smec.evaluation.errors import EvaluationError
 
 SEARCH_BACKENDS = ("auto", "faiss", "torch")
-# Measured on 2 CPU cores (10k x 2k, see the evaluator's benchmark): faiss IndexFlatIP loses to torch matmul + topk
-# below ~128 dims and wins above.
-TORCH_BELOW_DIM = 128
+# Measured on 2 CPU cores, k = 100, OMP_WAIT_POLICY=PASSIVE: faiss IndexFlatIP beats torch matmul + topk at every
+# dim on a 10k corpus (64-d, 2k queries: 0.10 s vs 0.17 s), but on corpora of >= ~30k documents faiss is 1.5-3x
+# slower than torch for 56 <= dim < 128 (100k docs, 1k queries, 96-d: 2.6 s vs 0.9 s; 128-d: 0.6 s vs 1.0 s).
+TORCH_DIMS = (56, 128)
+TORCH_MIN_CORPUS = 25_000
 # Upper bound on the (chunk, n_corpus) float32 score block the torch path materialises.
 MAX_CHUNK_BYTES = 256 * 2**20
 
@@ -31,15 +33,17 @@ def faiss_gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def choose_backend(dim: int, backend: str = "auto") -> str:
-    """Resolve ``"auto"``: faiss when it has a GPU, else torch below TORCH_BELOW_DIM dims, else faiss (CPU)."""
+def choose_backend(dim: int, n_corpus: int, backend: str = "auto") -> str:
+    """Resolve ``"auto"``: faiss when it has a GPU; on CPU torch for TORCH_DIMS[0] <= dim < TORCH_DIMS[1] on
+    corpora of at least TORCH_MIN_CORPUS rows (where faiss's flat search is slow), else faiss."""
     if backend not in SEARCH_BACKENDS:
         raise EvaluationError(f"unknown search backend {backend!r}: expected one of {list(SEARCH_BACKENDS)}")
     if backend != "auto":
         return backend
     if faiss_gpu_available():
         return "faiss"
-    return "torch" if dim < TORCH_BELOW_DIM else "faiss"
+    small_dim = TORCH_DIMS[0] <= dim < TORCH_DIMS[1]
+    return "torch" if small_dim and n_corpus >= TORCH_MIN_CORPUS else "faiss"
 
 
 def _check_pair(queries: np.ndarray, corpus: np.ndarray, k: int) -> int:
@@ -138,7 +142,7 @@ def search_inner_product(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
     k = _check_pair(queries, corpus, k)
-    chosen = choose_backend(corpus.shape[1], backend)
+    chosen = choose_backend(corpus.shape[1], corpus.shape[0], backend)
     corpus_t = torch.from_numpy(corpus).to(device)
     if chosen == "torch":
         return _torch_search(torch.from_numpy(queries).to(device), corpus_t, k, chunk_size)
@@ -154,10 +158,12 @@ def search_inner_product(
     return _fix_boundary_ties(values, indices.astype(np.int64), k, corpus.shape[0], exact_rows, True)
 
 
-def search_hamming(
-    query_codes: np.ndarray, corpus_codes: np.ndarray, k: int, *, chunk_size: int = 1024
-) -> tuple[np.ndarray, np.ndarray]:
+def search_hamming(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact Hamming search over packed binary codes with faiss.IndexBinaryFlat.
+
+    Short codes tie at the k-th distance for most queries; those queries are completed with one
+    ``range_search`` per distinct boundary distance t (every code within distance t), keeping all codes closer
+    than t and the lowest-row codes at distance t.
 
     Args:
         query_codes: (nq, B) uint8; corpus_codes: (nc, B) uint8 (B bytes = 8 B bits).
@@ -168,19 +174,27 @@ def search_hamming(
     query_codes = np.ascontiguousarray(query_codes, dtype=np.uint8)
     corpus_codes = np.ascontiguousarray(corpus_codes, dtype=np.uint8)
     k = _check_pair(query_codes, corpus_codes, k)
-    n_bits = 8 * corpus_codes.shape[1]
-    index = faiss.IndexBinaryFlat(n_bits)
+    index = faiss.IndexBinaryFlat(8 * corpus_codes.shape[1])
     index.add(corpus_codes)
     dist, indices = index.search(query_codes, min(k + 1, corpus_codes.shape[0]))
-    signs: list[torch.Tensor] = []
 
-    def exact_rows(rows: np.ndarray):
-        # <+-1 codes> = n_bits - 2 * hamming, exact in float32 for any realistic code length (< 2^24 bits).
-        if not signs:
-            signs.append(torch.from_numpy(np.unpackbits(corpus_codes, axis=1).astype(np.float32) * 2 - 1))
-        q = torch.from_numpy(np.unpackbits(query_codes[rows], axis=1).astype(np.float32) * 2 - 1)
-        ip, idx = _torch_search(q, signs[0], k, chunk_size)
-        return ((n_bits - ip) / 2).astype(np.int32), idx
+    def exact_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out_d = np.empty((rows.size, k), dtype=np.int32)
+        out_i = np.empty((rows.size, k), dtype=np.int64)
+        boundary = dist[rows, k - 1]
+        for t in np.unique(boundary):
+            sel = np.flatnonzero(boundary == t)
+            # faiss returns distances < radius: radius t + 1 gives every code at distance <= t.
+            lims, d, i = index.range_search(query_codes[rows[sel]], int(t) + 1)
+            lims = lims.astype(np.int64)
+            counts = np.diff(lims)
+            owner = np.repeat(np.arange(sel.size), counts)
+            order = np.lexsort((i, d, owner))
+            rank_in_row = np.arange(order.size) - np.repeat(lims[:-1], counts)
+            keep = order[rank_in_row < k]
+            out_d[sel] = d[keep].reshape(sel.size, k)
+            out_i[sel] = i[keep].reshape(sel.size, k)
+        return out_d, out_i
 
     return _fix_boundary_ties(
         dist.astype(np.int32), indices.astype(np.int64), k, corpus_codes.shape[0], exact_rows, False
