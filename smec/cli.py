@@ -48,7 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"smec {verb}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    from datamodules.errors import InputError
+
+    try:
+        return int(module.run(args) or 0)
+    except InputError as e:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        print(f"smec {verb}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -158,7 +158,9 @@ def search_inner_product(
     return _fix_boundary_ties(values, indices.astype(np.int64), k, corpus.shape[0], exact_rows, True)
 
 
-def search_hamming(query_codes: np.ndarray, corpus_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search_hamming(
+    query_codes: np.ndarray, corpus_codes: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact Hamming search over packed binary codes with faiss.IndexBinaryFlat.
 
     Short codes tie at the k-th distance for most queries; those queries are completed with one
