@@ -1,0 +1,296 @@
+import re
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from datamodules.embedding import EmbeddingDataModule
+from smec.errors import ConfigError
+from smec.systems.adaptors import MatryoshkaAdaptorModule, SearchAdaptorModule, default_dims
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def trainer(epochs, **kw):
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kw,
+    )
+
+
+def datamodule(store, mode, batch_size=16):
+    return EmbeddingDataModule(str(store), mode=mode, batch_size=batch_size, block_rows=32)
+
+
+def train_pairs(store):
+    """All train (query, relevant document) inputs of the tiny store: query i ↔ document 7i mod 100."""
+    data = datamodule(store, "supervised").eval_data("train")
+    docs = [data.corpus_ids.index(next(iter(data.qrels[q]))) for q in data.query_ids]
+    return torch.from_numpy(data.queries), torch.from_numpy(data.corpus[docs]), torch.from_numpy(data.corpus)
+
+
+class Recorder(L.Callback):
+    """Per epoch: the stage buffer, the optimizer object and its lr, as seen by the first training batch."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            opt = trainer.optimizers[0]
+            self.seen[trainer.current_epoch] = (int(pl_module.stage), opt.param_groups[0]["lr"], id(opt))
+
+
+def test_default_dims():
+    assert default_dims(384) == [32, 64, 128, 256, 384]
+    assert default_dims(512) == [32, 64, 128, 256, 512]
+    assert default_dims(10) == [10]
+
+
+@pytest.mark.parametrize("cls", [MatryoshkaAdaptorModule, SearchAdaptorModule])
+def test_the_adaptor_is_the_identity_at_init(cls):
+    torch.manual_seed(0)
+    model = cls(input_dim=10, eval_dims=[4, 10])
+    x = torch.randn(7, 10)
+    assert torch.equal(model.compress(x), x)
+    assert torch.equal(model.embed(x, 4), x[:, :4])
+    assert model.output_dim == 10 and model.eval_dims == (4, 10) and model.index_sets() is None
+    assert model.reconstruction(x).item() == 0.0
+
+
+@pytest.mark.parametrize(("unsupervised_epochs", "epochs", "switch"), [(1, 3, 1), (None, 4, 2)])
+def test_the_stage_switches_at_the_configured_epoch_with_a_rebuilt_scaled_optimizer(
+    tiny_store, unsupervised_epochs, epochs, switch
+):
+    torch.manual_seed(0)
+    model = MatryoshkaAdaptorModule(
+        input_dim=10,
+        dims=[4, 10],
+        topk=3,
+        unsupervised_epochs=unsupervised_epochs,
+        lr=1e-2,
+        stage2_lr_scale=0.25,
+    )
+    recorder = Recorder()
+    t = trainer(epochs, callbacks=[recorder], limit_train_batches=2, limit_val_batches=1)
+    t.fit(model, datamodule=datamodule(tiny_store, "both"))
+    stages = [recorder.seen[e][0] for e in range(epochs)]
+    assert stages == [1] * switch + [2] * (epochs - switch)
+    lrs = [recorder.seen[e][1] for e in range(epochs)]
+    assert lrs == pytest.approx([1e-2] * switch + [2.5e-3] * (epochs - switch))
+    optimizers = [recorder.seen[e][2] for e in range(epochs)]
+    assert optimizers[switch - 1] != optimizers[switch] == optimizers[-1]
+    assert "train/rank" in t.callback_metrics and t.callback_metrics["train/stage"] == 2.0
+    assert {"train/topk", "train/pair", "train/reconstruction", "val/loss", "val/loss/d4"} <= set(
+        t.callback_metrics
+    )
+
+
+def test_resume_keeps_the_stage_and_the_scaled_lr(tiny_store, tmp_path):
+    torch.manual_seed(0)
+    kw = dict(input_dim=10, dims=[4, 10], topk=3, unsupervised_epochs=1, lr=1e-2)
+    model = MatryoshkaAdaptorModule(**kw)
+    t = trainer(2, limit_train_batches=2, limit_val_batches=1)
+    t.fit(model, datamodule=datamodule(tiny_store, "both"))
+    assert int(model.stage) == 2 and "stage" in model.state_dict()
+    ckpt = tmp_path / "stage2.ckpt"
+    t.save_checkpoint(ckpt)
+
+    resumed, recorder = MatryoshkaAdaptorModule(**kw), Recorder()
+    t2 = trainer(3, callbacks=[recorder], limit_train_batches=2, limit_val_batches=1)
+    t2.fit(resumed, datamodule=datamodule(tiny_store, "both"), ckpt_path=str(ckpt))
+    assert recorder.seen[2][:2] == (2, pytest.approx(1e-3))
+
+
+def test_search_adaptor_lowers_the_rank_loss_and_moves_away_from_the_identity(tiny_store):
+    # The tiny store's inputs are nearly collinear (column 0 of each model holds the row index), so separating
+    # its pairs is slow: a sharper rank loss (τ = 0.1), a wider g and a high lr make 8 epochs show it.
+    torch.manual_seed(0)
+    model = SearchAdaptorModule(input_dim=10, hidden_dim=32, temperature=0.1, eval_dims=[4, 10], lr=3e-2)
+    q, d, corpus = train_pairs(tiny_store)
+
+    def rank_loss():
+        with torch.no_grad():
+            return model.rank_loss(
+                F.normalize(model.compress(q), dim=-1), F.normalize(model.compress(d), dim=-1)
+            )
+
+    before = rank_loss().loss.item()
+    assert model.reconstruction(corpus).item() == 0.0
+    t = trainer(8, limit_val_batches=1)
+    t.fit(model, datamodule=datamodule(tiny_store, "supervised"))
+    model.eval()
+    assert rank_loss().loss.item() < 0.95 * before
+    assert model.reconstruction(corpus).item() > 0.0
+    assert {"train/loss_epoch", "train/rank", "train/reconstruction", "val/reconstruction"} <= set(
+        t.callback_metrics
+    )
+
+
+def test_matryoshka_adaptor_supervised_stage_lowers_the_nested_rank_loss(tiny_store):
+    torch.manual_seed(0)
+    # As above, settings that make the slow tiny-store task visible; unsupervised_epochs=0: stage 2 from the start.
+    model = MatryoshkaAdaptorModule(
+        input_dim=10,
+        hidden_dim=32,
+        dims=[4, 10],
+        topk=3,
+        temperature=0.1,
+        unsupervised_epochs=0,
+        lr=3e-2,
+        stage2_lr_scale=1.0,
+    )
+    q, d, corpus = train_pairs(tiny_store)
+
+    def losses():
+        with torch.no_grad():
+            pairs = {
+                m: (
+                    F.normalize(model.compress(q)[:, :m], dim=-1),
+                    F.normalize(model.compress(d)[:, :m], dim=-1),
+                )
+                for m in (4, 10)
+            }
+            return model.rank_loss(pairs).loss.item(), model.sim_loss(model.compress(corpus), corpus)
+
+    rank_before, sim = losses()
+    assert sim.terms["reconstruction"].item() == 0.0
+    t = trainer(4, limit_train_batches=4, limit_val_batches=1)
+    t.fit(model, datamodule=datamodule(tiny_store, "both"))
+    model.eval()
+    rank_after, sim = losses()
+    assert rank_after < 0.95 * rank_before
+    assert sim.terms["reconstruction"].item() > 0.0
+
+
+@pytest.mark.parametrize(
+    ("cls", "mode", "message"),
+    [
+        (
+            MatryoshkaAdaptorModule,
+            "supervised",
+            "model: matryoshka-adaptor trains on corpus rows and query-document pairs and needs data.mode: both, "
+            "got 'supervised' (set model.rank_weight: 0 for the unsupervised-only adaptor)",
+        ),
+        (
+            SearchAdaptorModule,
+            "unsupervised",
+            "model: search-adaptor trains on data.mode: supervised or both, got 'unsupervised'",
+        ),
+    ],
+)
+def test_a_data_mode_without_the_needed_batches_fails_before_training(tiny_store, cls, mode, message):
+    model = cls(input_dim=10, eval_dims=[10])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        trainer(1).fit(model, datamodule=datamodule(tiny_store, mode))
+
+
+def test_unsupervised_only_adaptor_accepts_row_batches(tiny_store):
+    model = MatryoshkaAdaptorModule(input_dim=10, dims=[4, 10], topk=3, rank_weight=0, unsupervised_epochs=1)
+    t = trainer(2, limit_train_batches=1, limit_val_batches=1)
+    t.fit(model, datamodule=datamodule(tiny_store, "unsupervised"))
+    assert int(model.stage) == 2 and "train/rank" not in t.callback_metrics
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (
+            MatryoshkaAdaptorModule,
+            {"dims": [4, 16]},
+            "model.dims must all be <= input_dim=10 (the adaptor keeps the input width), got [4, 16]",
+        ),
+        (MatryoshkaAdaptorModule, {"dims": [8, 4]}, "model.dims must be sorted ascending, got [8, 4]"),
+        (
+            MatryoshkaAdaptorModule,
+            {"eval_dims": [4, 12]},
+            "model.eval_dims must all be <= input_dim=10 (the adaptor keeps the input width), got [4, 12]",
+        ),
+        (
+            MatryoshkaAdaptorModule,
+            {"dims": [4, 10], "weights": [1.0]},
+            "model.weights must have one entry per dim (2), got [1.0]",
+        ),
+        (
+            MatryoshkaAdaptorModule,
+            {"unsupervised_epochs": -1},
+            "model.unsupervised_epochs must be an int >= 0, or null for half of trainer.max_epochs, got -1",
+        ),
+        (
+            MatryoshkaAdaptorModule,
+            {"stage2_lr_scale": 0},
+            "model.stage2_lr_scale must be a number > 0, got 0",
+        ),
+        (MatryoshkaAdaptorModule, {"rank_weight": -1.0}, "model.rank_weight must be a number >= 0, got -1.0"),
+        (MatryoshkaAdaptorModule, {"pair_weight": -1.0}, "model.pair_weight must be a number >= 0, got -1.0"),
+        (MatryoshkaAdaptorModule, {"topk": -2}, "model.topk must be an int >= 0, got -2"),
+        (
+            MatryoshkaAdaptorModule,
+            {"distance": "l2"},
+            "model.distance must be one of ['mse', 'l1'], got 'l2'",
+        ),
+        (MatryoshkaAdaptorModule, {"temperature": 0.0}, "model.temperature must be a number > 0, got 0.0"),
+        (MatryoshkaAdaptorModule, {"hidden_dim": 0}, "model.hidden_dim must be a positive int, got 0"),
+        (
+            SearchAdaptorModule,
+            {"eval_dims": [4, 16]},
+            "model.eval_dims must all be <= input_dim=10 (the adaptor keeps the input width), got [4, 16]",
+        ),
+        (
+            SearchAdaptorModule,
+            {"reconstruction_weight": -0.5},
+            "model.reconstruction_weight must be a number >= 0, got -0.5",
+        ),
+        (SearchAdaptorModule, {"lr": 0}, "model.lr must be a number > 0, got 0"),
+        (SearchAdaptorModule, {"weight_decay": -1}, "model.weight_decay must be a number >= 0, got -1"),
+        (SearchAdaptorModule, {"input_dim": 0}, "model.input_dim must be a positive int, got 0"),
+    ],
+)
+def test_bad_config_names_the_key(cls, kwargs, message):
+    kwargs = {"input_dim": 10, **kwargs}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cls(**kwargs)
+
+
+def test_unsupervised_epochs_needs_max_epochs(tiny_store):
+    model = MatryoshkaAdaptorModule(input_dim=10, dims=[4, 10], topk=3)
+    t = L.Trainer(
+        max_epochs=-1,
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    message = "model.unsupervised_epochs must be set when trainer.max_epochs is not (it defaults to half of trainer.max_epochs)"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        t.fit(model, datamodule=datamodule(tiny_store, "both"))
+
+
+@pytest.mark.parametrize(
+    ("recipe", "cls", "mode"),
+    [
+        ("matryoshka-adaptor.yaml", MatryoshkaAdaptorModule, "both"),
+        ("search-adaptor.yaml", SearchAdaptorModule, "supervised"),
+    ],
+)
+def test_recipes_build_the_model_and_match_its_data_mode(recipe, cls, mode):
+    config = yaml.safe_load((CONFIGS / recipe).read_text())
+    assert config["model"]["class_path"] == f"{cls.__module__}.{cls.__name__}"
+    model = cls(input_dim=384, **config["model"]["init_args"])
+    assert config["data"]["init_args"]["mode"] == mode
+    assert config["trainer"]["default_root_dir"] == f"runs/{model.method_name}"
+    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in config["trainer"]["callbacks"]}
+    assert max(callbacks["RetrievalEvalCallback"]["dims"]) <= 384
+    assert (
+        callbacks["ModelCheckpoint"]["monitor"] == callbacks["EarlyStopping"]["monitor"] == "val/ndcg@10/mean"
+    )

@@ -1,0 +1,314 @@
+import re
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from datamodules.embedding import EmbeddingDataModule
+from smec.errors import ConfigError
+from smec.nn.ads import AdaptiveDimensionSelector
+from smec.systems.smec import SMECModule
+
+# The tiny store concatenates m1 (6-d) and m2 (4-d): D = 10; chain 10 → 8 → 4 → 2 (3 stages).
+SMALL = {"input_dim": 10, "dims": [8, 4, 2], "memory_size": 64, "memory_k": 4}
+
+
+def make(**kw):
+    return SMECModule(**{**SMALL, **kw})
+
+
+def trainer(epochs, callbacks=(), **kw):
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,
+        **kw,
+    )
+
+
+def datamodule(store, mode="both"):
+    return EmbeddingDataModule(str(store), mode=mode, batch_size=16, block_rows=32)
+
+
+def stage_params(model, s):
+    return [*model.compressor.blocks[s].parameters(), *model.compressor.selectors[s].parameters()]
+
+
+class Recorder(Callback):
+    """Per optimizer step: epoch, stage, the optimizer's parameters, which parameters got a gradient."""
+
+    def __init__(self):
+        self.steps = []
+        self.snapshots = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.steps.append(
+            {
+                "epoch": trainer.current_epoch,
+                "stage": pl_module.stage,
+                "optimizer": {id(p) for p in params},
+                "with_grad": {id(p) for p in pl_module.parameters() if p.grad is not None},
+                "logit_grads": [
+                    None
+                    if getattr(s, "logits", None) is None or s.logits.grad is None
+                    else s.logits.grad.abs().sum().item()
+                    for s in pl_module.compressor.selectors
+                ],
+            }
+        )
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.snapshots[trainer.current_epoch] = {
+            k: v.detach().clone() for k, v in pl_module.compressor.state_dict().items()
+        }
+
+
+def test_stages_switch_freeze_earlier_blocks_and_rebuild_the_optimizer(tiny_store):
+    torch.manual_seed(0)
+    model = make(epochs_per_stage=1)
+    rec = Recorder()
+    trainer(3, [rec]).fit(model, datamodule=datamodule(tiny_store))
+    assert model.stage == 2 and model.available_dims == (2, 4, 8, 10)
+    assert [s["stage"] for s in rec.steps] == [s["epoch"] for s in rec.steps]
+    for step in rec.steps:
+        t = step["stage"]
+        active = {id(p) for p in stage_params(model, t)}
+        assert step["optimizer"] == active  # only the active stage is optimised
+        assert step["with_grad"] == active  # and only it gets gradient
+        assert step["logit_grads"][t] > 0  # ADS logits learn
+        assert all(g is None for s, g in enumerate(step["logit_grads"]) if s != t)
+    # Stage 0 is frozen from epoch 1 on, stage 1 from epoch 2 on: their values never change again.
+    snaps = rec.snapshots
+    for key, value in snaps[0].items():
+        if key.startswith(("blocks.0.", "selectors.0.logits")):
+            assert torch.equal(snaps[2][key], value), key
+    for key, value in snaps[1].items():
+        if key.startswith(("blocks.1.", "selectors.1.logits")):
+            assert torch.equal(snaps[2][key], value), key
+    # …while the stage trained in each epoch did move.
+    assert not torch.equal(
+        snaps[0]["blocks.0.net.weight"], make().compressor.state_dict()["blocks.0.net.weight"]
+    )
+    assert not torch.equal(snaps[2]["blocks.2.net.weight"], snaps[1]["blocks.2.net.weight"])
+
+
+def test_steps_per_stage_switches_mid_epoch(tiny_store):
+    torch.manual_seed(0)
+    model = make(steps_per_stage=3)
+    rec = Recorder()
+    trainer(2, [rec]).fit(model, datamodule=datamodule(tiny_store))
+    assert [s["stage"] for s in rec.steps][:9] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for step in rec.steps:
+        assert step["optimizer"] == {id(p) for p in stage_params(model, step["stage"])}
+
+
+def test_ads_tau_anneals_within_each_stage(tiny_store):
+    taus = []
+
+    class Tau(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            taus.append((pl_module.stage, pl_module._active_tau()))
+
+    model = make(epochs_per_stage=1, ads_tau_start=1.0, ads_tau_end=0.1)
+    trainer(2, [Tau()]).fit(model, datamodule=datamodule(tiny_store))
+    # Callback hooks run before the module's own on_train_batch_start, so each value is the previous step's.
+    stage0 = [tau for s, tau in taus if s == 0]
+    assert stage0[0] == 1.0 and stage0 == sorted(stage0, reverse=True) and stage0[-1] < 0.5
+    assert model.compressor.selectors[0].tau.item() == pytest.approx(stage0[-1], rel=0.5)
+    assert [tau for s, tau in taus if s == 1][1] > stage0[-1]  # stage 1 starts its own schedule
+
+
+def test_memory_fills_and_sxbm_switches_on_after_warm_up(tiny_store):
+    torch.manual_seed(0)
+    seen = []
+
+    class Sxbm(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(
+                (
+                    trainer.global_step,
+                    len(pl_module.memory),
+                    trainer.callback_metrics["train/sxbm_active"].item(),
+                )
+            )
+
+    model = make(memory_size=40, memory_k=20, sxbm_warmup_steps=4, epochs_per_stage=2)
+    trainer(1, [Sxbm()]).fit(model, datamodule=datamodule(tiny_store))
+    # filled after each step: 16, 32, 40, 40, …; on needs >= 20 entries before the step and step >= 4.
+    assert [n for _, n, _ in seen][:4] == [16, 32, 40, 40]
+    assert [on for _, _, on in seen][:6] == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    assert trainer_metric(model, "train/loss/sxbm") > 0
+
+
+def trainer_metric(model, key):
+    return model.trainer.callback_metrics[key].item()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "absent"),
+    [
+        ({"smrl": False}, None),
+        ({"selection": "prefix"}, "train/ads_tau"),
+        ({"sxbm": False}, "train/loss/sxbm"),
+    ],
+)
+def test_ablations_train(tiny_store, kwargs, absent):
+    torch.manual_seed(0)
+    model = make(epochs_per_stage=1, **kwargs)
+    rec = Recorder()
+    trainer(2, [rec]).fit(model, datamodule=datamodule(tiny_store))
+    metrics = model.trainer.callback_metrics
+    assert {"train/loss_epoch", "train/loss/pair", "train/loss/rank", "val/loss", "val/loss/d4"} <= set(
+        metrics
+    )
+    if absent:
+        assert absent not in metrics
+    x = torch.randn(5, 10)
+    for dim in model.eval_dims:
+        assert model.embed(x, dim).shape == (5, dim)
+    if kwargs.get("smrl") is False:
+        # Joint MRL training: every stage from the first step, every parameter optimised and given gradient.
+        everything = {id(p) for p in model.compressor.parameters()}
+        assert all(s["optimizer"] == everything == s["with_grad"] for s in rec.steps)
+        assert all(g is not None and g > 0 for s in rec.steps for g in s["logit_grads"])
+        assert all(m.training for m in model.compressor.modules())
+    if kwargs.get("selection") == "prefix":
+        assert not any(isinstance(s, AdaptiveDimensionSelector) for s in model.compressor.selectors)
+        assert all(torch.equal(i, torch.arange(d)) for d, i in model.selection_sets().items())
+
+
+def test_embed_contract_and_unreached_sizes():
+    model = make()
+    x = torch.randn(7, 10)
+    assert model.output_dim == 10 and model.eval_dims == (2, 4, 8, 10) and model.index_sets() is None
+    assert model.available_dims == (8, 10)  # stage 0 reaches d_0 and d_1
+    assert model.compress(x).shape == (7, 10)
+    assert torch.equal(model.compress(x), x)  # identity init: stage 0 starts from the teacher
+    # An unreached size is the prefix of the smallest reached size above it (the truncation of the model now).
+    assert torch.equal(model.embed(x, 2), model.embed(x, 8)[:, :2])
+    model.compressor.set_stage(2)
+    assert model.available_dims == (2, 4, 8, 10)
+    assert [model.embed(x, d).shape[1] for d in (1, 2, 3, 4, 8, 10)] == [1, 2, 3, 4, 8, 10]
+    # embed runs in eval mode (deterministic ADS pick) and leaves the modes as they were
+    model.train()
+    assert torch.equal(model.embed(x, 2), model.embed(x, 2))
+    assert model.compressor.selectors[2].training and not model.compressor.selectors[0].training
+    with pytest.raises(ValueError, match=re.escape("smec embeds sizes in [1, 10], got 11")):
+        model.embed(x, 11)
+
+
+def test_default_chain_halves_down_to_min_dim():
+    assert make(dims=None, min_dim=4).dims == [10, 5]
+    assert SMECModule(input_dim=768).dims == [768, 384, 192, 96, 48]
+    assert SMECModule(input_dim=768, min_dim=64).eval_dims == (96, 192, 384, 768)
+    assert SMECModule(input_dim=768, dims=[32, 512, 768, 128]).dims == [768, 512, 128, 32]
+
+
+def test_checkpoint_resume_restores_stage_ads_and_memory(tiny_store, tmp_path):
+    torch.manual_seed(0)
+    kw = {"epochs_per_stage": 2, "memory_size": 48}
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = trainer(3, [ckpt])
+    first.fit(make(**kw), datamodule=datamodule(tiny_store))  # "killed" after epoch 2 (stage 1)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    state = saved["state_dict"]
+    assert int(state["compressor.active_stage"]) == 1 and int(state["memory.filled"]) == 48
+
+    restored = {}
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, pl_module):
+            restored["state"] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            restored["stage"] = pl_module.stage
+            restored["optimizer"] = [p for g in trainer.optimizers[0].param_groups for p in g["params"]]
+
+    model = make(**kw)  # fresh: stage 0, empty memory
+    second = trainer(5, [Capture(), ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    second.fit(model, datamodule=datamodule(tiny_store), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert restored["stage"] == 1
+    assert restored["optimizer"] == stage_params(model, 1)  # param groups rebuilt for the restored stage
+    for key in ("compressor.active_stage", "compressor.selectors.0.logits", "compressor.selectors.0.tau",
+                "compressor.selectors.1.logits", "compressor.selectors.1.tau", "compressor.selectors.1.progress",
+                "memory.queue", "memory.ids", "memory.ptr", "memory.filled"):  # fmt: skip
+        assert torch.equal(restored["state"][key], state[key]), key
+    assert set(restored["state"]) == set(state)
+    assert all(torch.equal(restored["state"][k], v) for k, v in state.items())
+    # …and training continued: stage 1 for epoch 3, stage 2 for epoch 4, stage 0 untouched throughout.
+    assert second.global_step > first.global_step and model.stage == 2
+    for key in (
+        "compressor.blocks.0.net.weight",
+        "compressor.blocks.0.net.bias",
+        "compressor.selectors.0.logits",
+    ):
+        assert torch.equal(model.state_dict()[key], state[key]), key
+    assert not torch.equal(
+        model.state_dict()["compressor.blocks.1.net.weight"], state["compressor.blocks.1.net.weight"]
+    )
+
+
+def test_data_mode_must_supply_what_the_loss_needs(tiny_store):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("model.rank_weight / model.infonce_weight > 0 need (query, document) pairs"),
+    ):
+        trainer(1).fit(make(), datamodule=datamodule(tiny_store, mode="unsupervised"))
+    # the unsupervised-only objective runs on rows
+    trainer(1, limit_train_batches=2, limit_val_batches=1).fit(
+        make(rank_weight=0.0), datamodule=datamodule(tiny_store, mode="unsupervised")
+    )
+    with pytest.raises(
+        ConfigError, match=re.escape("model.pair_weight / model.topk_weight / model.sxbm need corpus rows")
+    ):
+        trainer(1).fit(make(), datamodule=datamodule(tiny_store, mode="supervised"))
+
+
+def test_input_dim_mismatch_with_the_store(tiny_store):
+    with pytest.raises(ConfigError, match=re.escape("model.input_dim=12 does not match the data")):
+        trainer(1).fit(SMECModule(input_dim=12, dims=[4]), datamodule=datamodule(tiny_store))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dims": [16, 4]}, "model.dims must all be <= input_dim=10, got [16, 4]"),
+        ({"dims": [4, 4]}, "model.dims must be unique, got [4, 4]"),
+        ({"dims": [10]}, "model.dims needs at least one size below input_dim=10, got [10]"),
+        ({"dims": [0, 4]}, "model.dims must contain positive integers only, got [0, 4]"),
+        ({"dims": None, "min_dim": 10}, "model.min_dim must be an integer in [1, input_dim=10), got 10"),
+        ({"block": "conv"}, "model.block: 'conv' is not one of linear, mlp"),
+        ({"selection": "random"}, "model.selection: 'random' is not one of ads, prefix"),
+        ({"ads_init": "ones"}, "model.ads_init: 'ones' is not one of prefix, uniform_noise, zeros"),
+        ({"ads_schedule": "step"}, "model.ads_schedule: 'step' is not one of exponential, linear, cosine"),
+        ({"ads_tau_end": 0}, "model.ads_tau_end must be a number > 0, got 0"),
+        ({"distance": "cos"}, "model.distance: 'cos' is not one of mse, l1"),
+        ({"sxbm_distance": "kl"}, "model.sxbm_distance: 'kl' is not one of l2, l1, smooth_l1"),
+        ({"rank_weight": -1}, "model.rank_weight must be a number >= 0, got -1"),
+        ({"topk_weight": 0.5}, "model.topk_weight=0.5 needs model.topk > 0 (neighbours per row)"),
+        ({"memory_k": 65}, "model.memory_k must be an integer in [1, memory_size=64], got 65"),
+        ({"memory_size": 0}, "model.memory_size must be a positive integer, got 0"),
+        ({"sxbm_warmup_steps": -1}, "model.sxbm_warmup_steps must be an integer >= 0, got -1"),
+        (
+            {"epochs_per_stage": 2, "steps_per_stage": 10},
+            "model: give one of epochs_per_stage and steps_per_stage, not both",
+        ),
+        ({"epochs_per_stage": [1, 2]}, "model.epochs_per_stage has 2 entries but there are 3 stages"),
+        ({"steps_per_stage": 0}, "model.steps_per_stage must be positive integers, got 0"),
+        ({"eval_dims": [4, 2]}, "model.eval_dims must be sorted ascending, got [4, 2]"),
+        ({"predict_dim": 11}, "model.predict_dim must be an integer in [1, input_dim=10] or null, got 11"),
+        ({"rank_temperature": 0}, "model.rank_temperature must be a number > 0, got 0"),
+        (
+            {"pair_weight": 0, "rank_weight": 0, "sxbm": False},
+            "model: pair_weight, topk_weight, rank_weight, infonce_weight and sxbm_weight are all 0 (or sxbm is off): nothing to train",
+        ),
+    ],
+)
+def test_bad_config_names_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make(**kwargs)
