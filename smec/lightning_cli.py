@@ -50,7 +50,7 @@ class SmecCLI(LightningCLI):
             if not class_path:
                 continue
             init = logger.init_args
-            if "save_dir" in init and _get(init, "save_dir") in (None, "runs", "."):
+            if _get(init, "save_dir") is None:
                 init.save_dir = root
             if class_path.endswith("WandbLogger") and not _get(init, "id"):
                 init.id = uuid.uuid4().hex[:8]

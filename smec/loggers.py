@@ -7,7 +7,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+
+class SmecCSVLogger(CSVLogger):
+    """`CSVLogger` whose ``save_dir`` may be left out: the CLI then puts it under ``trainer.default_root_dir``."""
+
+    def __init__(
+        self, save_dir: str | None = None, name: str = "csv", version: int | str | None = None, **kwargs: Any
+    ):
+        super().__init__(save_dir=save_dir or "runs", name=name, version=version, **kwargs)
 
 
 def wandb_credentials_present() -> bool:
@@ -42,7 +51,7 @@ class SmecWandbLogger(WandbLogger):
         job_type: str = "train",
         tags: list[str] | None = None,
         name: str | None = None,
-        save_dir: str = "runs",
+        save_dir: str | None = None,
         offline: bool | None = None,
         id: str | None = None,
         **kwargs: Any,
@@ -50,6 +59,7 @@ class SmecWandbLogger(WandbLogger):
         if offline is None:
             mode = os.environ.get("WANDB_MODE", "")
             offline = mode != "online" and (mode in ("offline", "dryrun") or not wandb_credentials_present())
+        save_dir = save_dir or "runs"
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(
             name=name,

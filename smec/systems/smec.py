@@ -457,17 +457,22 @@ class SMECModule(CompressionSystem):
             parts.append(x)
         if needs_pairs:
             parts += [q, d]  # type: ignore[list-item]
+        sizes = [len(p) for p in parts]
+        targets = self._targets(torch.cat(parts), selections)
         sxbm_on = self._sxbm_active()
+        memory_targets: list[tuple[int, Tensor]] = []
         if sxbm_on:
             assert self.memory is not None and x is not None
             teacher, slots = self.memory.topk(x, self.memory_k)
-            # Each distinct memory row goes through the compressor once, however many items selected it.
-            unique, inverse = slots.unique(return_inverse=True)
-            parts.append(self.memory.queue[unique].to(x.dtype))
             keep = torch.isfinite(teacher) & (teacher < SELF_MATCH)
             teacher = teacher.masked_fill(~torch.isfinite(teacher), 0.0)
-        sizes = [len(p) for p in parts]
-        targets = self._targets(torch.cat(parts), selections)
+            # Each distinct memory row goes through the compressor once, however many items selected it, with
+            # the batch's selection draw. No gradient on the memory side (XBM treats memory features as
+            # constants): gradient reaches the compressor through the batch side, and skipping the backward
+            # through up to N_mem rows is most of S-XBM's cost at a D×D first stage.
+            unique, inverse = slots.unique(return_inverse=True)
+            with torch.no_grad():
+                memory_targets = self._targets(self.memory.queue[unique].to(x.dtype), selections)
 
         loss = x.new_zeros(()) if x is not None else q.new_zeros(())  # type: ignore[union-attr]
         terms: dict[str, Tensor] = {}
@@ -475,7 +480,7 @@ class SMECModule(CompressionSystem):
         def add(name: str, value: Tensor) -> None:
             terms[name] = terms.get(name, 0.0) + value.detach()
 
-        for m, e in targets:
+        for i, (m, e) in enumerate(targets):
             chunks = list(e.split(sizes))
             ex = chunks.pop(0) if x is not None and needs_rows else None
             if self.pair_losses:
@@ -494,7 +499,9 @@ class SMECModule(CompressionSystem):
                     loss = loss + self.infonce_weight * nce
                     add("infonce", nce)
             if sxbm_on:
-                student = pair_cosines(ex, chunks.pop(0), inverse)
+                # Normalise the U distinct memory rows before pair_cosines gathers them to (B, K, d).
+                em = F.normalize(memory_targets[i][1], dim=-1)
+                student = pair_cosines(F.normalize(ex, dim=-1), em, inverse, normalize=False)
                 sxbm = self.align_loss(student, teacher, keep)
                 loss = loss + self.sxbm_weight * sxbm
                 add("sxbm", sxbm)

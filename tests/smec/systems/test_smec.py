@@ -211,6 +211,7 @@ def test_default_chain_halves_down_to_min_dim():
     assert SMECModule(input_dim=768, dims=[32, 512, 768, 128]).dims == [768, 512, 128, 32]
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_checkpoint_resume_restores_stage_ads_and_memory(tiny_store, tmp_path):
     torch.manual_seed(0)
     kw = {"epochs_per_stage": 2, "memory_size": 48}

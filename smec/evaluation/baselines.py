@@ -1,0 +1,300 @@
+"""Training-free baselines: truncation, PCA, random rotation, OPQ + PQ, and the grid that runs them all.
+
+Each baseline is fitted on a corpus sample only (never on queries) and maps (n, D) float vectors to (n, d) float32
+vectors whose *prefixes* the evaluator then normalises, quantises and searches — except OPQ + PQ, which has its
+own asymmetric search and produces rows with precision ``"pq"`` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import time
+
+import faiss
+import numpy as np
+
+from smec.evaluation.errors import EvaluationError
+from smec.evaluation.evaluator import RetrievalEvaluator
+from smec.evaluation.quantize import PRECISIONS, l2_normalize
+
+
+def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise EvaluationError(f"{what} must be a non-empty 2-d array (n, dim), got shape {x.shape}")
+    return x
+
+
+class Truncation:
+    """Identity: the evaluator's prefix ``x[:, :d]`` *is* truncation. ``fit`` is a no-op."""
+
+    def fit(self, corpus_sample: np.ndarray) -> Truncation:
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(n, D) -> (n, D) float32, unchanged."""
+        return np.asarray(x, dtype=np.float32)
+
+
+class PCA:
+    """Principal components of the input, fitted on a corpus sample.
+
+    ``transform(x) = (x - mean) @ components.T`` with components ordered by decreasing variance, so every prefix
+    is the best linear subspace of its size. Each component's sign is fixed (largest |entry| positive) so fits are
+    reproducible.
+
+    Args:
+        n_components: output dims (default: all, ``min(n_samples, D)``).
+    Attributes (after fit): ``mean`` (D,), ``components`` (d, D), ``explained_variance_ratio`` (d,).
+    """
+
+    def __init__(self, n_components: int | None = None) -> None:
+        self.n_components = n_components
+
+    def fit(self, corpus_sample: np.ndarray) -> PCA:
+        x = _as_matrix(corpus_sample, "corpus_sample").astype(np.float64)
+        n, dim = x.shape
+        d = min(n, dim) if self.n_components is None else self.n_components
+        if not 1 <= d <= min(n, dim):
+            raise EvaluationError(
+                f"PCA n_components must be in [1, {min(n, dim)}] for a {x.shape} sample, got {d}"
+            )
+        self.mean = x.mean(axis=0)
+        centred = x - self.mean
+        # Eigen-decomposition of the D x D covariance: cheaper than an SVD of the n x D sample when n >> D.
+        cov = centred.T @ centred / max(n - 1, 1)
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1][:d]
+        comps = eigvec[:, order].T
+        comps *= np.sign(comps[np.arange(d), np.abs(comps).argmax(axis=1)])[:, None]
+        self.components = comps.astype(np.float32)
+        total = eigval.clip(min=0).sum()
+        self.explained_variance_ratio = eigval[order].clip(min=0) / total if total > 0 else np.zeros(d)
+        self.mean = self.mean.astype(np.float32)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(n, D) -> (n, d) float32 projections onto the components."""
+        if not hasattr(self, "components"):
+            raise EvaluationError("PCA is not fitted: call fit(corpus_sample) first")
+        return (np.asarray(x, dtype=np.float32) - self.mean) @ self.components.T
+
+
+class RandomRotation:
+    """A seeded random orthogonal matrix (Haar: QR of a Gaussian, signs fixed), a no-training baseline for binary
+    codes: a prefix of the rotated vector is a random orthogonal projection (LSH-like after thresholding).
+
+    Args:
+        out_dim: output dims (default D); seed: RNG seed.
+    """
+
+    def __init__(self, out_dim: int | None = None, seed: int = 0) -> None:
+        self.out_dim = out_dim
+        self.seed = seed
+
+    def fit(self, corpus_sample: np.ndarray) -> RandomRotation:
+        """Only the input width of ``corpus_sample`` is used."""
+        dim = _as_matrix(corpus_sample, "corpus_sample").shape[1]
+        out = dim if self.out_dim is None else self.out_dim
+        if not 1 <= out <= dim:
+            raise EvaluationError(f"RandomRotation out_dim must be in [1, {dim}], got {out}")
+        g = np.random.default_rng(self.seed).standard_normal((dim, dim))
+        q, r = np.linalg.qr(g)
+        q *= np.sign(np.diag(r))[None, :]
+        self.matrix = q[:, :out].astype(np.float32)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(n, D) -> (n, out_dim) float32, ``x @ matrix``."""
+        if not hasattr(self, "matrix"):
+            raise EvaluationError("RandomRotation is not fitted: call fit(corpus_sample) first")
+        return np.asarray(x, dtype=np.float32) @ self.matrix
+
+
+class OPQProductQuantizer:
+    """faiss OPQ rotation + product quantiser at a fixed code budget, searched asymmetrically.
+
+    ``bits`` per vector = ``M * 8``: M sub-quantisers of 256 centroids each over the OPQ-rotated, L2-normalised
+    input (width padded up to a multiple of M when needed). Queries stay float and are scored against the PQ
+    reconstructions by inner product (faiss ADC look-up tables).
+
+    Args:
+        bits: code size per vector, a positive multiple of 8.
+        opq: learn the OPQ rotation (default True); False = plain PQ.
+        opq_iters: OPQ alternations (faiss default 50; each costs a D x D SVD, so fewer here), pq_iters: k-means
+            iterations per sub-quantiser.
+        seed: k-means seed.
+    """
+
+    def __init__(
+        self, bits: int, *, opq: bool = True, opq_iters: int = 10, pq_iters: int = 20, seed: int = 0
+    ):
+        if bits <= 0 or bits % 8:
+            raise EvaluationError(f"OPQ+PQ bits must be a positive multiple of 8, got {bits}")
+        self.bits = bits
+        self.m = bits // 8
+        self.opq = opq
+        self.opq_iters = opq_iters
+        self.pq_iters = pq_iters
+        self.seed = seed
+        self.index: faiss.Index | None = None
+
+    def fit(self, corpus_sample: np.ndarray) -> OPQProductQuantizer:
+        x = l2_normalize(_as_matrix(corpus_sample, "corpus_sample"))
+        dim = x.shape[1]
+        if self.m > dim:
+            raise EvaluationError(
+                f"OPQ+PQ with {self.bits} bits needs {self.m} sub-quantisers > input dim {dim}"
+            )
+        if x.shape[0] < 256:
+            raise EvaluationError(
+                f"OPQ+PQ needs at least 256 training vectors (256 centroids), got {x.shape[0]}"
+            )
+        width = -(-dim // self.m) * self.m
+        pq = faiss.IndexPQ(width, self.m, 8, faiss.METRIC_INNER_PRODUCT)
+        pq.pq.cp.niter = self.pq_iters
+        pq.pq.cp.seed = self.seed
+        if self.opq:
+            transform = faiss.OPQMatrix(dim, self.m, width)
+            transform.niter = self.opq_iters
+            transform.niter_pq_0 = self.pq_iters
+        else:
+            transform = faiss.RemapDimensionsTransform(dim, width, True) if width != dim else None
+        index = pq if transform is None else faiss.IndexPreTransform(transform, pq)
+        start = time.perf_counter()
+        index.train(x)
+        self.fit_time_s = time.perf_counter() - start
+        self._parts = (transform, pq)  # the pre-transform index does not own them: keep them alive
+        self.index = index
+        return self
+
+    def search(self, queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Encode ``corpus`` (nc, D), search ``queries`` (nq, D): (nq, k) float32 scores and int64 rows."""
+        if self.index is None:
+            raise EvaluationError("OPQProductQuantizer is not fitted: call fit(corpus_sample) first")
+        self.index.reset()
+        self.index.add(l2_normalize(corpus))
+        scores, idx = self.index.search(l2_normalize(queries), min(k, len(corpus)))
+        self.index.reset()
+        return scores, idx.astype(np.int64)
+
+    def evaluate(
+        self,
+        evaluator: RetrievalEvaluator,
+        queries: np.ndarray,
+        corpus: np.ndarray,
+        *,
+        method: str = "opq-pq",
+        run_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """One row (precision ``"pq"``, ``dim`` = M, ``bits`` = 8 M) through ``evaluator.score_ranking``;
+        its ``time_s`` includes the fit."""
+        start = time.perf_counter()
+        scores, idx = self.search(queries, corpus, evaluator.k)
+        return evaluator.score_ranking(
+            method,
+            self.m,
+            "pq",
+            self.bits,
+            scores,
+            idx,
+            scoring="opq-adc" if self.opq else "pq-adc",
+            run_dir=run_dir,
+            elapsed=getattr(self, "fit_time_s", 0.0) + time.perf_counter() - start,
+        )
+
+
+def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def run_baselines(
+    evaluator: RetrievalEvaluator,
+    queries_by_model: Mapping[str, np.ndarray],
+    corpus_by_model: Mapping[str, np.ndarray],
+    concat_queries: np.ndarray,
+    concat_corpus: np.ndarray,
+    dims: Sequence[int],
+    precisions: Sequence[str] = PRECISIONS,
+    fit_sample_size: int = 10_000,
+    seed: int = 0,
+    *,
+    pq: bool = True,
+    run_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Run the whole training-free grid on one split.
+
+    Rows, in this order:
+
+    * ``model:<name>`` — each base model alone at every dim of ``dims`` it has, plus its full width;
+    * ``concat`` — the concatenation truncated to ``dims`` plus full width;
+    * ``pca`` — PCA of the concatenation (fit on ``fit_sample_size`` corpus rows) at ``dims``;
+    * ``rotation`` — random rotation of the concatenation at ``dims`` (binary only, skipped without "binary");
+    * ``opq-pq`` — OPQ + PQ at ``8 * dim`` bits for every dim (the int8 budget of that dim), if ``pq``.
+
+    Args:
+        evaluator: built on the split's ids and qrels with ``input_dim`` = the concatenation's width.
+        queries_by_model, corpus_by_model: per-model (nq, d_m) and (nc, d_m) float arrays.
+        concat_queries, concat_corpus: (nq, D), (nc, D) float arrays.
+        dims: target dims (those above a representation's width are skipped for it).
+        precisions: passed to the evaluator for every method except rotation (binary) and opq-pq ("pq").
+        fit_sample_size, seed: corpus sample that fits PCA and OPQ (and seeds the rotation).
+        run_dir: if given, TREC run files for every row.
+    """
+    if set(queries_by_model) != set(corpus_by_model):
+        raise EvaluationError(
+            f"queries_by_model and corpus_by_model name different models: {sorted(queries_by_model)} vs "
+            f"{sorted(corpus_by_model)}"
+        )
+    dims = sorted({int(d) for d in dims})
+    rows: list[dict[str, Any]] = []
+
+    def grid(
+        method: str, q: np.ndarray, c: np.ndarray, method_dims: Sequence[int], precs: Sequence[str]
+    ) -> None:
+        # Binary codes need dims that are multiples of 8: other dims get the remaining precisions only.
+        byte_dims = [d for d in method_dims if d % 8 == 0]
+        odd_dims = [d for d in method_dims if d % 8]
+        if byte_dims:
+            rows.extend(evaluator.evaluate(method, q, c, byte_dims, precs, run_dir=run_dir))
+        other = [p for p in precs if p != "binary"]
+        if odd_dims and other:
+            rows.extend(evaluator.evaluate(method, q, c, odd_dims, other, run_dir=run_dir))
+
+    def with_full(width: int) -> list[int]:
+        return [d for d in dims if d < width] + [width]
+
+    for name in queries_by_model:
+        c = np.asarray(corpus_by_model[name])
+        grid(f"model:{name}", queries_by_model[name], c, with_full(c.shape[1]), precisions)
+    width = concat_corpus.shape[1]
+    grid("concat", concat_queries, concat_corpus, with_full(width), precisions)
+
+    sample = concat_corpus[_sample_rows(len(concat_corpus), fit_sample_size, seed)]
+    small = [d for d in dims if d <= min(width, len(sample))]
+    if small:
+        pca = PCA(n_components=max(small)).fit(sample)
+        grid("pca", pca.transform(concat_queries), pca.transform(concat_corpus), small, precisions)
+    if "binary" in precisions:
+        rot = RandomRotation(seed=seed).fit(sample)
+        rot_dims = [d for d in dims if d <= width and d % 8 == 0]
+        if rot_dims:
+            rows += evaluator.evaluate(
+                "rotation",
+                rot.transform(concat_queries),
+                rot.transform(concat_corpus),
+                rot_dims,
+                ("binary",),
+                run_dir=run_dir,
+            )
+    if pq:
+        for d in dims:
+            if d <= width:
+                quantizer = OPQProductQuantizer(8 * d, seed=seed).fit(sample)
+                rows.append(quantizer.evaluate(evaluator, concat_queries, concat_corpus, run_dir=run_dir))
+    return rows
