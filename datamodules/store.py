@@ -181,6 +181,14 @@ class StoreWriter:
     def is_complete(self, key: str, text_set: str) -> bool:
         return (self.path / key / text_set / MANIFEST_FILE).exists()
 
+    def record_model_order(self, keys: Sequence[str]) -> None:
+        """Remember the order models were asked for: it is the default concatenation order when reading."""
+        order = list(self.meta.get("model_order", []))
+        order += [k for k in keys if k not in order]
+        if order != self.meta.get("model_order"):
+            self.meta["model_order"] = order
+            atomic_write_json(self.path / STORE_FILE, self.meta)
+
     def write(
         self,
         key: str,
@@ -249,6 +257,9 @@ class StoreWriter:
         }
         atomic_write_json(manifest_path, manifest)
         self.meta["models"][key] = {"dim": int(dim), "model": dict(model_info)}
+        self.meta.setdefault("model_order", [])
+        if key not in self.meta["model_order"]:
+            self.meta["model_order"].append(key)
         atomic_write_json(self.path / STORE_FILE, self.meta)
         return manifest
 
@@ -508,8 +519,10 @@ class EmbeddingStore:
 
     @property
     def models(self) -> list[str]:
-        """Model keys with at least one finished text set."""
-        return sorted(self.meta["models"])
+        """Model keys with at least one finished text set, in the order they were embedded (``--models``)."""
+        known = self.meta["models"]
+        order = [k for k in self.meta.get("model_order", []) if k in known]
+        return order + sorted(k for k in known if k not in order)
 
     def model_dim(self, key: str) -> int:
         self._check_model(key)

@@ -24,7 +24,7 @@ def recipe(tmp_path: Path, store: Path, *, epochs: int, logger: str = "csv", slo
     """configs/mrl.yaml shrunk for a tiny store: small dims, checkpoints every epoch, no retrieval callback."""
     cfg = yaml.safe_load((REPO / "configs" / "mrl.yaml").read_text())
     cfg["model"]["init_args"].update(output_dim=8, dims=[2, 4, 8])
-    cfg["data"]["init_args"].update(store=str(store), batch_size=8)
+    cfg["data"]["init_args"].update(store=str(store), models=None, batch_size=8)
     cfg["trainer"].update(
         default_root_dir=str(tmp_path / "run"),
         max_epochs=epochs,
