@@ -35,7 +35,14 @@ def test_config_is_valid_yaml_and_parses_through_the_cli(path, tmp_path, capsys)
 
     assert isinstance(yaml.safe_load(path.read_text()), dict)
     store = build_store(tmp_path / "store")
-    args = ["fit", *compose(path), "--data.init_args.store", str(store), "--data.init_args.models", "[m1, m2]"]
+    args = [
+        "fit",
+        *compose(path),
+        "--data.init_args.store",
+        str(store),
+        "--data.init_args.models",
+        "[m1, m2]",
+    ]
     with pytest.raises(SystemExit) as exit_info:
         run_lightning_cli([*args, "--print_config"])
     assert exit_info.value.code == 0

@@ -1,17 +1,16 @@
 """Training-free baselines: truncation, PCA, random rotation, OPQ + PQ, and the grid that runs them all.
 
-Each baseline is fitted on a corpus sample only (never on queries) and maps (n, D) float vectors to (n, d) float32
-vectors whose *prefixes* the evaluator then normalises, quantises and searches — except OPQ + PQ, which has its
-own asymmetric search and produces rows with precision ``"pq"`` directly.
+Each baseline is fitted on a corpus sample only (never on queries) and maps (n, D) float vectors to (n, d)
+float32 vectors whose *prefixes* the evaluator then normalises, quantises and searches — except OPQ + PQ,
+which has its own asymmetric search and produces rows with precision ``"pq"`` directly.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import time
 
 import faiss
 import numpy as np
@@ -42,9 +41,9 @@ class Truncation:
 class PCA:
     """Principal components of the input, fitted on a corpus sample.
 
-    ``transform(x) = (x - mean) @ components.T`` with components ordered by decreasing variance, so every prefix
-    is the best linear subspace of its size. Each component's sign is fixed (largest |entry| positive) so fits are
-    reproducible.
+    ``transform(x) = (x - mean) @ components.T`` with components ordered by decreasing variance, so every
+    prefix is the best linear subspace of its size. Each component's sign is fixed (largest |entry| positive)
+    so fits are reproducible.
 
     Args:
         n_components: output dims (default: all, ``min(n_samples, D)``).
@@ -84,8 +83,10 @@ class PCA:
 
 
 class RandomRotation:
-    """A seeded random orthogonal matrix (Haar: QR of a Gaussian, signs fixed), a no-training baseline for binary
-    codes: a prefix of the rotated vector is a random orthogonal projection (LSH-like after thresholding).
+    """A seeded random orthogonal matrix (Haar: QR of a Gaussian, signs fixed).
+
+    A no-training baseline for binary codes: a prefix of the rotated vector is a random orthogonal projection
+    (LSH-like after thresholding).
 
     Args:
         out_dim: output dims (default D); seed: RNG seed.
@@ -117,52 +118,67 @@ class RandomRotation:
 class OPQProductQuantizer:
     """faiss OPQ rotation + product quantiser at a fixed code budget, searched asymmetrically.
 
-    ``bits`` per vector = ``M * 8``: M sub-quantisers of 256 centroids each over the OPQ-rotated, L2-normalised
-    input (width padded up to a multiple of M when needed). Queries stay float and are scored against the PQ
-    reconstructions by inner product (faiss ADC look-up tables).
+    ``bits`` per vector = ``M * 8``: M sub-quantisers of 256 centroids each. The L2-normalised input (D dims)
+    is mapped by a learned OPQ matrix to ``opq_dim`` dims (faiss ``OPQ{M}_{opq_dim},PQ{M}``) and
+    product-quantised; queries stay float and are scored against the PQ reconstructions by inner product (ADC
+    look-up tables).
 
     Args:
         bits: code size per vector, a positive multiple of 8.
-        opq: learn the OPQ rotation (default True); False = plain PQ.
-        opq_iters: OPQ alternations (faiss default 50; each costs a D x D SVD, so fewer here), pq_iters: k-means
-            iterations per sub-quantiser.
+        opq: learn the OPQ matrix (default True); False = plain PQ on the input (zero-padded to a multiple of
+            M).
+        opq_dim: OPQ output width, a multiple of M; default ``min(4 M, max(M, 512), D)`` rounded down to a
+            multiple of M — faiss's usual 4 dims per sub-quantiser, capped at 512 because every OPQ iteration
+            costs an SVD of a D x opq_dim matrix (at 4096 bits that means 1-d sub-quantisers over 512 rotated
+            dims).
+        opq_iters: OPQ alternations (faiss default 50; 5 here for CPU cost), pq_iters: k-means iterations.
         seed: k-means seed.
     """
 
     def __init__(
-        self, bits: int, *, opq: bool = True, opq_iters: int = 10, pq_iters: int = 20, seed: int = 0
-    ):
+        self,
+        bits: int,
+        *,
+        opq: bool = True,
+        opq_dim: int | None = None,
+        opq_iters: int = 5,
+        pq_iters: int = 20,
+        seed: int = 0,
+    ) -> None:
         if bits <= 0 or bits % 8:
             raise EvaluationError(f"OPQ+PQ bits must be a positive multiple of 8, got {bits}")
         self.bits = bits
         self.m = bits // 8
         self.opq = opq
+        self.opq_dim = opq_dim
         self.opq_iters = opq_iters
         self.pq_iters = pq_iters
         self.seed = seed
         self.index: faiss.Index | None = None
 
     def fit(self, corpus_sample: np.ndarray) -> OPQProductQuantizer:
+        """Train the OPQ matrix and the PQ codebooks on ``corpus_sample`` (n >= 256, D) float."""
         x = l2_normalize(_as_matrix(corpus_sample, "corpus_sample"))
-        dim = x.shape[1]
-        if self.m > dim:
-            raise EvaluationError(
-                f"OPQ+PQ with {self.bits} bits needs {self.m} sub-quantisers > input dim {dim}"
-            )
+        dim, m = x.shape[1], self.m
+        if m > dim:
+            raise EvaluationError(f"OPQ+PQ with {self.bits} bits needs {m} sub-quantisers > input dim {dim}")
         if x.shape[0] < 256:
             raise EvaluationError(
                 f"OPQ+PQ needs at least 256 training vectors (256 centroids), got {x.shape[0]}"
             )
-        width = -(-dim // self.m) * self.m
-        pq = faiss.IndexPQ(width, self.m, 8, faiss.METRIC_INNER_PRODUCT)
-        pq.pq.cp.niter = self.pq_iters
-        pq.pq.cp.seed = self.seed
         if self.opq:
-            transform = faiss.OPQMatrix(dim, self.m, width)
+            width = self.opq_dim if self.opq_dim is not None else min(4 * m, max(m, 512), dim) // m * m
+            if width % m or not m <= width <= dim:
+                raise EvaluationError(f"opq_dim must be a multiple of M={m} in [{m}, {dim}], got {width}")
+            transform = faiss.OPQMatrix(dim, m, width)
             transform.niter = self.opq_iters
             transform.niter_pq_0 = self.pq_iters
         else:
+            width = -(-dim // m) * m
             transform = faiss.RemapDimensionsTransform(dim, width, True) if width != dim else None
+        pq = faiss.IndexPQ(width, m, 8, faiss.METRIC_INNER_PRODUCT)
+        pq.pq.cp.niter = self.pq_iters
+        pq.pq.cp.seed = self.seed
         index = pq if transform is None else faiss.IndexPreTransform(transform, pq)
         start = time.perf_counter()
         index.train(x)

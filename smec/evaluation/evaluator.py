@@ -1,8 +1,8 @@
-"""The one retrieval evaluator every method shares: (dim x precision) grid -> rows of nDCG@10, Recall@100, MRR@10.
+"""The retrieval evaluator every method shares: a (dim x precision) grid -> nDCG@10, Recall@100, MRR@10 rows.
 
 For each requested dim the evaluator takes the prefix ``x[:, :dim]`` (or the columns ``index_sets[dim]``),
-L2-normalises it, quantises it (see quantize.py; calibration uses corpus rows only), runs exact top-k search (see
-search.py), and scores the run with trec_eval semantics (see metrics.py).
+L2-normalises it, quantises it (see quantize.py; calibration uses corpus rows only), runs exact top-k search
+(see search.py), and scores the run with trec_eval semantics (see metrics.py).
 
 Scoring per precision (recorded in each row's ``scoring`` field):
 
@@ -12,8 +12,8 @@ Scoring per precision (recorded in each row's ``scoring`` field):
   ``int_scoring="asymmetric"`` → ``"deq-asym"``: float queries against the decoded, renormalised corpus.
 * ``binary`` — ``"hamming-median"`` / ``"hamming-sign"``: packed bits, Hamming distance; a row's score is
   ``1 - 2 * hamming / dim`` (the cosine of the ±1 codes). ``binary_rescore=N`` → ``"hamming-<t>+rescore<N>"``:
-  Hamming top-N, then re-ranked by the float inner product (the float corpus is assumed to sit on disk; its size
-  is not counted in ``bits``).
+  Hamming top-N, then re-ranked by the float inner product (the float corpus is assumed to sit on disk; its
+  size is not counted in ``bits``).
 
 Ties: the corpus is indexed in doc-id-descending order and every search breaks ties by index, so ranks equal
 trec_eval's ordering of the *full* ranking (score desc, doc id desc), including which tied documents make the
@@ -59,11 +59,12 @@ class RetrievalEvaluator:
         input_dim: dimension of the float32 input being compressed (the concatenation), for the compression
             factor ``32 * input_dim / bits``.
         k: search depth (default 100; run files hold the top k).
-        ndcg_at, recall_at, mrr_at: metric cut-offs (10, 100, 10); each must be <= k.
+        ndcg_at, recall_at, mrr_at: metric cut-offs (10, k, 10); each must be <= k.
         int_scoring: ``"symmetric"`` (default, both sides quantised) or ``"asymmetric"`` (float queries).
         binary_threshold: ``"median"`` (default) or ``"sign"``.
         binary_rescore: shortlist size N for Hamming-then-float rescoring, or None (default: pure Hamming).
-        calibration_size: corpus rows used to fit quantisers (seeded sample); None (default) = the whole corpus.
+        calibration_size: corpus rows used to fit quantisers (seeded sample); None (default) = the whole
+            corpus.
         seed: seed of that sample.
         backend: float search backend, ``"auto"`` / ``"faiss"`` / ``"torch"``.
         no_relevant: ``"zero"`` (default, pytrec_eval) or ``"skip"`` for judged queries with no relevant doc.
@@ -78,7 +79,7 @@ class RetrievalEvaluator:
         input_dim: int,
         k: int = 100,
         ndcg_at: int = 10,
-        recall_at: int = 100,
+        recall_at: int | None = None,
         mrr_at: int = 10,
         int_scoring: str = "symmetric",
         binary_threshold: str = "median",
@@ -97,6 +98,7 @@ class RetrievalEvaluator:
                 f"none of the {len(query_ids)} query ids appear in qrels (e.g. {query_ids[0]!r}); "
                 "check that queries and qrels come from the same split"
             )
+        recall_at = k if recall_at is None else recall_at
         for name, cut in (("ndcg_at", ndcg_at), ("recall_at", recall_at), ("mrr_at", mrr_at)):
             if not 1 <= cut <= k:
                 raise EvaluationError(f"{name} must be between 1 and k={k}, got {cut}")
@@ -221,7 +223,8 @@ class RetrievalEvaluator:
 
         Args:
             method: name in the rows (e.g. ``"concat"``, ``"smec"``).
-            queries: (nq, D) float, rows aligned with ``query_ids``; corpus: (nc, D) float, aligned with corpus_ids.
+            queries: (nq, D) float, rows aligned with ``query_ids``; corpus: (nc, D) float, aligned with
+                corpus_ids.
             dims: dims to evaluate (each <= D; multiples of 8 when "binary" is requested); None = ``[D]``.
             precisions: subset of ("float32", "int8", "int4", "binary").
             index_sets: optional ``{dim: (dim,) column indices}`` used instead of the prefix (ADS); must cover
@@ -231,6 +234,7 @@ class RetrievalEvaluator:
             one row per (dim, precision), in that order; see results.py for the row fields.
         """
         queries, corpus = self._check_arrays(queries, corpus)
+        precisions = (precisions,) if isinstance(precisions, str) else tuple(precisions)
         dims = [corpus.shape[1]] if dims is None else [int(d) for d in dims]
         columns = self._check_grid(corpus.shape[1], dims, precisions, index_sets)
         rows = []
@@ -263,7 +267,7 @@ class RetrievalEvaluator:
         return rows
 
     def _search(self, q: np.ndarray, c: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray, str]:
-        """Quantise (corpus-calibrated) and search; returns scores, indices into ``c``'s rows, scoring name."""
+        """Quantise (corpus-calibrated) and search: scores, indices into ``c``'s rows, scoring name."""
         sample = c if self._calibration_pos is None else c[self._calibration_pos]
         if precision == "float32":
             s, i = search_inner_product(q, c, self.k, backend=self.backend)

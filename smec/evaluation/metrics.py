@@ -1,20 +1,21 @@
-"""Rank metrics (nDCG@k, Recall@k, MRR@k) computed exactly as trec_eval / pytrec_eval compute them, vectorised.
+"""Rank metrics (nDCG@k, Recall@k, MRR@k), vectorised, computed exactly as trec_eval / pytrec_eval do.
 
 Conventions, all taken from trec_eval 9.x (the engine inside pytrec_eval):
 
-* **Ordering.** Each query's retrieved documents are sorted by score descending; ties are broken by document id
-  in *descending* string order (trec_eval's ``strcmp(docno2, docno1)``). The order the run lists them in is ignored.
+* **Ordering.** Each query's retrieved documents are sorted by score descending; ties are broken by document
+  id in *descending* string order (trec_eval's ``strcmp(docno2, docno1)``). The order the run lists them in is
+  ignored.
 * **nDCG@k** (``ndcg_cut.k``): gain = the judged relevance grade (linear; grades <= 0 give no gain), discount
-  ``1 / log2(rank + 1)`` for rank = 1, 2, ...; ``DCG@k = sum_{r <= k} gain_r / log2(r + 1)``. The ideal DCG@k uses
-  the query's judged grades > 0 sorted descending, *including judged documents that are not in the corpus*.
-  ``nDCG@k = DCG@k / IDCG@k`` (0 when IDCG is 0).
-* **Recall@k** (``recall.k``): relevant retrieved in the top k / all judged relevant (grade >= 1); 0 when the query
-  has no relevant document.
+  ``1 / log2(rank + 1)`` for rank = 1, 2, ...; ``DCG@k = sum_{r <= k} gain_r / log2(r + 1)``. The ideal DCG@k
+  uses the query's judged grades > 0 sorted descending, *including judged documents that are not in the
+  corpus*. ``nDCG@k = DCG@k / IDCG@k`` (0 when IDCG is 0).
+* **Recall@k** (``recall.k``): relevant retrieved in the top k / all judged relevant (grade >= 1); 0 when the
+  query has no relevant document.
 * **MRR@k**: ``1 / rank`` of the first relevant (grade >= 1) document within the top k, else 0. (trec_eval's
   ``recip_rank`` has no cut-off; this is ``recip_rank`` on the run truncated to k after the ordering above.)
-* **Queries.** A query in the run with no qrels entry at all is skipped, as trec_eval skips it. A query that has
-  qrels entries but no relevant document gets 0 for every metric and counts in the mean (pytrec_eval's per-query
-  output); ``no_relevant="skip"`` drops such queries instead.
+* **Queries.** A query in the run with no qrels entry at all is skipped, as trec_eval skips it. A query that
+  has qrels entries but no relevant document gets 0 for every metric and counts in the mean (pytrec_eval's
+  per-query output); ``no_relevant="skip"`` drops such queries instead.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def evaluate_run_dict(
     measures: Sequence[str] = DEFAULT_MEASURES,
     no_relevant: str = "zero",
 ) -> RunMetrics:
-    """pytrec_eval-style entry point: ``run = {query_id: {doc_id: score}}``; same semantics as evaluate_ranking."""
+    """pytrec_eval-style entry point, ``run = {query_id: {doc_id: score}}``; semantics of evaluate_ranking."""
     query_ids = list(run)
     corpus_ids = sorted({doc for docs in run.values() for doc in docs})
     doc_pos = {doc: j for j, doc in enumerate(corpus_ids)}

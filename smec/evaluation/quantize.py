@@ -1,23 +1,23 @@
 """Post-hoc quantisation of embeddings: float32, int8, int4 and binary codes, and the compression factor.
 
-Every quantiser is calibrated on a **corpus sample only** (never on queries) and then applied unchanged to both
-queries and corpus.
+Every quantiser is calibrated on a **corpus sample only** (never on queries) and then applied unchanged to
+both queries and corpus.
 
 * ``int8`` / ``int4``: per-dimension min–max scalar quantisation with ``faiss.ScalarQuantizer`` (``QT_8bit`` /
-  ``QT_4bit``, range statistic ``RS_minmax``). With ``L = 2^b - 1``, ``vmin_d``/``vmax_d`` the corpus-sample range
-  of dimension d: ``code = floor(L * clip((x - vmin_d) / (vmax_d - vmin_d), 0, 1))`` and
-  ``decode(code) = vmin_d + (code + 0.5) / L * (vmax_d - vmin_d)``, so an in-range value is reconstructed within
-  half a step ``(vmax_d - vmin_d) / (2 L)``; out-of-range query values are clipped.
-* ``binary``: one bit per dimension, ``x_d > t_d`` with ``t_d = 0`` ("sign") or the per-dimension corpus median
-  ("median", default: every bit is ~50% ones on the corpus), packed with ``np.packbits`` (dims must be a multiple
-  of 8) and searched by Hamming distance.
+  ``QT_4bit``, range statistic ``RS_minmax``). With ``L = 2^b - 1`` and ``vmin_d``/``vmax_d`` the
+  corpus-sample range of dimension d: ``code = floor(L * clip((x - vmin_d) / (vmax_d - vmin_d), 0, 1))`` and
+  ``decode(code) = vmin_d + (code + 0.5) / L * (vmax_d - vmin_d)``, so an in-range value is reconstructed
+  within half a step ``(vmax_d - vmin_d) / (2 L)``; out-of-range query values are clipped.
+* ``binary``: one bit per dimension, ``x_d > t_d`` with ``t_d = 0`` ("sign") or the per-dimension corpus
+  median ("median", default: every bit is ~50% ones on the corpus), packed with ``np.packbits`` (dims must be
+  a multiple of 8) and searched by Hamming distance.
 
 How codes are *scored* (symmetric "deq" cosine, asymmetric, Hamming + rescoring) is chosen by the evaluator.
 
-Compression factor: ``CF = 32 * input_dim / bits_per_vector`` with ``bits_per_vector = bits_per_dim * dim`` and
-``input_dim`` the dimension of the float32 concatenation being compressed (so 1536-d input: int8@128 = 48x,
-binary@1024 = 48x, int8@64 = 96x). The quantisers' own parameters (two floats or one threshold per dimension,
-shared by the whole corpus) are not counted.
+Compression factor: ``CF = 32 * input_dim / bits_per_vector``, where ``bits_per_vector = bits_per_dim * dim``
+and ``input_dim`` is the width of the float32 concatenation being compressed (1536-d input: int8@128 = 48x,
+binary@1024 = 48x, int8@64 = 96x). The quantisers' own parameters (two floats or one threshold per
+dimension, shared by the whole corpus) are not counted.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class ScalarQuantizer:
 
     Args:
         bits: 8 or 4.
-    Attributes (after fit): ``vmin`` (d,), ``step`` (d,) = ``(vmax - vmin) / (2^bits - 1)``, ``code_size`` bytes.
+    Attributes (after fit): ``vmin`` (d,), ``step`` (d,) = ``(vmax - vmin) / (2^bits - 1)``, ``code_size``
+    bytes.
     """
 
     def __init__(self, bits: int = 8) -> None:
@@ -106,7 +107,7 @@ class ScalarQuantizer:
 
 
 class BinaryQuantizer:
-    """One bit per dimension: ``x_d > threshold_d``, packed 8 dims per byte (``np.packbits``, big-endian bits).
+    """One bit per dimension, ``x_d > threshold_d``, packed 8 dims per byte (``np.packbits``, MSB first).
 
     Args:
         threshold: ``"median"`` (default; per-dimension median of the corpus sample) or ``"sign"`` (0).

@@ -8,6 +8,7 @@ recall@100, mrr@10, n_queries, time_s`` and, in memory, ``per_query`` (measure -
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,8 @@ def write_trec_run(
 
     Args:
         query_ids: one per row of ``scores``/``indices``; corpus_ids: what ``indices`` refer to.
-        scores, indices: (nq, k), each row already in rank order (rank 1 first); index -1 = empty slot, skipped.
+        scores, indices: (nq, k), each row already in rank order (rank 1 first); index -1 = empty slot,
+            skipped.
         tag: run tag (whitespace replaced by ``_``).
     Scores are written with 9 significant digits, enough to round-trip float32, so trec_eval re-ranks the file
     exactly as it was ranked here.
@@ -61,7 +63,12 @@ def write_trec_run(
 
 
 def _jsonable(row: Mapping[str, Any], include_per_query: bool) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k not in _PER_QUERY_KEYS}
+    # NaN (e.g. the SE of a single query) is not valid JSON: write null.
+    out = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in row.items()
+        if k not in _PER_QUERY_KEYS
+    }
     if include_per_query and "per_query" in row:
         out["per_query"] = {
             m: np.asarray(v, dtype=float).round(6).tolist() for m, v in row["per_query"].items()
@@ -84,9 +91,9 @@ def write_results(
 
     Args:
         path: a ``.json`` file, or a directory (then ``<path>/results.json``).
-        rows: evaluator rows. With ``include_per_query`` (default) each row keeps its per-query values (rounded to
-            1e-6) and the file stores the scored query ids once, so paired differences can be computed after
-            reading it back; all rows must then share the same query ids.
+        rows: evaluator rows. With ``include_per_query`` (default) each row keeps its per-query values
+            (rounded to 1e-6) and the file stores the scored query ids once, so paired differences can be
+            computed after reading it back; all rows must then share the same query ids.
         dataset, split, base_models, input_dim: run metadata; ``metadata``: any extra JSON-able fields.
     """
     path = Path(path)
@@ -111,19 +118,19 @@ def write_results(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **dict(metadata or {}),
     }
-    doc = {
-        "format": RESULTS_FORMAT_VERSION,
-        "metadata": meta,
-        "query_ids": query_ids,
-        "rows": [_jsonable(r, include_per_query) for r in rows],
-    }
+    # One row per line (per-query lists inline) keeps the file diffable and short; it is still plain JSON.
+    body = ",\n  ".join(json.dumps(_jsonable(r, include_per_query)) for r in rows)
+    text = (
+        f'{{"format": {RESULTS_FORMAT_VERSION},\n "metadata": {json.dumps(meta)},\n'
+        f' "query_ids": {json.dumps(query_ids)},\n "rows": [\n  {body}\n ]}}\n'
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 
 def read_results(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Read a results.json back: ``(rows, metadata)``; per-query values become arrays sharing one query-id list."""
+    """Read a results.json: ``(rows, metadata)``; per-query values become arrays sharing one id list."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
@@ -141,6 +148,10 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             row["query_ids"] = query_ids
         rows.append(row)
     return rows, doc["metadata"]
+
+
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _find(rows: Sequence[Mapping[str, Any]], key: tuple[str, int, str]) -> Mapping[str, Any]:
@@ -192,7 +203,7 @@ def markdown_table(
             str(r["precision"]),
             str(r.get("bits", "")),
             f"{r['compression']:.3g}x" if "compression" in r else "",
-            format_mean_se(float(r[metric]), float(r.get(f"{metric}_se", float("nan"))), digits),
+            format_mean_se(float(r[metric]), _float_or_nan(r.get(f"{metric}_se")), digits),
         ]
         if ref_value is not None:
             cells.append(f"{100 * float(r[metric]) / ref_value:.1f}%" if ref_value else "n/a")

@@ -1,11 +1,15 @@
-"""Exact top-k search: inner product (faiss IndexFlatIP or torch matmul + topk) and Hamming (faiss IndexBinaryFlat).
+"""Exact top-k search: inner product (faiss IndexFlatIP or torch matmul + topk), Hamming (IndexBinaryFlat).
 
-Tie rule, identical for every backend: results are sorted by score descending (Hamming distance ascending), and
-equal scores are ordered by corpus row ascending — also at the k-th position, so *which* tied documents make the
-top k is deterministic. faiss and ``torch.topk`` do not guarantee this themselves, so every search asks for k + 1
-results; a query whose (k+1)-th result ties with its k-th is recomputed exactly (inner product: the torch path, which selects tied
-documents at the boundary in row order; Hamming: a range search). (For float data this almost never happens; for short binary codes it
-is common: those queries get one faiss range search, see search_hamming.)
+Tie rule, identical for every backend: results are sorted by score descending (Hamming distance ascending),
+and equal scores are ordered by corpus row ascending — also at the k-th position, so *which* tied documents
+make the top k is deterministic. faiss and ``torch.topk`` do not guarantee this themselves, so every search
+asks for k + 1 results; a query whose (k+1)-th result ties with its k-th is recomputed exactly (inner product:
+the torch path, which selects tied documents at the boundary in row order; Hamming: one faiss range search).
+For float data this almost never happens; for short binary codes it is common.
+
+Speed note: torch and faiss each ship their own OpenMP runtime. On a small, busy machine their spinning worker
+threads slow each other down (a faiss search right after torch work took 1.2 s instead of 0.05 s on 2 cores);
+exporting ``OMP_WAIT_POLICY=PASSIVE`` before Python starts removes the penalty.
 
 If k exceeds the corpus size, k is clipped to it.
 """
@@ -19,9 +23,10 @@ import torch
 from smec.evaluation.errors import EvaluationError
 
 SEARCH_BACKENDS = ("auto", "faiss", "torch")
-# Measured on 2 CPU cores, k = 100, OMP_WAIT_POLICY=PASSIVE: faiss IndexFlatIP beats torch matmul + topk at every
-# dim on a 10k corpus (64-d, 2k queries: 0.10 s vs 0.17 s), but on corpora of >= ~30k documents faiss is 1.5-3x
-# slower than torch for 56 <= dim < 128 (100k docs, 1k queries, 96-d: 2.6 s vs 0.9 s; 128-d: 0.6 s vs 1.0 s).
+# Measured on 2 CPU cores, k = 100, OMP_WAIT_POLICY=PASSIVE: faiss IndexFlatIP beats torch matmul + topk at
+# every dim on a 10k corpus (64-d, 2k queries: 0.10 s vs 0.17 s), but on corpora of >= ~30k documents faiss is
+# 1.5-3x slower than torch for 56 <= dim < 128 (100k docs, 1k queries, 96-d: 2.6 s vs 0.9 s; 128-d: 0.6 s vs
+# 1.0 s).
 TORCH_DIMS = (56, 128)
 TORCH_MIN_CORPUS = 25_000
 # Upper bound on the (chunk, n_corpus) float32 score block the torch path materialises.
@@ -59,7 +64,7 @@ def _check_pair(queries: np.ndarray, corpus: np.ndarray, k: int) -> int:
 
 
 def _order_ties_by_row(values: torch.Tensor, indices: torch.Tensor, descending: bool = True):
-    """Sort each row by value (desc), equal values by index ascending: index sort, then a stable value sort."""
+    """Sort each row by value (desc), ties by index ascending: index sort, then a stable value sort."""
     indices, pos = indices.sort(dim=1)
     values = values.gather(1, pos)
     values, pos = values.sort(dim=1, descending=descending, stable=True)
@@ -134,7 +139,8 @@ def search_inner_product(
         queries: (nq, d) float; corpus: (nc, d) float (cast to float32).
         k: results per query (clipped to nc).
         backend: ``"auto"`` (see choose_backend), ``"faiss"`` (IndexFlatIP, on GPU when faiss has one) or
-            ``"torch"`` (matmul + topk over query chunks of at most ``chunk_size`` rows and 256 MiB of scores).
+            ``"torch"`` (matmul + topk over query chunks of at most ``chunk_size`` rows and 256 MiB of
+            scores).
         device: torch device for the torch backend.
     Returns:
         scores (nq, k) float32, indices (nq, k) int64, sorted by the tie rule of the module docstring.
@@ -212,7 +218,8 @@ def rescore(
         queries: (nq, d) float; corpus: (nc, d) float; candidates: (nq, N) int corpus rows (-1 = empty slot).
         k: results kept per query (at most N).
     Returns:
-        scores (nq, k) float32 and indices (nq, k) int64 under the module's tie rule (empty slots last, score -inf).
+        scores (nq, k) float32 and indices (nq, k) int64 under the module's tie rule (empty slots last, score
+        -inf).
     """
     candidates = np.asarray(candidates, dtype=np.int64)
     k = min(int(k), candidates.shape[1])

@@ -1,4 +1,4 @@
-"""Uncertainty of retrieval scores over queries: standard errors, paired differences, "0.284 ± 0.007" strings."""
+"""Uncertainty of retrieval scores over queries: standard errors, paired differences, "0.284 ± 0.007"."""
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ class CompressionSystem(L.LightningModule):
     """
 
     method_name = "compressor"
+    # True when every nested size is a prefix (or an index set) of compress(x); SMEC's SMRL chain sets False.
+    prefix_nested = True
     input_dim: int
     output_dim: int
     eval_dims: tuple[int, ...]

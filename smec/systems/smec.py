@@ -22,8 +22,9 @@ d_{t+1} (the selection u_{t+1} = S_t(z_t)):
 - L_rank: Matryoshka-Adaptor's pairwise logistic rank loss on (query, document) pairs, in-batch negatives, on
   L2-normalised embeddings (cosine scores); L_NCE the InfoNCE alternative (off by default);
 - L_SXBM: for each row x_i, the K memory entries most cosine-similar to it *in the teacher space*; the memory
-  rows are passed through the current compressor with the batch's own selection draw and the student cosines
-  cos(e(x_i), e(m_j)) are aligned with the teacher cosines cos(x_i, m_j). The memory holds past teacher rows
+  rows are passed through the current compressor with the batch's own selection draw (without gradient, as XBM
+  treats memory features as constants) and the student cosines cos(e(x_i), e(m_j)) are aligned with the
+  teacher cosines cos(x_i, m_j). The memory holds past teacher rows
   (enqueued after the loss, no gradient; it all-gathers across ranks itself), so it never goes stale.
 
 Where the paper is silent (papers.md §2.10) the choices here are:
@@ -173,6 +174,7 @@ class SMECModule(CompressionSystem):
     """
 
     method_name = "smec"
+    prefix_nested = False  # each size is its own vector: the evaluator calls embed(x, dim) per size
 
     def __init__(
         self,
@@ -343,11 +345,17 @@ class SMECModule(CompressionSystem):
 
     @staticmethod
     def _chain_dims(input_dim: int, dims: list[int] | None, min_dim: int) -> list[int]:
+        """[D, d_1, …, d_T] from the ``dims`` / ``min_dim`` arguments (see the class docstring).
+
+        Sizes >= D in an explicit list are dropped with a warning rather than rejected: a recipe's chain is
+        written for one concatenation while D is linked from whatever data it runs on (e.g. [512, …, 32] on a
+        single 384-d model gives 384 → 256 → … → 32). If no size is left, the default halving chain is used.
+        """
+        if not _is_int(min_dim) or min_dim < 1:
+            raise ConfigError(f"model.min_dim must be a positive integer, got {min_dim!r}")
         if dims is None:
-            if not _is_int(min_dim) or not 1 <= min_dim < input_dim:
-                raise ConfigError(
-                    f"model.min_dim must be an integer in [1, input_dim={input_dim}), got {min_dim!r}"
-                )
+            if min_dim >= input_dim:
+                raise ConfigError(f"model.min_dim must be below input_dim={input_dim}, got {min_dim!r}")
             return halving_dims(input_dim, min_dim)
         if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
             raise ConfigError(f"model.dims must be a list of positive integers, got {dims!r}")
@@ -356,12 +364,16 @@ class SMECModule(CompressionSystem):
             raise ConfigError(f"model.dims must contain positive integers only, got {shown}")
         if len(set(shown)) != len(shown):
             raise ConfigError(f"model.dims must be unique, got {shown}")
-        if any(m > input_dim for m in shown):
-            raise ConfigError(f"model.dims must all be <= input_dim={input_dim}, got {shown}")
         below = sorted((m for m in shown if m < input_dim), reverse=True)
-        if not below:
-            raise ConfigError(f"model.dims needs at least one size below input_dim={input_dim}, got {shown}")
-        return [input_dim, *below]
+        if below:
+            if any(m > input_dim for m in shown):
+                rank_zero_warn(f"model.dims: sizes above input_dim={input_dim} dropped from {shown}")
+            return [input_dim, *below]
+        fallback = halving_dims(input_dim, min(min_dim, input_dim // 2))
+        rank_zero_warn(
+            f"model.dims {shown} has no size below input_dim={input_dim}: using the halving chain {fallback}"
+        )
+        return fallback
 
     # --- structure / evaluation contract ----------------------------------------------------------------
 

@@ -209,6 +209,15 @@ def test_default_chain_halves_down_to_min_dim():
     assert SMECModule(input_dim=768).dims == [768, 384, 192, 96, 48]
     assert SMECModule(input_dim=768, min_dim=64).eval_dims == (96, 192, 384, 768)
     assert SMECModule(input_dim=768, dims=[32, 512, 768, 128]).dims == [768, 512, 128, 32]
+    # A recipe's chain on a smaller input: sizes above D are dropped; none left → the halving chain.
+    with pytest.warns(
+        UserWarning, match=re.escape("model.dims: sizes above input_dim=384 dropped from [512, 256")
+    ):
+        assert SMECModule(input_dim=384, dims=[512, 256, 128]).dims == [384, 256, 128]
+    with pytest.warns(
+        UserWarning, match=re.escape("has no size below input_dim=10: using the halving chain [10, 5]")
+    ):
+        assert SMECModule(input_dim=10, dims=[512, 256, 128, 64, 32]).dims == [10, 5]
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
@@ -278,11 +287,10 @@ def test_input_dim_mismatch_with_the_store(tiny_store):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dims": [16, 4]}, "model.dims must all be <= input_dim=10, got [16, 4]"),
         ({"dims": [4, 4]}, "model.dims must be unique, got [4, 4]"),
-        ({"dims": [10]}, "model.dims needs at least one size below input_dim=10, got [10]"),
         ({"dims": [0, 4]}, "model.dims must contain positive integers only, got [0, 4]"),
-        ({"dims": None, "min_dim": 10}, "model.min_dim must be an integer in [1, input_dim=10), got 10"),
+        ({"dims": None, "min_dim": 10}, "model.min_dim must be below input_dim=10, got 10"),
+        ({"min_dim": 0}, "model.min_dim must be a positive integer, got 0"),
         ({"block": "conv"}, "model.block: 'conv' is not one of linear, mlp"),
         ({"selection": "random"}, "model.selection: 'random' is not one of ads, prefix"),
         ({"ads_init": "ones"}, "model.ads_init: 'ones' is not one of prefix, uniform_noise, zeros"),
@@ -313,3 +321,37 @@ def test_input_dim_mismatch_with_the_store(tiny_store):
 def test_bad_config_names_the_key(kwargs, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         make(**kwargs)
+
+
+def test_evaluator_callback_embeds_each_size_separately(tiny_store):
+    """SMEC sizes are separate vectors: the callback must score embed(x, dim), not prefixes of compress(x)."""
+    import lightning as L
+
+    from datamodules.embedding import EmbeddingDataModule
+    from smec.evaluation.callback import RetrievalEvalCallback
+
+    model = SMECModule(input_dim=10, dims=[8, 4], sxbm=False, epochs_per_stage=1)
+    assert model.prefix_nested is False
+    cb = RetrievalEvalCallback(dims=None, precisions=("float32",), split="dev")
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
+    )
+    dm = EmbeddingDataModule(str(tiny_store), mode="both", batch_size=8)
+    trainer.fit(model, datamodule=dm)
+    assert {r["dim"] for r in cb.last_rows} == set(model.eval_dims)
+    assert "val/ndcg@10/mean" in trainer.callback_metrics
+    data = dm.eval_data("dev")
+    import torch
+
+    model.eval()
+    q = model.embed(torch.from_numpy(data.queries), 4).detach().numpy()
+    c = model.embed(torch.from_numpy(data.corpus), 4).detach().numpy()
+    (expected,) = cb._evaluator_for(data).evaluate("val", q, c, [4], ["float32"])
+    (got,) = [r for r in cb.last_rows if r["dim"] == 4]
+    assert got["ndcg@10"] == pytest.approx(expected["ndcg@10"])

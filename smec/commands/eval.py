@@ -1,0 +1,141 @@
+"""`smec eval`: the nDCG@10 grid (method × dim × precision) for a store.
+
+On a store of frozen base-model embeddings (from `smec embed`) it runs the training-free baselines: each base
+model alone, the naive concatenation (truncated and full), PCA of the concatenation, a random rotation (binary),
+and OPQ + PQ at the int8 budget of each dim. On a store of compressed embeddings (from `smec predict`) it evaluates
+each compressed model at its nested prefixes. Writes results.json, results.md and TREC run files to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_DIMS = (32, 64, 128, 256, 512, 768)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, help="store folder (from `smec embed` or `smec predict`)")
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="base models to concatenate (default: all, store order)"
+    )
+    parser.add_argument("--split", default="test", help="qrels split to evaluate (default: %(default)s)")
+    parser.add_argument(
+        "--dims",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_DIMS),
+        help="dims to evaluate; each representation's full width is added (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32", "int8", "int4", "binary"],
+        help="float32 int8 int4 binary (default: all)",
+    )
+    parser.add_argument("--out", required=True, help="output folder for results.json, results.md, runs/")
+    parser.add_argument("--no-pq", action="store_true", help="skip the OPQ + PQ baseline (the slowest)")
+    parser.add_argument("--no-trec", action="store_true", help="do not write TREC run files")
+    parser.add_argument(
+        "--fit-sample", type=int, default=10_000, help="corpus rows that fit PCA / OPQ / quantizers"
+    )
+    parser.add_argument(
+        "--int-scoring",
+        default="symmetric",
+        choices=["symmetric", "asymmetric"],
+        help="int8/int4: quantise queries too (symmetric, default) or score float queries against codes",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from datamodules.store import EmbeddingStore, combine
+    from smec.evaluation.baselines import run_baselines
+    from smec.evaluation.errors import EvaluationError
+    from smec.evaluation.evaluator import RetrievalEvaluator
+    from smec.evaluation.quantize import check_precision
+    from smec.evaluation.results import markdown_table, write_results
+
+    for p in args.precisions:
+        check_precision(p)
+    store = EmbeddingStore(args.store)
+    out = Path(args.out)
+    run_dir = None if args.no_trec else out / "runs"
+    split = args.split
+    qrels, qids, cids = store.qrels(split), store.ids(f"queries/{split}"), store.ids("corpus")
+    infos = {k: store.meta["models"][k]["model"] for k in store.models}
+    compressed = [k for k, info in infos.items() if info.get("kind") == "compressed"]
+    start = time.perf_counter()
+    if compressed:
+        keys = args.models or compressed
+        rows = []
+        input_dim = None
+        for key in keys:
+            info = infos[key]
+            input_dim = int(info.get("input_dim") or store.model_dim(key))
+            evaluator = RetrievalEvaluator(qrels, qids, cids, input_dim=input_dim)
+            width = store.model_dim(key)
+            dims = [d for d in args.dims if d < width] + [width]
+            q = combine([store.array(key, f"queries/{split}").read()], "none")
+            c = combine([store.array(key, "corpus").read()], "none")
+            precisions = list(args.precisions)
+            byte_dims = [d for d in dims if d % 8 == 0] if "binary" in precisions else dims
+            rows += evaluator.evaluate(key, q, c, byte_dims, precisions, run_dir=run_dir)
+            odd = [d for d in dims if d not in byte_dims]
+            if odd:
+                rows += evaluator.evaluate(
+                    key, q, c, odd, [p for p in precisions if p != "binary"], run_dir=run_dir
+                )
+        base_models = sorted({m for k in keys for m in infos[k].get("source_models", [])})
+        reference = None
+    else:
+        keys = args.models or store.models
+        if not keys:
+            raise EvaluationError(f"{store.path}: the store holds no finished models")
+        q_by = {k: store.array(k, f"queries/{split}").read() for k in keys}
+        c_by = {k: store.array(k, "corpus").read() for k in keys}
+        cq, cc = combine(list(q_by.values())), combine(list(c_by.values()))
+        input_dim = cc.shape[1]
+        evaluator = RetrievalEvaluator(
+            qrels,
+            qids,
+            cids,
+            input_dim=input_dim,
+            calibration_size=args.fit_sample,
+            int_scoring=args.int_scoring,
+        )
+        rows = run_baselines(
+            evaluator,
+            {k: combine([v], "l2-concat") for k, v in q_by.items()},
+            {k: combine([v], "l2-concat") for k, v in c_by.items()},
+            cq,
+            cc,
+            args.dims,
+            args.precisions,
+            fit_sample_size=args.fit_sample,
+            pq=not args.no_pq,
+            run_dir=run_dir,
+        )
+        base_models = list(keys)
+        reference = ("concat", input_dim, "float32") if "float32" in args.precisions else None
+    seconds = time.perf_counter() - start
+    path = write_results(
+        out,
+        rows,
+        dataset=store.dataset,
+        split=split,
+        base_models=base_models,
+        input_dim=int(input_dim),
+        metadata={"store": str(store.path), "seconds": round(seconds, 1), "int_scoring": args.int_scoring},
+    )
+    table = markdown_table(rows, reference=reference)
+    (out / "results.md").write_text(
+        f"# {store.dataset} / {split}: {', '.join(base_models)} (input {input_dim}-d)\n\n{table}\n"
+    )
+    print(table)
+    print(
+        f"\n{len(rows)} rows in {seconds:.0f} s -> {path}, {out / 'results.md'}"
+        + ("" if args.no_trec else f", {run_dir}/")
+    )
+    return 0

@@ -1,0 +1,130 @@
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from smec.evaluation.callback import RetrievalEvalCallback
+from smec.evaluation.errors import EvaluationError
+from smec.evaluation.evaluator import RetrievalEvaluator
+
+D, D_MAX = 24, 16
+
+
+def _eval_data():
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((200, D)).astype(np.float32)
+    rel = rng.integers(0, 200, 25)
+    queries = corpus[rel] + 0.8 * rng.standard_normal((25, D)).astype(np.float32)
+    qids, cids = [f"q{i}" for i in range(25)], [f"d{j}" for j in range(200)]
+    return SimpleNamespace(
+        queries=queries,
+        corpus=corpus,
+        query_ids=qids,
+        corpus_ids=cids,
+        qrels={qids[i]: {cids[rel[i]]: 1} for i in range(25)},
+        input_dim=D,
+    )
+
+
+class TinySystem(pl.LightningModule):
+    def __init__(self, with_index_sets: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(D, D_MAX, bias=False)
+        self.with_index_sets = with_index_sets
+
+    def compress(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+    def index_sets(self):
+        return {8: torch.arange(8, 16)} if self.with_index_sets else None
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        return (self.proj(x) ** 2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        (x,) = batch
+        self.log("val/loss", (self.proj(x) ** 2).mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+
+class FakeData(pl.LightningDataModule):
+    def __init__(self):
+        super().__init__()
+        self.data = _eval_data()
+        self.calls = []
+
+    def _loader(self):
+        ds = torch.utils.data.TensorDataset(torch.from_numpy(self.data.corpus))
+        return torch.utils.data.DataLoader(ds, batch_size=32)
+
+    def train_dataloader(self):
+        return self._loader()
+
+    def val_dataloader(self):
+        return self._loader()
+
+    def eval_data(self, split):
+        self.calls.append(split)
+        return self.data
+
+
+def _trainer(callbacks, epochs=1, checkpoint=False, tmp_path=None):
+    return pl.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=checkpoint,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+    )
+
+
+def test_logs_the_evaluator_grid_and_skips_the_sanity_check():
+    cb = RetrievalEvalCallback(dims=[8, 16], precisions=("float32", "int8"), k=50)
+    model, dm = TinySystem(), FakeData()
+    trainer = _trainer([cb])
+    trainer.fit(model, datamodule=dm)
+    assert dm.calls == ["dev"]  # once: not during the sanity check
+    metrics = trainer.callback_metrics
+    for dim in (8, 16):
+        for prec in ("float32", "int8"):
+            assert f"val/ndcg@10/d{dim}/{prec}" in metrics and f"val/recall@50/d{dim}/{prec}" in metrics
+    # Same numbers as running the evaluator directly on the compressed arrays.
+    with torch.no_grad():
+        q = model.compress(torch.from_numpy(dm.data.queries)).numpy()
+        c = model.compress(torch.from_numpy(dm.data.corpus)).numpy()
+    ev = RetrievalEvaluator(dm.data.qrels, dm.data.query_ids, dm.data.corpus_ids, input_dim=D, k=50)
+    (row,) = ev.evaluate("x", q, c, dims=[16], precisions=("int8",))
+    assert float(metrics["val/ndcg@10/d16/int8"]) == pytest.approx(row["ndcg@10"], abs=1e-6)
+    assert cb.last_rows[0]["compression"] == 32 * D / (32 * 8)
+
+
+def test_index_sets_every_n_epochs_and_checkpoint_monitoring(tmp_path):
+    cb = RetrievalEvalCallback(dims=[8], precisions=("binary",), every_n_epochs=2, k=20)
+    # A monitoring checkpoint must run on the same epochs as the evaluation (Lightning raises on a missing
+    # key).
+    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/ndcg@10/d8/binary", mode="max", every_n_epochs=2)
+    dm = FakeData()
+    trainer = _trainer([cb, ckpt], epochs=2, checkpoint=True, tmp_path=tmp_path)
+    trainer.fit(TinySystem(with_index_sets=True), datamodule=dm)
+    assert dm.calls == ["dev"]  # epoch 2 only
+    assert ckpt.best_model_score is not None
+    assert float(ckpt.best_model_score) == pytest.approx(cb.last_rows[0]["ndcg@10"])
+
+
+def test_errors():
+    with pytest.raises(EvaluationError, match="every_n_epochs must be >= 1, got 0"):
+        RetrievalEvalCallback(dims=[8], every_n_epochs=0)
+    with pytest.raises(EvaluationError, match="RetrievalEvalCallback needs at least one dim"):
+        RetrievalEvalCallback(dims=[])
