@@ -63,6 +63,8 @@ format: install
 
 bench: install  ## speed and memory benchmarks (goals printed, non-zero exit when missed)
 	$(BIN)/python experiments/bench/store_stream.py
+	$(BIN)/smec embed --dataset wordnet-demo --out stores/wordnet-demo --no-progress
+	$(BIN)/python experiments/bench/fit_throughput.py --store stores/wordnet-demo
 
 demo: install  ## embed the demo dataset and run the demo comparison
 	$(BIN)/smec embed --dataset wordnet-demo --out stores/wordnet-demo

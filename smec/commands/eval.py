@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_DIMS = (32, 64, 128, 256, 512, 768)
+DEFAULT_DIMS = (32, 64, 128, 256)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
