@@ -24,6 +24,8 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
+# torch and faiss ship separate OpenMP runtimes whose spinning threads slow each other down.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help install install-mpnet test test-slow test-all lint format bench demo clean
 

@@ -10,6 +10,7 @@ import pytest
 
 # Test tensors are tiny: one thread avoids OpenMP spin-waits that make them crawl on a busy 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")

@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output folder for results.json, results.md, runs/")
     parser.add_argument("--no-pq", action="store_true", help="skip the OPQ + PQ baseline (the slowest)")
+    parser.add_argument(
+        "--pq-max-bits",
+        type=int,
+        default=1024,
+        help="largest OPQ + PQ code budget to train (default: %(default)s)",
+    )
     parser.add_argument("--no-trec", action="store_true", help="do not write TREC run files")
     parser.add_argument(
         "--fit-sample", type=int, default=10_000, help="corpus rows that fit PCA / OPQ / quantizers"
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             args.precisions,
             fit_sample_size=args.fit_sample,
             pq=not args.no_pq,
+            pq_max_bits=args.pq_max_bits,
             run_dir=run_dir,
         )
         base_models = list(keys)
