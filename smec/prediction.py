@@ -64,6 +64,7 @@ class StorePredictionWriter(BasePredictionWriter):
             "spec": key,
             "kind": "compressed",
             "source_store": str(source.path),
+            "input_dim": dm.input_dim,  # the float32 input width: compression factors are relative to it
             "source_models": dm.model_keys,
         }
         for name, outputs in zip(names, predictions):

@@ -140,4 +140,4 @@ def test_predict_writes_a_store_the_evaluator_reads(tmp_path):
         assert predicted.ids(ts) == source.ids(ts)
     assert predicted.qrels("test") == source.qrels("test")
     info = json.loads((out / "mrl" / "corpus" / "manifest.json").read_text())["model"]
-    assert info["kind"] == "compressed" and info["source_models"] == ["m1", "m2"]
+    assert info["kind"] == "compressed" and info["source_models"] == ["m1", "m2"] and info["input_dim"] == 10
