@@ -3,7 +3,8 @@
 Goal (issue: MRL system): Lightning samples/s >= 0.90 x the bare loop. Both run in this process on the same
 store, model, loss, optimizer and batches (EmbeddingDataModule -> on_after_batch_transfer -> decoder ->
 Matryoshka loss -> AdamW), without validation, logging or checkpoints; each is repeated and the best run is kept.
-Exit status 1 when the goal is missed.
+Both are timed from the first batch to the end of the last epoch (set-up excluded on both sides). Exit status 1
+when the goal is missed.
 
     python experiments/bench/fit_throughput.py --store stores/wordnet-demo [--epochs 3] [--repeat 3]
 """
@@ -46,8 +47,19 @@ def bare(args) -> float:
     return n / (time.perf_counter() - start)
 
 
+class _Clock(L.Callback):
+    """Times the training loop itself (first batch to last), as the bare loop is timed, excluding set-up."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
 def lightning(args) -> float:
     dm, model = make(args)
+    clock = _Clock()
     trainer = L.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
@@ -58,11 +70,10 @@ def lightning(args) -> float:
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        callbacks=[clock],
     )
-    start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    elapsed = time.perf_counter() - start
-    return trainer.global_step * args.batch_size / elapsed
+    return trainer.global_step * args.batch_size / clock.seconds
 
 
 def main() -> int:
@@ -70,7 +81,7 @@ def main() -> int:
     p.add_argument("--store", default="stores/wordnet-demo")
     p.add_argument("--models", nargs="+", default=["minilm-l6", "paraphrase-l3", "e5-small-q4"])
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     results = {"bare": [], "lightning": []}
