@@ -23,7 +23,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MeanMetric
 
 from smec.errors import ConfigError
@@ -255,9 +255,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
         self.register_buffer("stage", torch.tensor(1, dtype=torch.long))
         self._stage = 1  # host copy, refreshed each epoch, so that training_step needs no device sync
         self._unsupervised_epochs: int | None = unsupervised_epochs
-        self.val_loss = MeanMetric()
-        # torchmetrics, not Lightning's on_epoch means, so that the aggregation is exact across ranks.
-        self.val_loss_per_dim = nn.ModuleDict({str(m): MeanMetric() for m in self.dims})
+        self._init_val_metrics(self.dims)
 
     # -- data / stage --------------------------------------------------------------------------------------
     @property
@@ -335,12 +333,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]
         out = self.sim_loss(self.adaptor(x), x)
-        self.val_loss.update(out.loss, weight=len(x))
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
-        for m, value in out.per_dim.items():
-            metric = self.val_loss_per_dim[str(m)]
-            metric.update(value, weight=len(x))
-            self.log(f"val/loss/d{m}", metric, on_step=False, on_epoch=True)
+        self._log_val_losses(out.loss, out.per_dim, len(x))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         scale = self.stage2_lr_scale if int(self.stage.item()) == 2 else 1.0

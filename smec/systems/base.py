@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from smec.errors import ConfigError
 
@@ -43,6 +44,19 @@ class CompressionSystem(L.LightningModule):
                 f"model.input_dim={self.input_dim} does not match the data: the store's models "
                 f"{datamodule.model_keys} concatenate to {data_dim} dims (data.models / data.store)"
             )
+
+    def _init_val_metrics(self, dims: Any) -> None:
+        """torchmetrics, not Lightning's on_epoch means, so that validation losses aggregate exactly across ranks."""
+        self.val_loss = MeanMetric()
+        self.val_loss_per_dim = nn.ModuleDict({str(m): MeanMetric() for m in dims})
+
+    def _log_val_losses(self, loss: Tensor, per_dim: dict[int, Tensor], batch_size: int) -> None:
+        self.val_loss.update(loss, weight=batch_size)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
+        for m, value in per_dim.items():
+            metric = self.val_loss_per_dim[str(m)]
+            metric.update(value, weight=batch_size)
+            self.log(f"val/loss/d{m}", metric, on_step=False, on_epoch=True)
 
     def _log_loss(self, prefix: str, out: Any, batch_size: int) -> None:
         on_step = prefix == "train"

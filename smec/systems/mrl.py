@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torch import Tensor
 
 from smec.errors import ConfigError
 from smec.losses.matryoshka import MatryoshkaSimilarityLoss, check_dims
@@ -92,9 +91,7 @@ class MRLDecoderModule(CompressionSystem):
         self.eval_dims = tuple(
             check_dims(eval_dims, output_dim, name="model.eval_dims") if eval_dims else dims
         )
-        self.val_loss = MeanMetric()
-        # torchmetrics, not Lightning's on_epoch means, so that the aggregation is exact across ranks.
-        self.val_loss_per_dim = nn.ModuleDict({str(m): MeanMetric() for m in dims})
+        self._init_val_metrics(dims)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decoder(x)
@@ -111,12 +108,7 @@ class MRLDecoderModule(CompressionSystem):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]
         out = self.loss_fn(self.decoder(x), x)
-        self.val_loss.update(out.loss, weight=len(x))
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
-        for m, value in out.per_dim.items():
-            metric = self.val_loss_per_dim[str(m)]
-            metric.update(value, weight=len(x))
-            self.log(f"val/loss/d{m}", metric, on_step=False, on_epoch=True)
+        self._log_val_losses(out.loss, out.per_dim, len(x))
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self.compress(batch["x"])

@@ -73,7 +73,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from smec.errors import ConfigError
 from smec.losses.alignment import ALIGNMENT_DISTANCES, SimilarityAlignmentLoss, pair_cosines
@@ -337,9 +336,7 @@ class SMECModule(CompressionSystem):
                 f"got {predict_dim!r}"
             )
         self.predict_dim = predict_dim
-        self.val_loss = MeanMetric()
-        # torchmetrics, not Lightning's on_epoch means, so that the aggregation is exact across ranks.
-        self.val_loss_per_dim = nn.ModuleDict({str(m): MeanMetric() for m in chain})
+        self._init_val_metrics(chain)
         self._warned_backwards = False
         self.train(self.training)
 
@@ -555,12 +552,7 @@ class SMECModule(CompressionSystem):
         # Eval mode (set by Lightning): every reached size, deterministic selections.
         out = self.compressor(x)
         losses = {m: self.val_pair_losses[str(m)](z, x).loss for m, z in out.items()}
-        self.val_loss.update(torch.stack(list(losses.values())).mean(), weight=len(x))
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
-        for m, value in losses.items():
-            metric = self.val_loss_per_dim[str(m)]
-            metric.update(value, weight=len(x))
-            self.log(f"val/loss/d{m}", metric, on_step=False, on_epoch=True)
+        self._log_val_losses(torch.stack(list(losses.values())).mean(), losses, len(x))
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self.embed(batch["x"], self.predict_dim or self.input_dim)
