@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from smec.errors import ConfigError
 from smec.losses.matryoshka import MatryoshkaSimilarityLoss, check_dims
@@ -35,6 +35,8 @@ class MRLDecoderModule(CompressionSystem):
         topk / topk_weight / reconstruction_weight: Matryoshka-Adaptor's optional extra terms (off by default).
         lr / weight_decay / step_size / gamma: AdamW + StepLR, the paper code's defaults (1e-3, 1e-4, 10, 0.8).
         eval_dims: sizes the evaluator callback reports (default: ``dims``).
+        init_from: ``pca`` starts the output Linear at PCA of a corpus sample (``init_sample`` rows), i.e. at
+            the strongest training-free baseline; None (default) keeps the preset's random init (the paper).
     """
 
     method_name = "mrl"
@@ -60,9 +62,13 @@ class MRLDecoderModule(CompressionSystem):
         step_size: int = 10,
         gamma: float = 0.8,
         eval_dims: list[int] | None = None,
+        init_from: str | None = None,
+        init_sample: int = 10_000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if init_from not in (None, "pca"):
+            raise ConfigError(f"model.init_from: {init_from!r} is not one of null, pca")
         dims = [32, 64, 128, 256, 512] if dims is None else list(dims)
         if arch not in PRESETS:
             raise ConfigError(f"model.arch: {arch!r} is not one of {', '.join(PRESETS)}")
@@ -92,6 +98,41 @@ class MRLDecoderModule(CompressionSystem):
             check_dims(eval_dims, output_dim, name="model.eval_dims") if eval_dims else dims
         )
         self._init_val_metrics(dims)
+
+    def on_fit_start(self) -> None:
+        # A fresh fit only: a resumed one has its weights from the checkpoint.
+        if self.hparams.init_from == "pca" and self.trainer.ckpt_path is None:
+            self._init_from_pca()
+
+    @torch.no_grad()
+    def _init_from_pca(self) -> None:
+        """Start the output Linear at PCA of its own input, so training starts from the PCA baseline.
+
+        PCA is the bar the decoder has to clear (README, training-free baselines); starting there, the Matryoshka
+        loss only has to improve on it. The components are fit on a seeded sample of corpus rows as they reach
+        the output Linear (i.e. after the input LayerNorm). Only single-layer decoders without a residual path.
+        """
+        linears = [m for m in self.decoder.net if isinstance(m, nn.Linear)]
+        if len(linears) != 1 or self.decoder.residual:
+            raise ConfigError(
+                "model.init_from: pca needs a single-layer decoder without residual (arch: linear)"
+            )
+        import numpy as np
+
+        dm = self.trainer.datamodule
+        corpus = dm.store.concat(dm.model_keys, "corpus", dm.normalization, dm.weights)
+        rng = np.random.default_rng(0)
+        rows = np.sort(rng.choice(len(corpus), min(self.hparams.init_sample, len(corpus)), replace=False))
+        x = torch.from_numpy(corpus.take(rows)).to(self.device)
+        linear = linears[0]
+        h = self.decoder.net[: list(self.decoder.net).index(linear)](x)  # what the Linear sees
+        mean = h.mean(dim=0)
+        _, _, v = torch.linalg.svd(h - mean, full_matrices=False)
+        components = v[: self.output_dim]
+        if components.shape[0] < self.output_dim:
+            raise ConfigError(f"model.init_from: pca needs >= output_dim={self.output_dim} sample rows")
+        linear.weight.copy_(components)
+        linear.bias.copy_(-(components @ mean))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decoder(x)

@@ -75,3 +75,24 @@ def test_input_dim_mismatch_with_the_store_fails_before_training(tiny_store):
 def test_bad_config_names_the_key(kwargs, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         MRLDecoderModule(input_dim=64, **kwargs)
+
+
+def test_pca_init_starts_at_pca_of_the_corpus(tiny_store):
+    """init_from=pca: before any step, the decoder output is the centred PCA projection of the LayerNorm input."""
+    torch.manual_seed(0)
+    model = MRLDecoderModule(input_dim=10, output_dim=4, dims=[2, 4], init_from="pca", lr=0.0)
+    fit(tiny_store, model, epochs=1)  # lr 0: the weights stay where on_fit_start put them
+    dm = EmbeddingDataModule(str(tiny_store))
+    x = torch.from_numpy(dm.eval_data("dev").corpus)
+    h = model.decoder.net[0](x)
+    centred = h - h.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    y = model.compress(x).detach()
+    # same subspace as the top-4 principal directions, variance in decreasing order along the outputs
+    torch.testing.assert_close(y.var(0), (s[:4] ** 2) / (len(x) - 1), rtol=1e-3, atol=1e-5)
+    assert torch.allclose(y.mean(0), torch.zeros(4), atol=1e-4)
+
+
+def test_unknown_init_from():
+    with pytest.raises(ConfigError, match=re.escape("model.init_from: 'svd' is not one of null, pca")):
+        MRLDecoderModule(input_dim=10, output_dim=4, dims=[4], init_from="svd")
