@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 rows += evaluator.evaluate(
                     key, q, c, odd, [p for p in precisions if p != "binary"], run_dir=run_dir
                 )
-        base_models = sorted({m for k in keys for m in infos[k].get("source_models", [])})
+        base_models = list(dict.fromkeys(m for k in keys for m in infos[k].get("source_models", [])))
         reference = None
     else:
         keys = args.models or store.models

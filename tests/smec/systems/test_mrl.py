@@ -86,7 +86,7 @@ def test_pca_init_starts_at_pca_of_the_corpus(tiny_store):
     x = torch.from_numpy(dm.eval_data("dev").corpus)
     h = model.decoder.net[0](x)
     centred = h - h.mean(0)
-    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    _, s, _ = torch.linalg.svd(centred, full_matrices=False)
     y = model.compress(x).detach()
     # same subspace as the top-4 principal directions, variance in decreasing order along the outputs
     torch.testing.assert_close(y.var(0), (s[:4] ** 2) / (len(x) - 1), rtol=1e-3, atol=1e-5)

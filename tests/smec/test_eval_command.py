@@ -1,0 +1,73 @@
+"""`smec eval` on a tiny store: the baseline grid and a compressed store, written as results.json/md/TREC."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from datamodules.store import StoreWriter, TextSetSpec
+from smec.cli import main
+from tests.conftest import build_store
+
+
+def test_baseline_grid_on_a_raw_store(tiny_store, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = [
+        "eval",
+        "--store",
+        str(tiny_store),
+        "--out",
+        str(out),
+        "--dims",
+        "2",
+        "4",
+        "--no-pq",
+        "--fit-sample",
+        "100",
+    ]
+    assert main(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    methods = {r["method"] for r in doc["rows"]}
+    assert methods == {"model:m1", "model:m2", "concat", "pca"}
+    assert doc["metadata"]["input_dim"] == 10 and doc["metadata"]["base_models"] == ["m1", "m2"]
+    concat_full = [
+        r for r in doc["rows"] if r["method"] == "concat" and r["dim"] == 10 and r["precision"] == "int8"
+    ]
+    assert concat_full[0]["compression"] == pytest.approx(4.0)  # 32 * 10 / (8 * 10)
+    assert "| pca | 4 | float32 |" in (out / "results.md").read_text()
+    assert (out / "runs" / "pca.4.float32.trec").read_text().count("\n") > 0
+    assert "rows in" in capsys.readouterr().out
+
+
+def test_compressed_store_uses_the_source_width_for_compression(tmp_path):
+    source = build_store(tmp_path / "src")
+    from datamodules.store import EmbeddingStore
+
+    src = EmbeddingStore(source)
+    writer = StoreWriter(
+        tmp_path / "pred",
+        dataset=src.dataset,
+        fingerprint=src.meta["dataset"]["fingerprint"],
+        text_sets=[TextSetSpec(ts, src.ids(ts)) for ts in src.text_sets],
+        qrels={s: src.qrels(s) for s in src.splits},
+    )
+    rng = np.random.default_rng(0)
+    info = {"spec": "toy", "kind": "compressed", "input_dim": 64, "source_models": ["m1", "m2"]}
+    for ts in src.text_sets:
+        data = rng.standard_normal((len(src.ids(ts)), 8)).astype(np.float32)
+        writer.write("toy", ts, dim=8, encode=lambda a, b, d=data: d[a:b], model_info=info, dtype="float32")
+    out = tmp_path / "eval"
+    assert (
+        main(["eval", "--store", str(tmp_path / "pred"), "--out", str(out), "--dims", "4", "--no-trec"]) == 0
+    )
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    binary8 = next(r for r in rows if r["dim"] == 8 and r["precision"] == "binary")
+    assert binary8["compression"] == pytest.approx(32 * 64 / 8)
+    assert {r["dim"] for r in rows} == {4, 8}
+
+
+def test_unknown_precision_is_one_clear_error(tiny_store, tmp_path, capsys):
+    assert main(["eval", "--store", str(tiny_store), "--out", str(tmp_path), "--precisions", "int3"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"^smec eval: error: .*int3", err) and "Traceback" not in err
