@@ -31,7 +31,9 @@ def run_one(variant: str, seed: int, out: Path, recipe: str, extra: list[str]) -
     results = run / "eval" / "results.json"
     if results.exists():
         return results
+    # The seed sets both the init and the data order (a PCA-initialised decoder is otherwise deterministic).
     base = ["--config", recipe, "--config", "configs/trainer/cpu.yaml", "--seed_everything", str(seed)]
+    base += ["--data.init_args.seed", str(seed)]
     base += ["--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false", *extra]
     smec("fit", *base, *VARIANTS[variant])
     best = sorted((run / "checkpoints").glob("best-*.ckpt"))[-1]
