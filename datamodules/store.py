@@ -183,11 +183,14 @@ class StoreWriter:
 
     def record_model_order(self, keys: Sequence[str]) -> None:
         """Remember the order models were asked for: it is the default concatenation order when reading."""
-        order = list(self.meta.get("model_order", []))
-        order += [k for k in keys if k not in order]
-        if order != self.meta.get("model_order"):
-            self.meta["model_order"] = order
+        if self._extend_model_order(keys):
             atomic_write_json(self.path / STORE_FILE, self.meta)
+
+    def _extend_model_order(self, keys: Sequence[str]) -> bool:
+        order = self.meta.setdefault("model_order", [])
+        new = [k for k in keys if k not in order]
+        order += new
+        return bool(new)
 
     def write(
         self,
@@ -257,9 +260,7 @@ class StoreWriter:
         }
         atomic_write_json(manifest_path, manifest)
         self.meta["models"][key] = {"dim": int(dim), "model": dict(model_info)}
-        self.meta.setdefault("model_order", [])
-        if key not in self.meta["model_order"]:
-            self.meta["model_order"].append(key)
+        self._extend_model_order([key])
         atomic_write_json(self.path / STORE_FILE, self.meta)
         return manifest
 

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from datamodules.store import EmbeddingStore, combine
-    from smec.evaluation.baselines import run_baselines
+    from smec.evaluation.baselines import evaluate_grid, run_baselines
     from smec.evaluation.errors import EvaluationError
     from smec.evaluation.evaluator import RetrievalEvaluator
     from smec.evaluation.quantize import check_precision
@@ -72,27 +72,36 @@ def run(args: argparse.Namespace) -> int:
     qrels, qids, cids = store.qrels(split), store.ids(f"queries/{split}"), store.ids("corpus")
     infos = {k: store.meta["models"][k]["model"] for k in store.models}
     compressed = [k for k, info in infos.items() if info.get("kind") == "compressed"]
+
+    def make_evaluator(input_dim: int) -> RetrievalEvaluator:
+        # One configuration for baselines and compressed stores, so their rows compare like for like.
+        return RetrievalEvaluator(
+            qrels,
+            qids,
+            cids,
+            input_dim=input_dim,
+            calibration_size=args.fit_sample,
+            int_scoring=args.int_scoring,
+        )
+
     start = time.perf_counter()
     if compressed:
         keys = args.models or compressed
         rows = []
         input_dim = None
         for key in keys:
-            info = infos[key]
-            input_dim = int(info.get("input_dim") or store.model_dim(key))
-            evaluator = RetrievalEvaluator(qrels, qids, cids, input_dim=input_dim)
+            # Compression factors are relative to the float32 input the model compressed, not its own width.
+            input_dim = int(infos[key].get("input_dim") or store.model_dim(key))
             width = store.model_dim(key)
-            dims = [d for d in args.dims if d < width] + [width]
-            q = combine([store.array(key, f"queries/{split}").read()], "none")
-            c = combine([store.array(key, "corpus").read()], "none")
-            precisions = list(args.precisions)
-            byte_dims = [d for d in dims if d % 8 == 0] if "binary" in precisions else dims
-            rows += evaluator.evaluate(key, q, c, byte_dims, precisions, run_dir=run_dir)
-            odd = [d for d in dims if d not in byte_dims]
-            if odd:
-                rows += evaluator.evaluate(
-                    key, q, c, odd, [p for p in precisions if p != "binary"], run_dir=run_dir
-                )
+            rows += evaluate_grid(
+                make_evaluator(input_dim),
+                key,
+                store.array(key, f"queries/{split}").read(),
+                store.array(key, "corpus").read(),
+                [d for d in args.dims if d < width] + [width],
+                args.precisions,
+                run_dir=run_dir,
+            )
         base_models = list(dict.fromkeys(m for k in keys for m in infos[k].get("source_models", [])))
         reference = None
     else:

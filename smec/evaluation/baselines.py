@@ -231,6 +231,31 @@ def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
+def evaluate_grid(
+    evaluator: RetrievalEvaluator,
+    method: str,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    dims: Sequence[int],
+    precisions: Sequence[str],
+    run_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """``evaluator.evaluate`` over dims x precisions, where binary codes skip dims that are not multiples of 8.
+
+    Binary needs whole bytes, so dims that are not multiples of 8 get the remaining precisions only (instead of
+    the evaluator's error): the grid of any representation, whatever its widths.
+    """
+    rows: list[dict[str, Any]] = []
+    byte_dims = [d for d in dims if d % 8 == 0]
+    odd_dims = [d for d in dims if d % 8]
+    if byte_dims:
+        rows += evaluator.evaluate(method, queries, corpus, byte_dims, precisions, run_dir=run_dir)
+    other = [p for p in precisions if p != "binary"]
+    if odd_dims and other:
+        rows += evaluator.evaluate(method, queries, corpus, odd_dims, other, run_dir=run_dir)
+    return rows
+
+
 def run_baselines(
     evaluator: RetrievalEvaluator,
     queries_by_model: Mapping[str, np.ndarray],
@@ -280,14 +305,7 @@ def run_baselines(
     def grid(
         method: str, q: np.ndarray, c: np.ndarray, method_dims: Sequence[int], precs: Sequence[str]
     ) -> None:
-        # Binary codes need dims that are multiples of 8: other dims get the remaining precisions only.
-        byte_dims = [d for d in method_dims if d % 8 == 0]
-        odd_dims = [d for d in method_dims if d % 8]
-        if byte_dims:
-            rows.extend(evaluator.evaluate(method, q, c, byte_dims, precs, run_dir=run_dir))
-        other = [p for p in precs if p != "binary"]
-        if odd_dims and other:
-            rows.extend(evaluator.evaluate(method, q, c, odd_dims, other, run_dir=run_dir))
+        rows.extend(evaluate_grid(evaluator, method, q, c, method_dims, precs, run_dir=run_dir))
 
     def with_full(width: int) -> list[int]:
         return [d for d in dims if d < width] + [width]
