@@ -403,6 +403,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.val_rows = val_rows
         self._store: EmbeddingStore | None = None
+        self._eval_data: dict[str, EvalData] = {}
 
     # -- store access -----------------------------------------------------------------------------------
     @property
@@ -505,8 +506,17 @@ class EmbeddingDataModule(L.LightningDataModule):
 
     # -- evaluation side ----------------------------------------------------------------------------------
     def eval_data(self, split: str | None = None) -> EvalData:
-        """Combined corpus and queries of a split, in memory, for the retrieval evaluator."""
+        """Combined corpus and queries of a split, in memory, for the retrieval evaluator.
+
+        Loaded once per split and kept: the store is read-only, and the evaluator callback asks every validation
+        epoch (returning the same object also lets it reuse its evaluator).
+        """
         split = split or self.val_split
+        if split not in self._eval_data:
+            self._eval_data[split] = self._load_eval_data(split)
+        return self._eval_data[split]
+
+    def _load_eval_data(self, split: str) -> EvalData:
         keys = self.model_keys
 
         def load(text_set: str) -> np.ndarray:

@@ -105,7 +105,9 @@ def test_both_mode_zips_rows_and_pairs(tiny_store):
 
 
 def test_eval_data(tiny_store):
-    data = make_dm(tiny_store, normalization="l2-concat-l2").eval_data("test")
+    dm = make_dm(tiny_store, normalization="l2-concat-l2")
+    data = dm.eval_data("test")
+    assert dm.eval_data("test") is data  # loaded once: the callback asks every validation epoch
     assert data.queries.shape == (12, 10) and data.corpus.shape == (100, 10)
     assert data.query_ids[0] == "test-q0" and data.qrels["test-q1"] == {"d7": 1}
     np.testing.assert_allclose(np.linalg.norm(data.corpus, axis=1), 1, rtol=1e-5)
