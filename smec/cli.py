@@ -20,6 +20,7 @@ LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("smec.commands.embed", "embed a dataset with frozen models into an on-disk store"),
     "eval": ("smec.commands.eval", "evaluate baselines / compressed embeddings: nDCG@10 grid"),
+    "compare": ("smec.commands.compare", "embed, baselines, fit every method and seed, test grid, report"),
 }
 
 

@@ -24,7 +24,29 @@ from smec.systems.base import CompressionSystem
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Also send the full resolved config to every logger (W&B shows it as the run config)."""
+    """Save the resolved config as ``<trainer.default_root_dir>/config.yaml`` and send it to every logger.
+
+    Lightning's callback writes into ``trainer.log_dir``, which is the first logger's version folder
+    (``csv/version_0``) or its save_dir depending on the logger; a fixed place next to ``checkpoints/`` is what
+    ``smec fit --config runs/<name>/config.yaml --ckpt_path last`` and `smec compare` rely on.
+    """
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            root = Path(trainer.default_root_dir)
+            root.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config,
+                str(root / self.config_filename),
+                skip_none=False,
+                overwrite=True,
+                multifile=self.multifile,
+            )
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
         config = self.config.as_dict()

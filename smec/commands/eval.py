@@ -9,6 +9,13 @@ each compressed model at its nested prefixes. Writes results.json, results.md an
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datamodules.store import EmbeddingStore
+    from smec.evaluation.evaluator import RetrievalEvaluator
 
 DEFAULT_DIMS = (32, 64, 128, 256)
 
@@ -52,14 +59,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def store_evaluator(
+    store: EmbeddingStore, split: str, input_dim: int, fit_sample: int, int_scoring: str
+) -> RetrievalEvaluator:
+    """The one evaluator configuration for baselines and trained systems, so their rows compare like for like."""
+    from smec.evaluation.evaluator import RetrievalEvaluator
+
+    return RetrievalEvaluator(
+        store.qrels(split),
+        store.ids(f"queries/{split}"),
+        store.ids("corpus"),
+        input_dim=input_dim,
+        calibration_size=fit_sample,
+        int_scoring=int_scoring,
+    )
+
+
+def baseline_rows(
+    store: EmbeddingStore,
+    keys: Sequence[str],
+    split: str,
+    dims: Sequence[int],
+    precisions: Sequence[str],
+    *,
+    fit_sample: int = 10_000,
+    int_scoring: str = "symmetric",
+    pq: bool = True,
+    pq_max_bits: int | None = 1024,
+    run_dir: Path | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The training-free grid (``run_baselines``) on the L2-concatenation of ``keys`` in a raw store.
+
+    Returns ``(rows, input_dim)``, input_dim being the concatenation's width.
+    """
+    from datamodules.store import combine
+    from smec.evaluation.baselines import run_baselines
+
+    q_by = {k: store.array(k, f"queries/{split}").read() for k in keys}
+    c_by = {k: store.array(k, "corpus").read() for k in keys}
+    cq, cc = combine(list(q_by.values())), combine(list(c_by.values()))
+    rows = run_baselines(
+        store_evaluator(store, split, cc.shape[1], fit_sample, int_scoring),
+        {k: combine([v], "l2-concat") for k, v in q_by.items()},
+        {k: combine([v], "l2-concat") for k, v in c_by.items()},
+        cq,
+        cc,
+        dims,
+        precisions,
+        fit_sample_size=fit_sample,
+        pq=pq,
+        pq_max_bits=pq_max_bits,
+        run_dir=run_dir,
+    )
+    return rows, int(cc.shape[1])
+
+
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
-    from datamodules.store import EmbeddingStore, combine
-    from smec.evaluation.baselines import evaluate_grid, run_baselines
+    from datamodules.store import EmbeddingStore
+    from smec.evaluation.baselines import evaluate_grid
     from smec.evaluation.errors import EvaluationError
-    from smec.evaluation.evaluator import RetrievalEvaluator
     from smec.evaluation.quantize import check_precision
     from smec.evaluation.results import markdown_table, write_results
 
@@ -69,20 +129,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     run_dir = None if args.no_trec else out / "runs"
     split = args.split
-    qrels, qids, cids = store.qrels(split), store.ids(f"queries/{split}"), store.ids("corpus")
     infos = {k: store.meta["models"][k]["model"] for k in store.models}
     compressed = [k for k, info in infos.items() if info.get("kind") == "compressed"]
-
-    def make_evaluator(input_dim: int) -> RetrievalEvaluator:
-        # One configuration for baselines and compressed stores, so their rows compare like for like.
-        return RetrievalEvaluator(
-            qrels,
-            qids,
-            cids,
-            input_dim=input_dim,
-            calibration_size=args.fit_sample,
-            int_scoring=args.int_scoring,
-        )
 
     start = time.perf_counter()
     if compressed:
@@ -94,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             input_dim = int(infos[key].get("input_dim") or store.model_dim(key))
             width = store.model_dim(key)
             rows += evaluate_grid(
-                make_evaluator(input_dim),
+                store_evaluator(store, split, input_dim, args.fit_sample, args.int_scoring),
                 key,
                 store.array(key, f"queries/{split}").read(),
                 store.array(key, "corpus").read(),
@@ -108,27 +156,14 @@ def run(args: argparse.Namespace) -> int:
         keys = args.models or store.models
         if not keys:
             raise EvaluationError(f"{store.path}: the store holds no finished models")
-        q_by = {k: store.array(k, f"queries/{split}").read() for k in keys}
-        c_by = {k: store.array(k, "corpus").read() for k in keys}
-        cq, cc = combine(list(q_by.values())), combine(list(c_by.values()))
-        input_dim = cc.shape[1]
-        evaluator = RetrievalEvaluator(
-            qrels,
-            qids,
-            cids,
-            input_dim=input_dim,
-            calibration_size=args.fit_sample,
-            int_scoring=args.int_scoring,
-        )
-        rows = run_baselines(
-            evaluator,
-            {k: combine([v], "l2-concat") for k, v in q_by.items()},
-            {k: combine([v], "l2-concat") for k, v in c_by.items()},
-            cq,
-            cc,
+        rows, input_dim = baseline_rows(
+            store,
+            keys,
+            split,
             args.dims,
             args.precisions,
-            fit_sample_size=args.fit_sample,
+            fit_sample=args.fit_sample,
+            int_scoring=args.int_scoring,
             pq=not args.no_pq,
             pq_max_bits=args.pq_max_bits,
             run_dir=run_dir,

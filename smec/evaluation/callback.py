@@ -96,27 +96,6 @@ class RetrievalEvalCallback(pl.Callback):
             self._data = data
         return self._evaluator
 
-    def _compress(self, pl_module: pl.LightningModule, x: np.ndarray, dim: int | None = None) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), self.batch_size):
-                batch = torch.as_tensor(np.asarray(x[start : start + self.batch_size]), dtype=torch.float32)
-                batch = batch.to(pl_module.device)
-                y = pl_module.compress(batch) if dim is None else pl_module.embed(batch, dim)
-                out.append(y.float().cpu().numpy())
-        return np.concatenate(out, axis=0)
-
-    @staticmethod
-    def _index_sets(pl_module: pl.LightningModule) -> dict[int, np.ndarray] | None:
-        getter = getattr(pl_module, "index_sets", None)
-        sets = getter() if callable(getter) else None
-        if sets is None:
-            return None
-        return {
-            int(d): (idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx))
-            for d, idx in sets.items()
-        }
-
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """Compress the split, evaluate, and return ``{log key: value}`` (runs on the calling rank only)."""
         get = getattr(trainer.datamodule, "eval_data", None)
@@ -125,20 +104,16 @@ class RetrievalEvalCallback(pl.Callback):
         data = get(self.split)
         evaluator = self._evaluator_for(data)
         dims = self.dims if self.dims is not None else [int(d) for d in pl_module.eval_dims]
-        if getattr(pl_module, "prefix_nested", True):
-            queries = self._compress(pl_module, data.queries)
-            corpus = self._compress(pl_module, data.corpus)
-            rows = evaluator.evaluate(
-                self.method, queries, corpus, dims, self.precisions, index_sets=self._index_sets(pl_module)
-            )
-        else:  # every size is its own vector
-            rows = []
-            for dim in dims:
-                q, c = (
-                    self._compress(pl_module, data.queries, dim),
-                    self._compress(pl_module, data.corpus, dim),
-                )
-                rows += evaluator.evaluate(self.method, q, c, [dim], self.precisions)
+        rows = evaluate_system(
+            pl_module,
+            data.queries,
+            data.corpus,
+            evaluator,
+            dims,
+            self.precisions,
+            self.method,
+            self.batch_size,
+        )
         self.last_rows = rows
         metrics = {
             f"val/{measure}/d{row['dim']}/{row['precision']}": float(row[measure])
@@ -167,3 +142,70 @@ class RetrievalEvalCallback(pl.Callback):
             raise EvaluationError(f"retrieval evaluation failed on rank 0: {content}")
         for name, value in content.items():
             pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False, batch_size=1)
+
+
+def compress_rows(
+    module: torch.nn.Module, x: np.ndarray, dim: int | None = None, batch_size: int = 4096
+) -> np.ndarray:
+    """``module.compress`` (or ``module.embed(., dim)``) over the rows of ``x`` in batches, without gradient."""
+    device = getattr(module, "device", None) or next(module.parameters()).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            batch = torch.as_tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32).to(device)
+            y = module.compress(batch) if dim is None else module.embed(batch, dim)
+            out.append(y.float().cpu().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def system_index_sets(module: torch.nn.Module) -> dict[int, np.ndarray] | None:
+    """``module.index_sets()`` as numpy arrays, or None when the sizes are prefixes."""
+    getter = getattr(module, "index_sets", None)
+    sets = getter() if callable(getter) else None
+    if sets is None:
+        return None
+    return {
+        int(d): (idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx))
+        for d, idx in sets.items()
+    }
+
+
+def evaluate_system(
+    module: torch.nn.Module,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    evaluator: RetrievalEvaluator,
+    dims: Sequence[int],
+    precisions: Sequence[str],
+    method: str,
+    batch_size: int = 4096,
+    run_dir: Any = None,
+) -> list[dict[str, Any]]:
+    """The evaluator's rows for a compression system at ``dims`` x ``precisions``.
+
+    Prefix-nested systems (``prefix_nested`` True: MRL, the adaptors) are compressed once and evaluated at
+    prefixes or their ``index_sets``; others (SMEC's chain) are embedded once per size. Dims that are not a
+    multiple of 8 skip binary (see ``evaluate_grid``).
+    """
+    from smec.evaluation.baselines import evaluate_grid
+
+    was_training = module.training
+    module.eval()
+    try:
+        if getattr(module, "prefix_nested", True):
+            q = compress_rows(module, queries, batch_size=batch_size)
+            c = compress_rows(module, corpus, batch_size=batch_size)
+            index_sets = system_index_sets(module)
+            if index_sets is not None:
+                return evaluator.evaluate(
+                    method, q, c, dims, precisions, index_sets=index_sets, run_dir=run_dir
+                )
+            return evaluate_grid(evaluator, method, q, c, dims, precisions, run_dir=run_dir)
+        rows: list[dict[str, Any]] = []
+        for dim in dims:  # every size is its own vector
+            q = compress_rows(module, queries, dim, batch_size)
+            c = compress_rows(module, corpus, dim, batch_size)
+            rows += evaluate_grid(evaluator, method, q, c, [dim], precisions, run_dir=run_dir)
+        return rows
+    finally:
+        module.train(was_training)

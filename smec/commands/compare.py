@@ -1,0 +1,47 @@
+"""`smec compare --config configs/experiment/<name>.yaml`: the whole comparison, resumable (see smec.experiment)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment YAML (configs/experiment/demo.yaml, ...)")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<experiment name>)")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="fits in parallel (default: the experiment's jobs)"
+    )
+    parser.add_argument(
+        "--task",
+        type=int,
+        nargs="+",
+        default=None,
+        help="only these fit tasks (indices from --list), e.g. one SLURM array task; no report",
+    )
+    parser.add_argument("--list", action="store_true", help="print the fit tasks with their indices and exit")
+    parser.add_argument("--fresh", action="store_true", help="delete the run folder first (default: resume)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from smec.experiment.config import load_experiment
+    from smec.experiment.runner import ComparisonError, ComparisonRunner, remove_run
+
+    config = load_experiment(args.config)
+    runner = ComparisonRunner(config, args.out, progress=not args.no_progress, jobs=args.jobs)
+    if args.list:
+        for i, run in enumerate(runner.fit_runs()):
+            state = "evaluated" if run.test_results.exists() else "fitted" if run.done.exists() else "todo"
+            print(f"{i}\t{run.label}\t{state}")
+        return 0
+    if args.fresh:
+        remove_run(runner.out)
+    try:
+        paths = runner.run(only=args.task)
+    except ComparisonError as exc:
+        print(f"smec compare: error: {exc}")
+        return 1
+    if args.task is None:
+        print(paths["report"].read_text(encoding="utf-8").split("## Full grid")[0])
+    print("\n".join(f"{name:>8}: {path}" for name, path in paths.items()))
+    return 0

@@ -1,0 +1,155 @@
+"""The comparison's figures: nDCG@10 against compression (Pareto fronts) and the training curves."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+METRIC = "ndcg@10"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both compression (higher) and score (higher), by compression.
+
+    >>> pareto_front([(2, 0.9), (4, 0.95), (8, 0.5), (8, 0.6)])
+    [(4, 0.95), (8, 0.6)]
+    """
+    front: list[tuple[float, float]] = []
+    best = float("-inf")
+    for cf, score in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if score > best:
+            front.append((cf, score))
+            best = score
+    return sorted(front)
+
+
+def plot_pareto(
+    agg: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    trained: Sequence[str],
+    ref: Mapping[str, Any] | None,
+    path: Path,
+    title: str = "",
+    marks: Sequence[float] = (48.0,),
+) -> Path:
+    """nDCG@10 against compression factor (log x): each method's Pareto front as a line, all its
+    configurations as faint points; single models as stars; the reference as a dashed line; 48× marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    cmap = plt.get_cmap("tab10")
+    line_methods = [m for m in methods if not m.startswith("model:")]
+    for i, method in enumerate(line_methods):
+        pts = [(r["compression"], r[METRIC]) for r in agg if r["method"] == method]
+        front = pareto_front(pts)
+        color = cmap(i % 10)
+        style = "-" if method in trained else "--"
+        ax.scatter(*zip(*pts), s=12, color=color, alpha=0.3)
+        ax.plot(
+            *zip(*front),
+            style,
+            marker="o",
+            ms=4,
+            lw=2 if method in trained else 1.3,
+            color=color,
+            label=method,
+        )
+    stars: dict[tuple[float, float], list[str]] = {}
+    for method in (m for m in methods if m.startswith("model:")):
+        full = max(
+            (r for r in agg if r["method"] == method and r["precision"] == "float32"),
+            key=lambda r: r["dim"],
+            default=None,
+        )
+        if full is not None:
+            stars.setdefault((full["compression"], round(full[METRIC], 3)), []).append(method[6:])
+    for (cf, score), names in stars.items():  # models with equal scores share one star and one label
+        ax.scatter([cf], [score], marker="*", s=90, color="black", zorder=5)
+        ax.annotate(" = ".join(names), (cf, score), textcoords="offset points", xytext=(6, -3), fontsize=8)
+    if ref is not None:
+        ax.axhline(ref[METRIC], color="grey", ls=":", lw=1)
+        ax.annotate(
+            f"{ref['method']} {ref['precision']}@{ref['dim']}",
+            (1.0, ref[METRIC]),
+            textcoords="offset points",
+            xytext=(2, 3),
+            fontsize=8,
+            color="grey",
+        )
+    for mark in marks:
+        ax.axvline(mark, color="red", ls="--", lw=1, alpha=0.6)
+        ax.annotate(
+            f"{mark:.0f}×",
+            (mark, ax.get_ylim()[0]),
+            textcoords="offset points",
+            xytext=(3, 4),
+            color="red",
+            fontsize=9,
+        )
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.set_xlabel("compression factor vs float32 concatenation (log scale)")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(title or "nDCG@10 vs compression")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(
+        fontsize=8, loc="lower left", ncol=2, title="solid: trained · dashed: training-free", title_fontsize=8
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def read_curves(root: Path) -> dict[str, dict[int, float]]:
+    """Epoch-level series from a fit's CSV logs (all versions, later ones winning: a resumed fit appends one)."""
+    series: dict[str, dict[int, float]] = {}
+    for metrics in sorted(
+        (root / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])
+    ):
+        with metrics.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                for key in ("val/ndcg@10/mean", "train/loss_epoch"):
+                    if row.get(key):
+                        series.setdefault(key, {})[int(row["epoch"])] = float(row[key])
+    return series
+
+
+def plot_curves(runs: Sequence[tuple[str, int, Path]], path: Path) -> Path | None:
+    """Dev nDCG@10 (mean over dims) and training loss per epoch, one line per method (its first seed)."""
+    first: dict[str, Path] = {}
+    for method, _seed, root in runs:
+        first.setdefault(method, root)
+    curves = {m: read_curves(root) for m, root in first.items()}
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (key, label), ax in zip(
+        (("val/ndcg@10/mean", "dev nDCG@10 (mean over dims)"), ("train/loss_epoch", "training loss")), axes
+    ):
+        for method, series in curves.items():
+            if key in series:
+                epochs = sorted(series[key])
+                ax.plot(epochs, [series[key][e] for e in epochs], marker=".", label=method)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.25)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

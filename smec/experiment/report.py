@@ -1,0 +1,296 @@
+"""The comparison report: rows over seeds → tables, the papers' questions answered with SEs, plots.
+
+Conventions:
+
+* **Seeds.** Rows of one (method, dim, precision) from several seeds are averaged; ``±`` is the standard
+  error over queries for a single seed and the standard deviation over seeds otherwise. Paired differences use
+  the seed-averaged per-query values (the mean system), with their paired SE over queries.
+* **Budget.** Bits per vector (``dim × bits per coordinate``, PQ: its code size); the compression factor is
+  ``32 × input_dim / bits``. The best method per budget is in bold.
+* **Reference.** "% kept" divides by the float32 concatenation at full width unless the experiment names
+  another reference row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smec.evaluation.stats import paired_difference
+
+METRIC = "ndcg@10"
+TRAINING_FREE = ("concat", "pca", "rotation", "opq-pq")
+PREC_ORDER = {"float32": 0, "int8": 1, "int4": 2, "binary": 3, "pq": 4}
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], metric: str = METRIC) -> list[dict[str, Any]]:
+    """One row per (method, dim, precision): mean over seeds, ``spread`` (see module doc), ``n_seeds``.
+
+    Per-query values are averaged over seeds, so :func:`paired_difference` works on the result.
+    """
+    groups: dict[tuple[str, int, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], int(row["dim"]), row["precision"]), []).append(row)
+    out = []
+    for (method, dim, precision), members in groups.items():
+        values = np.array([float(r[metric]) for r in members])
+        first = members[0]
+        row: dict[str, Any] = {
+            "method": method,
+            "dim": dim,
+            "precision": precision,
+            "bits": int(first["bits"]),
+            "compression": float(first["compression"]),
+            metric: float(values.mean()),
+            "n_seeds": len(members),
+            "seeds": [r.get("seed") for r in members],
+            "per_seed": values.tolist(),
+        }
+        if len(members) > 1:
+            row["spread"] = float(values.std(ddof=1))
+        else:
+            se = first.get(f"{metric}_se")
+            row["spread"] = float("nan") if se is None else float(se)
+        if all("per_query" in r and metric in r["per_query"] for r in members):
+            row["per_query"] = {
+                metric: np.mean(
+                    [np.asarray(r["per_query"][metric], dtype=np.float64) for r in members], axis=0
+                )
+            }
+            row["query_ids"] = first["query_ids"]
+        out.append(row)
+    return out
+
+
+def _fmt(value: float, spread: float, digits: int = 3) -> str:
+    if math.isnan(spread):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {spread:.{digits}f}"
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+    try:
+        mean, se = paired_difference(a, b, METRIC)
+    except Exception:  # rows without per-query values: the plain difference
+        return f"{float(a[METRIC]) - float(b[METRIC]):+.3f}"
+    return f"{mean:+.3f} ± {se:.3f}"
+
+
+def _seeds(row: Mapping[str, Any]) -> str:
+    return f"{row['n_seeds']} seed{'s' if row['n_seeds'] != 1 else ''}"
+
+
+def _config(row: Mapping[str, Any]) -> str:
+    return f"{row['precision']}@{row['dim']}" if row["precision"] != "pq" else f"PQ {row['bits']} bits"
+
+
+def _method_order(rows: Sequence[Mapping[str, Any]], trained: Sequence[str]) -> list[str]:
+    present = list(dict.fromkeys(r["method"] for r in rows))
+    free = [m for m in TRAINING_FREE if m in present]
+    models = [m for m in present if m.startswith("model:")]
+    rest = [m for m in present if m not in free and m not in models and m not in trained]
+    return models + free + [m for m in trained if m in present] + rest
+
+
+def reference_row(
+    agg: Sequence[Mapping[str, Any]], reference: tuple[str, int, str] | None
+) -> Mapping[str, Any] | None:
+    if reference is not None:
+        return next((r for r in agg if (r["method"], r["dim"], r["precision"]) == reference), None)
+    concat = [r for r in agg if r["method"] == "concat" and r["precision"] == "float32"]
+    return max(concat, key=lambda r: r["dim"]) if concat else None
+
+
+def budget_table(
+    agg: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    ref: Mapping[str, Any] | None,
+    min_cf: float = 8.0,
+) -> str:
+    """Budgets (bits per vector) × methods: each method's best configuration at exactly that budget; the best
+    cell of a budget in bold. Budgets below ``min_cf`` compression are left out (they all keep ~100%)."""
+    by_bits: dict[int, dict[str, Mapping[str, Any]]] = {}
+    for r in agg:
+        if r["compression"] < min_cf or r["method"].startswith("model:"):
+            continue
+        cell = by_bits.setdefault(r["bits"], {})
+        if r["method"] not in cell or r[METRIC] > cell[r["method"]][METRIC]:
+            cell[r["method"]] = r
+    cols = [m for m in methods if not m.startswith("model:")]
+    head = ["CF", "bits", *cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for bits in sorted(by_bits):
+        cell = by_bits[bits]
+        best = max(cell.values(), key=lambda r: r[METRIC])
+        cf = next(iter(cell.values()))["compression"]
+        cells = [f"{cf:.0f}×", str(bits)]
+        for m in cols:
+            if m not in cell:
+                cells.append("–")
+                continue
+            r = cell[m]
+            text = f"{r[METRIC]:.3f}"
+            if ref is not None:
+                text += f" ({100 * r[METRIC] / ref[METRIC]:.0f}%)"
+            text = f"**{text}**" if r is best else text
+            cells.append(f"{text} {_config(r)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def grid_table(
+    agg: Sequence[Mapping[str, Any]], methods: Sequence[str], ref: Mapping[str, Any] | None
+) -> str:
+    head = ["method", "dim", "precision", "bits", "CF", "nDCG@10", "seeds"]
+    if ref is not None:
+        head.append("% of ref")
+    order = {m: i for i, m in enumerate(methods)}
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(
+        agg, key=lambda r: (order.get(r["method"], 99), r["dim"], PREC_ORDER.get(r["precision"], 9))
+    ):
+        cells = [
+            r["method"],
+            str(r["dim"]),
+            r["precision"],
+            str(r["bits"]),
+            f"{r['compression']:.3g}×",
+            _fmt(r[METRIC], r["spread"]),
+            str(r["n_seeds"]),
+        ]
+        if ref is not None:
+            cells.append(f"{100 * r[METRIC] / ref[METRIC]:.1f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _best(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    return max(rows, key=lambda r: r[METRIC]) if rows else None
+
+
+def answers(
+    agg: Sequence[Mapping[str, Any]], trained: Sequence[str], ref: Mapping[str, Any] | None, input_dim: int
+) -> list[str]:
+    """The papers' questions on this data, each answered from the rows with paired SEs (markdown lines)."""
+    out: list[str] = []
+    find = {(r["method"], r["dim"], r["precision"]): r for r in agg}
+    concat = (
+        ref if ref is not None and ref["method"] == "concat" else find.get(("concat", input_dim, "float32"))
+    )
+    singles = [r for r in agg if r["method"].startswith("model:") and r["precision"] == "float32"]
+    singles = [r for r in singles if r["dim"] == max(s["dim"] for s in singles if s["method"] == r["method"])]
+    if concat is not None and singles:
+        out.append(
+            "**Does the concatenation beat each small model?** (float32, full width; paired difference ± SE)"
+        )
+        for s in singles:
+            out.append(
+                f"- concat {concat[METRIC]:.3f} vs {s['method'][6:]} {s[METRIC]:.3f}: {_diff(concat, s)}"
+            )
+    if ref is not None:
+        out.append("")
+        out.append(
+            f"**How much nDCG@10 is kept at 48× and 96×?** (of {ref['method']} {ref['precision']}@{ref['dim']} ="
+            f" {ref[METRIC]:.3f}; paper: 89% at 48×)"
+        )
+        for target in (48, 96):
+            at = [
+                r for r in agg if r["compression"] >= 0.98 * target and not r["method"].startswith("model:")
+            ]
+            if not at:
+                out.append(f"- {target}×: no configuration in the grid compresses this much")
+                continue
+            tr, free = (
+                _best([r for r in at if r["method"] in trained]),
+                _best([r for r in at if r["method"] not in trained]),
+            )
+            parts = []
+            for label, r in (("trained", tr), ("training-free", free)):
+                if r is not None:
+                    parts.append(
+                        f"best {label}: {r['method']} {_config(r)} ({r['compression']:.0f}×) {r[METRIC]:.3f} = "
+                        f"{100 * r[METRIC] / ref[METRIC]:.1f}%"
+                    )
+            out.append(f"- ≥ {target}×: " + "; ".join(parts))
+    if "smec" in trained and "mrl" in trained:
+        dims = sorted({r["dim"] for r in agg if r["method"] == "smec"})[:2]
+        out.append("")
+        out.append(
+            "**Does SMEC beat MRL at low dims?** (float32; SMEC − MRL, paired over queries on the seed means)"
+        )
+        for d in dims:
+            a, b = find.get(("smec", d, "float32")), find.get(("mrl", d, "float32"))
+            if a is not None and b is not None:
+                out.append(
+                    f"- {d} dims: SMEC {_fmt(a[METRIC], a['spread'])} ({_seeds(a)}) vs MRL "
+                    f"{_fmt(b[METRIC], b['spread'])} ({_seeds(b)}): {_diff(a, b)}"
+                )
+    pq = [r for r in agg if r["method"] == "opq-pq"]
+    if pq and trained:
+        out.append("")
+        out.append(
+            "**Does any trained method beat PCA and OPQ at the same bits?** (best of each at that budget)"
+        )
+        for q in sorted(pq, key=lambda r: r["bits"]):
+            same = [r for r in agg if r["bits"] == q["bits"]]
+            tr = _best([r for r in same if r["method"] in trained])
+            pca = _best([r for r in same if r["method"] == "pca"])
+            if tr is None:
+                continue
+            line = (
+                f"- {q['bits']} bits ({q['compression']:.0f}×): {tr['method']} {_config(tr)} {tr[METRIC]:.3f}"
+            )
+            line += f" vs OPQ+PQ {q[METRIC]:.3f} ({_diff(tr, q)})"
+            if pca is not None:
+                line += f", vs PCA {_config(pca)} {pca[METRIC]:.3f} ({_diff(tr, pca)})"
+            out.append(line)
+    return out
+
+
+def write_report(
+    config: Any,
+    rows: Sequence[Mapping[str, Any]],
+    input_dim: int,
+    out: Path,
+    runs: Sequence[tuple[str, int, Path]],
+) -> dict[str, Path]:
+    """report.md, pareto.png and curves.png in ``out``; returns their paths."""
+    from smec.experiment.plots import plot_curves, plot_pareto
+
+    trained = list(config.method_names)
+    agg = aggregate(rows)
+    methods = _method_order(agg, trained)
+    ref = reference_row(agg, config.reference)
+    paths = {"report": out / "report.md", "pareto": out / "pareto.png", "curves": out / "curves.png"}
+    plot_pareto(agg, methods, trained, ref, paths["pareto"], title=f"{config.name}: {config.dataset}")
+    curves = plot_curves(runs, paths["curves"])
+    if curves is None:
+        del paths["curves"]
+    seeds = sorted({s for _, s, _ in runs})
+    text = [
+        f"# {config.name}: {config.dataset} / {config.split}",
+        "",
+        f"Base models: {', '.join(config.models)} (concatenation {input_dim}-d). Trained: {', '.join(trained)}"
+        f" (seeds {', '.join(map(str, seeds)) or '–'}; checkpoints selected on dev). nDCG@10 on {config.split};"
+        " ± is the SE over queries (one seed) or the std over seeds. CF = compression vs float32"
+        f" {input_dim}-d.",
+        "",
+        "## Answers",
+        "",
+        *answers(agg, trained, ref, input_dim),
+        "",
+        "## Best of each method per budget",
+        "",
+        budget_table(agg, methods, ref),
+        "![Pareto](pareto.png)",
+        "",
+    ]
+    if curves is not None:
+        text += ["![Training curves](curves.png)", ""]
+    text += ["## Full grid", "", grid_table(agg, methods, ref)]
+    paths["report"].write_text("\n".join(text), encoding="utf-8")
+    return paths

@@ -1,0 +1,443 @@
+"""`smec compare`: embed → training-free baselines → fits (every method × seed) → test grid → report.
+
+Every step leaves its result on disk and is skipped when that result is there, so an interrupted comparison
+continues from what finished when it is run again:
+
+    runs/<name>/
+      experiment.yaml          the experiment file as run (a rerun with a different file is refused)
+      state.json               the run nonce (W&B ids), written once
+      baselines/results.json   the training-free grid
+      <method>/s<seed>/        one `smec fit` root: config.yaml, checkpoints/, csv/, wandb/, fit.log,
+                               fit.done (the fit ended), test.json (its rows on the test split)
+      results.json, report.md, pareto.png, curves.png, wandb/ (the summary run)
+
+Fits run as `smec fit` subprocesses (``jobs`` at a time, each with its own torch thread count), resumed from
+``checkpoints/last.ckpt`` when one exists; their test rows are computed here, on the checkpoint their
+``ModelCheckpoint`` selected on the dev split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smec.experiment.config import ExperimentConfig, ExperimentError, MethodSpec, format_cli_value
+
+
+class ComparisonError(RuntimeError):
+    """A step of the comparison failed (a fit exited non-zero): the message names the run and its log."""
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """One (method, seed) fit of a comparison and where it lives."""
+
+    method: MethodSpec
+    seed: int
+    root: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.name}/s{self.seed}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "fit.log"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "fit.done"
+
+    @property
+    def test_results(self) -> Path:
+        return self.root / "test.json"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "last.ckpt"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", disable=not enabled, dynamic_ncols=True)
+
+
+class ComparisonRunner:
+    """Runs one :class:`ExperimentConfig` into ``out`` (default ``runs/<name>``); see the module docstring.
+
+    Args:
+        config: the experiment.
+        out: its folder.
+        progress: progress bars (one per step, with ETA) and step lines on stderr.
+        jobs: overrides ``config.jobs``.
+        python: interpreter for the fit subprocesses.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        out: str | Path | None = None,
+        *,
+        progress: bool = True,
+        jobs: int | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.config = config
+        self.out = Path(out) if out is not None else Path("runs") / config.name
+        self.progress = progress
+        self.jobs = jobs or config.jobs
+        self.python = python
+        self._data_cache: dict[str, Any] = {}
+        self._evaluators: dict[Any, Any] = {}
+
+    # ----------------------------------------------------------------------------------------- layout
+    def fit_runs(self) -> list[FitRun]:
+        return [FitRun(m, s, self.out / m.name / f"s{s}") for m, s in self.config.runs()]
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+    def prepare(self) -> str:
+        """Create the run folder, refuse one made by a different experiment file, return the run nonce."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        copy = self.out / "experiment.yaml"
+        text = self.config.source.read_text(encoding="utf-8") if self.config.source else ""
+        if copy.exists() and text and copy.read_text(encoding="utf-8") != text:
+            raise ExperimentError(
+                f"{self.out} was made by a different experiment file than {self.config.source}: "
+                f"delete {self.out} or choose another experiment name"
+            )
+        if text and not copy.exists():
+            _atomic_write_text(copy, text)
+        state = self.out / "state.json"
+        if not state.exists():
+            _atomic_write_text(state, json.dumps({"nonce": uuid.uuid4().hex[:6]}) + "\n")
+        return json.loads(state.read_text())["nonce"]
+
+    # ----------------------------------------------------------------------------------------- steps
+    def embed(self) -> None:
+        from datamodules.embed import embed_dataset
+
+        cfg = self.config
+        self.say(
+            f"embed {cfg.dataset} with {', '.join(cfg.models)} -> {cfg.store} (finished parts are reused)"
+        )
+        embed_dataset(cfg.dataset, cfg.models, cfg.store, progress=self.progress)
+
+    def store(self) -> Any:
+        from datamodules.store import EmbeddingStore, model_key
+
+        store = EmbeddingStore(self.config.store)
+        missing = [model_key(m) for m in self.config.models if model_key(m) not in store.models]
+        if missing:
+            raise ExperimentError(f"{store.path}: models {missing} are not in the store: run the embed step")
+        return store
+
+    def baselines(self) -> list[dict[str, Any]]:
+        from datamodules.store import model_key
+        from smec.commands.eval import baseline_rows
+        from smec.evaluation.results import read_results, write_results
+
+        cfg, spec = self.config, self.config.baselines
+        path = self.out / "baselines" / "results.json"
+        if not spec.enabled:
+            return []
+        if path.exists():
+            self.say(f"baselines: reusing {path}")
+            return read_results(path)[0]
+        self.say("baselines: single models, concatenation, PCA, rotation, OPQ + PQ ...")
+        start = time.perf_counter()
+        store = self.store()
+        keys = [model_key(m) for m in cfg.models]
+        bar = _bar(1, "baselines", self.progress)
+        rows, input_dim = baseline_rows(
+            store,
+            keys,
+            cfg.split,
+            cfg.dims,
+            cfg.precisions,
+            fit_sample=spec.fit_sample,
+            int_scoring=spec.int_scoring,
+            pq=spec.pq,
+            pq_max_bits=spec.pq_max_bits,
+        )
+        bar.update(1)
+        bar.close()
+        seconds = time.perf_counter() - start
+        write_results(
+            path,
+            rows,
+            dataset=store.dataset,
+            split=cfg.split,
+            base_models=keys,
+            input_dim=input_dim,
+            metadata={"seconds": round(seconds, 1), "int_scoring": spec.int_scoring},
+        )
+        self.say(f"baselines: {len(rows)} rows in {seconds:.0f} s")
+        return rows
+
+    def fit_command(self, run: FitRun, nonce: str) -> list[str]:
+        """The `smec fit` command line of one run (resuming from its last checkpoint when there is one)."""
+        cfg = self.config
+        loggers: list[dict[str, Any]] = [{"class_path": "smec.loggers.SmecCSVLogger"}]
+        if cfg.logger == "wandb":
+            loggers.append(
+                {
+                    "class_path": "smec.loggers.SmecWandbLogger",
+                    "init_args": {
+                        "project": cfg.wandb_project,
+                        "group": cfg.name,
+                        "job_type": "train",
+                        "name": f"{run.method.name}-s{run.seed}",
+                        "id": f"{nonce}-{run.method.name}-s{run.seed}",
+                    },
+                }
+            )
+        cmd = [self.python, "-m", "smec.cli", "fit", "--config", str(run.method.config)]
+        for profile in cfg.trainer:
+            cmd += ["--config", str(profile)]
+        cmd += [
+            f"--data.init_args.store={cfg.store}",
+            f"--data.init_args.models={format_cli_value(list(cfg.models))}",
+            *run.method.cli_args(),
+            f"--seed_everything={run.seed}",
+            f"--data.init_args.seed={run.seed}",
+            f"--trainer.default_root_dir={run.root}",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger={json.dumps(loggers)}",
+        ]
+        if run.last_checkpoint.exists():
+            cmd += [f"--ckpt_path={run.last_checkpoint}"]
+        return cmd
+
+    def fit_all(self, nonce: str, runs: Sequence[FitRun]) -> None:
+        """Fit every run without ``fit.done``, ``jobs`` at a time; raise after all ended if any failed."""
+        todo = [r for r in runs if not r.done.exists()]
+        if not todo:
+            self.say(f"fits: all {len(runs)} done")
+            return
+        threads = self.config.threads or max(1, (os.cpu_count() or 1) // self.jobs)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.say(f"fits: {len(todo)} of {len(runs)} to run, {self.jobs} at a time, {threads} threads each")
+        bar = _bar(len(todo), "fits", self.progress)
+        pending, active, failed = list(todo), [], []
+        try:
+            while pending or active:
+                while pending and len(active) < self.jobs:
+                    run = pending.pop(0)
+                    run.root.mkdir(parents=True, exist_ok=True)
+                    resumed = run.last_checkpoint.exists()
+                    log = run.log.open("a", encoding="utf-8")
+                    log.write(f"\n# {'resume' if resumed else 'start'} {time.strftime('%F %T')}\n")
+                    log.flush()
+                    cmd = self.fit_command(run, nonce)
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    active.append((run, proc, log))
+                    bar.set_postfix_str(", ".join(r.label for r, _, _ in active))
+                time.sleep(0.2)
+                for item in list(active):
+                    run, proc, log = item
+                    if proc.poll() is None:
+                        continue
+                    log.close()
+                    active.remove(item)
+                    if proc.returncode == 0:
+                        run.done.write_text(time.strftime("%F %T\n"))
+                    else:
+                        failed.append(run)
+                        bar.write(f"[compare] fit {run.label} failed (exit {proc.returncode}): see {run.log}")
+                    bar.update(1)
+        except BaseException:
+            for _, proc, _log in active:
+                proc.terminate()
+            for _, proc, log in active:
+                proc.wait()
+                log.close()
+            raise
+        finally:
+            bar.close()
+        if failed:
+            raise ComparisonError(
+                f"{len(failed)} fit(s) failed: "
+                + "; ".join(f"{r.label} (log: {r.log})" for r in failed)
+                + ". Fix and rerun: finished fits are kept."
+            )
+
+    def _eval_data(self, run_config: dict[str, Any]) -> Any:
+        from datamodules.embedding import EmbeddingDataModule
+
+        init = dict(run_config["data"]["init_args"])
+        key = json.dumps(
+            [init.get("store"), init.get("models"), init.get("normalization"), init.get("weights")],
+            default=str,
+        )
+        if key not in self._data_cache:
+            dm = EmbeddingDataModule(
+                store=init["store"],
+                models=init.get("models"),
+                normalization=init.get("normalization", "l2-concat-l2"),
+                weights=init.get("weights"),
+            )
+            self._data_cache[key] = dm.eval_data(self.config.split)
+        return self._data_cache[key]
+
+    def _evaluator(self, data: Any) -> Any:
+        from smec.evaluation.evaluator import RetrievalEvaluator
+
+        spec = self.config.baselines
+        if id(data) not in self._evaluators:
+            self._evaluators[id(data)] = RetrievalEvaluator(
+                data.qrels,
+                list(data.query_ids),
+                list(data.corpus_ids),
+                input_dim=int(data.input_dim),
+                calibration_size=spec.fit_sample,
+                int_scoring=spec.int_scoring,
+            )
+        return self._evaluators[id(data)]
+
+    def evaluate(self, run: FitRun) -> list[dict[str, Any]]:
+        """Test rows of a finished fit (cached in ``test.json``), from its dev-selected checkpoint."""
+        from smec.evaluation.callback import evaluate_system
+        from smec.evaluation.results import read_results, write_results
+
+        if run.test_results.exists():
+            return read_results(run.test_results)[0]
+        import yaml
+
+        run_config = yaml.safe_load((run.root / "config.yaml").read_text(encoding="utf-8"))
+        checkpoint = selected_checkpoint(run.root)
+        model = load_system(run_config["model"]["class_path"], checkpoint)
+        data = self._eval_data(run_config)
+        width = int(getattr(model, "output_dim", data.input_dim))
+        dims = [d for d in self.config.dims if d <= width]
+        rows = evaluate_system(
+            model,
+            data.queries,
+            data.corpus,
+            self._evaluator(data),
+            dims,
+            self.config.precisions,
+            run.method.name,
+        )
+        for row in rows:
+            row["seed"] = run.seed
+        write_results(
+            run.test_results,
+            rows,
+            dataset=self.config.dataset,
+            split=self.config.split,
+            base_models=list(self.config.models),
+            input_dim=int(data.input_dim),
+            metadata={"checkpoint": str(checkpoint), "seed": run.seed},
+        )
+        return rows
+
+    def run(self, only: Sequence[int] | None = None) -> dict[str, Path]:
+        """Every step; with ``only`` (task indices of :meth:`ExperimentConfig.runs`) just those fits + evals."""
+        from smec.evaluation.results import write_results
+
+        start = time.perf_counter()
+        nonce = self.prepare()
+        runs = self.fit_runs()
+        if only is not None:
+            bad = [i for i in only if not 0 <= i < len(runs)]
+            if bad:
+                raise ExperimentError(f"--task {bad[0]}: the experiment has tasks 0..{len(runs) - 1}")
+            runs = [runs[i] for i in only]
+        self.embed()
+        baseline = self.baselines() if only is None else []
+        self.fit_all(nonce, runs)
+        bar = _bar(len(runs), "test grid", self.progress)
+        trained: list[dict[str, Any]] = []
+        for run in runs:
+            bar.set_postfix_str(run.label)
+            trained += self.evaluate(run)
+            bar.update(1)
+        bar.close()
+        if only is not None:
+            return {run.label: run.test_results for run in runs}
+        from smec.experiment.report import write_report
+
+        rows = baseline + trained
+        store = self.store()
+        input_dim = sum(store.model_dim(k) for k in _keys(self.config.models))
+        results = write_results(
+            self.out / "results.json",
+            rows,
+            dataset=self.config.dataset,
+            split=self.config.split,
+            base_models=list(_keys(self.config.models)),
+            input_dim=input_dim,
+            metadata={"experiment": self.config.name, "seeds": list(self.config.seeds)},
+        )
+        paths = write_report(
+            self.config, rows, input_dim, self.out, [(r.method.name, r.seed, r.root) for r in runs]
+        )
+        paths["results"] = results
+        if self.config.logger == "wandb":
+            from smec.experiment.wandb_summary import log_summary
+
+            paths["wandb"] = log_summary(self.config, nonce, rows, paths, self.out)
+        self.say(f"done in {time.perf_counter() - start:.0f} s")
+        return paths
+
+
+def _keys(models: Sequence[str]) -> list[str]:
+    from datamodules.store import model_key
+
+    return [model_key(m) for m in models]
+
+
+def selected_checkpoint(root: Path) -> Path:
+    """The checkpoint ``ModelCheckpoint`` selected (best on its monitor), else ``last.ckpt``."""
+    import torch
+
+    last = root / "checkpoints" / "last.ckpt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        for key, value in state.get("callbacks", {}).items():
+            if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+                best = Path(value["best_model_path"])
+                if best.exists():
+                    return best
+        return last
+    bests = sorted((root / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if bests:
+        return bests[-1]
+    raise ComparisonError(f"{root}: no checkpoint found (expected checkpoints/last.ckpt)")
+
+
+def load_system(class_path: str, checkpoint: Path) -> Any:
+    """A compression system of ``class_path`` restored from a Lightning checkpoint, in eval mode on CPU."""
+    import importlib
+
+    module_name, _, cls_name = class_path.rpartition(".")
+    cls: Callable[..., Any] = getattr(importlib.import_module(module_name), cls_name)
+    model = cls.load_from_checkpoint(checkpoint, map_location="cpu")  # type: ignore[attr-defined]
+    model.eval()
+    return model
+
+
+def remove_run(out: Path) -> None:
+    """Delete a comparison folder (``smec compare --fresh``)."""
+    if out.exists():
+        shutil.rmtree(out)
