@@ -68,11 +68,10 @@ bench: install  ## speed and memory benchmarks (goals printed, non-zero exit whe
 	$(BIN)/smec embed --dataset wordnet-demo --out stores/wordnet-demo --no-progress
 	$(BIN)/python experiments/bench/fit_throughput.py --store stores/wordnet-demo
 
-DEMO_MODELS ?= minilm-l6 paraphrase-l3 e5-small-q4
+DEMO ?= configs/experiment/demo.yaml
 
-demo: install  ## embed the WordNet demo (cached after the first run) and evaluate the training-free baselines
-	$(BIN)/smec embed --dataset wordnet-demo --models $(DEMO_MODELS) --out stores/wordnet-demo
-	$(BIN)/smec eval --store stores/wordnet-demo --models $(DEMO_MODELS) --out runs/demo-baselines
+demo: install  ## the comparison on the WordNet demo: embed (cached) -> baselines -> every method -> report
+	$(BIN)/smec compare --config $(DEMO)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ added on top of LightningCLI:
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,12 @@ class SmecCLI(LightningCLI):
             init = logger.init_args
             if _get(init, "save_dir") is None:
                 init.save_dir = root
-            if class_path.endswith("WandbLogger") and not _get(init, "id"):
+            # Under `wandb agent` the sweep names the run (WANDB_RUN_ID): an id of ours would fork it.
+            if (
+                class_path.endswith("WandbLogger")
+                and not _get(init, "id")
+                and not os.environ.get("WANDB_RUN_ID")
+            ):
                 init.id = uuid.uuid4().hex[:8]
 
     def before_fit(self) -> None:

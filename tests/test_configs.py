@@ -50,6 +50,71 @@ def test_config_is_valid_yaml_and_parses_through_the_cli(path, tmp_path, capsys)
     assert printed["model"]["class_path"].startswith("smec.systems.")
     if path.name in GPU_ONLY:
         return  # needs a GPU to instantiate; parsing and type-checking above is what CI can do
+    if printed["model"]["init_args"].get("eval_dims"):  # recipe dims for the 1152-d demo, not the 10-d store
+        args.append("--model.init_args.eval_dims=null")
     cli = run_lightning_cli([*args[1:], "--trainer.default_root_dir", str(tmp_path / "run")], run=False)
     assert cli.model.input_dim == 10  # linked from data.input_dim (the tiny store's m1 + m2)
     assert cli.datamodule.input_dim == 10
+
+
+EXPERIMENTS = sorted((CONFIGS / "experiment").glob("*.yaml"))
+SWEEPS = sorted((CONFIGS.parent / "experiments" / "sweeps").glob("*.yaml"))
+
+
+def print_config(args: list[str], capsys) -> dict:
+    from smec.lightning_cli import run_lightning_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_lightning_cli([*args, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_loads_and_every_method_parses_through_the_cli(path, tmp_path, capsys):
+    """What `smec compare` would run: each method's recipe + trainer profiles + overrides type-check."""
+    from smec.experiment.config import load_experiment
+    from smec.experiment.runner import ComparisonRunner
+
+    cfg = load_experiment(path)
+    runner = ComparisonRunner(cfg, tmp_path / "run", progress=False)
+    store = build_store(tmp_path / "store")
+    for run in runner.fit_runs()[:: max(1, len(cfg.seeds))]:  # one seed per method is enough to parse
+        cmd = runner.fit_command(run, "abc123")
+        args = cmd[cmd.index("fit") :]
+        args = [a for a in args if not a.startswith(("--data.init_args.store=", "--data.init_args.models="))]
+        printed = print_config(
+            [*args, f"--data.init_args.store={store}", "--data.init_args.models=[m1, m2]"], capsys
+        )
+        assert printed["seed_everything"] == run.seed
+        for key, value in run.method.args.items():
+            node = printed
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, key
+
+
+def test_there_are_experiments_and_sweeps():
+    assert {p.name for p in EXPERIMENTS} >= {"demo.yaml", "full.yaml"}
+    assert SWEEPS
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_trials_parse_through_the_cli(path, tmp_path, capsys):
+    """A trial's command line (``${args}`` = ``--name=value`` per parameter) is a valid `smec fit`."""
+    sweep = yaml.safe_load(path.read_text())
+    assert sweep["metric"]["name"] == "val/ndcg@10/mean"
+    command = sweep["command"]
+    assert command[:2] == ["smec", "fit"] and command[-1] == "${args}"
+    for pick in (0, -1):  # the low and the high end of every parameter
+        trial = []
+        for name, spec in sweep["parameters"].items():
+            value = spec["values"][pick] if "values" in spec else spec["min" if pick == 0 else "max"]
+            trial.append(f"--{name}={value}")
+        store = build_store(tmp_path / f"store{pick}")
+        args = [*command[1:-1], *trial, f"--data.init_args.store={store}", "--data.init_args.models=[m1, m2]"]
+        printed = print_config(
+            [a.replace("configs/", f"{CONFIGS}/", 1) if a.startswith("configs/") else a for a in args], capsys
+        )
+        for name in sweep["parameters"]:
+            assert printed["model"]["init_args"][name.split(".")[-1]] is not None

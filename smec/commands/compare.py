@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these fit tasks (indices from --list), e.g. one SLURM array task; no report",
     )
     parser.add_argument("--list", action="store_true", help="print the fit tasks with their indices and exit")
+    parser.add_argument(
+        "--prepare", action="store_true", help="only embed and run the baselines (before --task jobs)"
+    )
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first (default: resume)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -36,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.fresh:
         remove_run(runner.out)
+    if args.prepare:
+        runner.prepare_data()
+        return 0
     try:
         paths = runner.run(only=args.task)
     except ComparisonError as exc:

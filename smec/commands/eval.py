@@ -87,17 +87,19 @@ def baseline_rows(
     pq: bool = True,
     pq_max_bits: int | None = 1024,
     run_dir: Path | None = None,
+    single_only: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], int]:
     """The training-free grid (``run_baselines``) on the L2-concatenation of ``keys`` in a raw store.
 
-    Returns ``(rows, input_dim)``, input_dim being the concatenation's width.
+    ``single_only``: more models evaluated alone (``model:<key>`` rows) but not concatenated. Returns
+    ``(rows, input_dim)``, input_dim being the concatenation's width.
     """
     from datamodules.store import combine
     from smec.evaluation.baselines import run_baselines
 
-    q_by = {k: store.array(k, f"queries/{split}").read() for k in keys}
-    c_by = {k: store.array(k, "corpus").read() for k in keys}
-    cq, cc = combine(list(q_by.values())), combine(list(c_by.values()))
+    q_by = {k: store.array(k, f"queries/{split}").read() for k in [*keys, *single_only]}
+    c_by = {k: store.array(k, "corpus").read() for k in [*keys, *single_only]}
+    cq, cc = combine([q_by[k] for k in keys]), combine([c_by[k] for k in keys])
     rows = run_baselines(
         store_evaluator(store, split, cc.shape[1], fit_sample, int_scoring),
         {k: combine([v], "l2-concat") for k, v in q_by.items()},

@@ -79,6 +79,7 @@ class ExperimentConfig:
         dataset: built-in dataset or BEIR folder (the embed step's ``--dataset``).
         store: the embedding store folder (default ``stores/<dataset name>``).
         models: base models, concatenated in this order (the embed step's ``--models``).
+        reference_models: models embedded and evaluated alone (e.g. a larger single model), not concatenated.
         split: qrels split of the final grid (default ``test``; the fits select checkpoints on their own
             ``data.val_split``, dev in the recipes).
         dims, precisions: the evaluation grid; each dim must be one the trained methods produce.
@@ -102,6 +103,7 @@ class ExperimentConfig:
     dims: tuple[int, ...]
     methods: tuple[MethodSpec, ...]
     store: Path
+    reference_models: tuple[str, ...] = ()
     split: str = "test"
     precisions: tuple[str, ...] = ("float32", "int8", "int4", "binary")
     seeds: tuple[int, ...] = (0,)
@@ -231,6 +233,7 @@ _TOP_KEYS = (
     "dataset",
     "store",
     "models",
+    "reference_models",
     "split",
     "dims",
     "precisions",
@@ -265,6 +268,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     dataset = top.string("dataset")
     store = Path(top.string("store", f"stores/{Path(dataset).name}"))
     models = top.str_list("models")
+    reference_models = top.str_list("reference_models", ())
     split = top.string("split", "test")
     dims = tuple(sorted(top.int_list("dims", minimum=1)))
     precisions = top.str_list("precisions", ("float32", "int8", "int4", "binary"))
@@ -334,6 +338,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         dataset=dataset,
         store=store,
         models=models,
+        reference_models=reference_models,
         split=split,
         dims=dims,
         precisions=precisions,

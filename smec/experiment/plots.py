@@ -19,6 +19,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def method_colors(methods: Sequence[str]) -> dict[str, Any]:
+    """One colour per method (single models excluded), the same in every figure of a report."""
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
+    lines = [m for m in methods if not m.startswith("model:")]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(lines)}
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats on both compression (higher) and score (higher), by compression.
 
@@ -47,12 +55,10 @@ def plot_pareto(
     configurations as faint points; single models as stars; the reference as a dashed line; 48× marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    cmap = plt.get_cmap("tab10")
-    line_methods = [m for m in methods if not m.startswith("model:")]
-    for i, method in enumerate(line_methods):
+    colors = method_colors(methods)
+    for method, color in colors.items():
         pts = [(r["compression"], r[METRIC]) for r in agg if r["method"] == method]
         front = pareto_front(pts)
-        color = cmap(i % 10)
         style = "-" if method in trained else "--"
         ax.scatter(*zip(*pts), s=12, color=color, alpha=0.3)
         ax.plot(
@@ -126,7 +132,9 @@ def read_curves(root: Path) -> dict[str, dict[int, float]]:
     return series
 
 
-def plot_curves(runs: Sequence[tuple[str, int, Path]], path: Path) -> Path | None:
+def plot_curves(
+    runs: Sequence[tuple[str, int, Path]], path: Path, colors: Mapping[str, Any] | None = None
+) -> Path | None:
     """Dev nDCG@10 (mean over dims) and training loss per epoch, one line per method (its first seed)."""
     first: dict[str, Path] = {}
     for method, _seed, root in runs:
@@ -143,7 +151,8 @@ def plot_curves(runs: Sequence[tuple[str, int, Path]], path: Path) -> Path | Non
         for method, series in curves.items():
             if key in series:
                 epochs = sorted(series[key])
-                ax.plot(epochs, [series[key][e] for e in epochs], marker=".", label=method)
+                color = (colors or {}).get(method)
+                ax.plot(epochs, [series[key][e] for e in epochs], marker=".", label=method, color=color)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.25)

@@ -259,7 +259,7 @@ def write_report(
     runs: Sequence[tuple[str, int, Path]],
 ) -> dict[str, Path]:
     """report.md, pareto.png and curves.png in ``out``; returns their paths."""
-    from smec.experiment.plots import plot_curves, plot_pareto
+    from smec.experiment.plots import method_colors, plot_curves, plot_pareto
 
     trained = list(config.method_names)
     agg = aggregate(rows)
@@ -267,7 +267,7 @@ def write_report(
     ref = reference_row(agg, config.reference)
     paths = {"report": out / "report.md", "pareto": out / "pareto.png", "curves": out / "curves.png"}
     plot_pareto(agg, methods, trained, ref, paths["pareto"], title=f"{config.name}: {config.dataset}")
-    curves = plot_curves(runs, paths["curves"])
+    curves = plot_curves(runs, paths["curves"], method_colors(methods))
     if curves is None:
         del paths["curves"]
     seeds = sorted({s for _, s, _ in runs})

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,11 @@ class FitRun:
     def last_checkpoint(self) -> Path:
         return self.root / "checkpoints" / "last.ckpt"
 
+    def resume_checkpoint(self) -> Path | None:
+        """The newest of ``checkpoints/last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt``, if any."""
+        found = [p for p in [self.last_checkpoint, *self.root.glob("hpc_ckpt_*.ckpt")] if p.exists()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -84,7 +91,7 @@ class ComparisonRunner:
     Args:
         config: the experiment.
         out: its folder.
-        progress: progress bars (one per step, with ETA) and step lines on stderr.
+        progress: progress bars (one per step, with ETA) on stderr; step lines are always printed.
         jobs: overrides ``config.jobs``.
         python: interpreter for the fit subprocesses.
     """
@@ -111,8 +118,7 @@ class ComparisonRunner:
         return [FitRun(m, s, self.out / m.name / f"s{s}") for m, s in self.config.runs()]
 
     def say(self, message: str) -> None:
-        if self.progress:
-            print(f"[compare] {message}", file=sys.stderr, flush=True)
+        print(f"[compare] {message}", file=sys.stderr, flush=True)
 
     def prepare(self) -> str:
         """Create the run folder, refuse one made by a different experiment file, return the run nonce."""
@@ -136,22 +142,21 @@ class ComparisonRunner:
         from datamodules.embed import embed_dataset
 
         cfg = self.config
-        self.say(
-            f"embed {cfg.dataset} with {', '.join(cfg.models)} -> {cfg.store} (finished parts are reused)"
-        )
-        embed_dataset(cfg.dataset, cfg.models, cfg.store, progress=self.progress)
+        models = [*cfg.models, *cfg.reference_models]
+        self.say(f"embed {cfg.dataset} with {', '.join(models)} -> {cfg.store} (finished parts are reused)")
+        embed_dataset(cfg.dataset, models, cfg.store, progress=self.progress)
 
     def store(self) -> Any:
         from datamodules.store import EmbeddingStore, model_key
 
         store = EmbeddingStore(self.config.store)
-        missing = [model_key(m) for m in self.config.models if model_key(m) not in store.models]
+        wanted = [*self.config.models, *self.config.reference_models]
+        missing = [model_key(m) for m in wanted if model_key(m) not in store.models]
         if missing:
             raise ExperimentError(f"{store.path}: models {missing} are not in the store: run the embed step")
         return store
 
     def baselines(self) -> list[dict[str, Any]]:
-        from datamodules.store import model_key
         from smec.commands.eval import baseline_rows
         from smec.evaluation.results import read_results, write_results
 
@@ -165,7 +170,7 @@ class ComparisonRunner:
         self.say("baselines: single models, concatenation, PCA, rotation, OPQ + PQ ...")
         start = time.perf_counter()
         store = self.store()
-        keys = [model_key(m) for m in cfg.models]
+        keys = _keys(cfg.models)
         bar = _bar(1, "baselines", self.progress)
         rows, input_dim = baseline_rows(
             store,
@@ -177,6 +182,7 @@ class ComparisonRunner:
             int_scoring=spec.int_scoring,
             pq=spec.pq,
             pq_max_bits=spec.pq_max_bits,
+            single_only=_keys(cfg.reference_models),
         )
         bar.update(1)
         bar.close()
@@ -215,7 +221,7 @@ class ComparisonRunner:
             cmd += ["--config", str(profile)]
         cmd += [
             f"--data.init_args.store={cfg.store}",
-            f"--data.init_args.models={format_cli_value(list(cfg.models))}",
+            f"--data.init_args.models={format_cli_value(_keys(cfg.models))}",
             *run.method.cli_args(),
             f"--seed_everything={run.seed}",
             f"--data.init_args.seed={run.seed}",
@@ -223,8 +229,9 @@ class ComparisonRunner:
             "--trainer.enable_progress_bar=false",
             f"--trainer.logger={json.dumps(loggers)}",
         ]
-        if run.last_checkpoint.exists():
-            cmd += [f"--ckpt_path={run.last_checkpoint}"]
+        resume = run.resume_checkpoint()
+        if resume is not None:
+            cmd += [f"--ckpt_path={resume}"]
         return cmd
 
     def fit_all(self, nonce: str, runs: Sequence[FitRun]) -> None:
@@ -244,11 +251,13 @@ class ComparisonRunner:
                 while pending and len(active) < self.jobs:
                     run = pending.pop(0)
                     run.root.mkdir(parents=True, exist_ok=True)
-                    resumed = run.last_checkpoint.exists()
-                    log = run.log.open("a", encoding="utf-8")
-                    log.write(f"\n# {'resume' if resumed else 'start'} {time.strftime('%F %T')}\n")
-                    log.flush()
+                    resumed = run.resume_checkpoint() is not None
                     cmd = self.fit_command(run, nonce)
+                    log = run.log.open("a", encoding="utf-8")
+                    log.write(
+                        f"\n# {'resume' if resumed else 'start'} {time.strftime('%F %T')}: {shlex.join(cmd)}\n"
+                    )
+                    log.flush()
                     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
                     active.append((run, proc, log))
                     bar.set_postfix_str(", ".join(r.label for r, _, _ in active))
@@ -351,6 +360,12 @@ class ComparisonRunner:
         )
         return rows
 
+    def prepare_data(self) -> None:
+        """The steps every fit needs first: the store and the baseline grid (`smec compare --prepare`)."""
+        self.prepare()
+        self.embed()
+        self.baselines()
+
     def run(self, only: Sequence[int] | None = None) -> dict[str, Path]:
         """Every step; with ``only`` (task indices of :meth:`ExperimentConfig.runs`) just those fits + evals."""
         from smec.evaluation.results import write_results
@@ -364,8 +379,11 @@ class ComparisonRunner:
                 raise ExperimentError(f"--task {bad[0]}: the experiment has tasks 0..{len(runs) - 1}")
             runs = [runs[i] for i in only]
         self.embed()
-        baseline = self.baselines() if only is None else []
-        self.fit_all(nonce, runs)
+        # The baseline grid (numpy / faiss, in this process) overlaps with the fits (subprocesses).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.baselines) if only is None else None
+            self.fit_all(nonce, runs)
+            baseline = pending.result() if pending is not None else []
         bar = _bar(len(runs), "test grid", self.progress)
         trained: list[dict[str, Any]] = []
         for run in runs:

@@ -1,0 +1,135 @@
+"""`smec compare` end to end on a tiny BEIR folder with the fake encoder: files, rerun = no-op, resume, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from smec.evaluation.results import read_results
+from tests.datamodules.test_embed import FAKE, write_beir
+
+REPO = Path(__file__).resolve().parents[3]
+FAKE_KEY = "tests.datamodules.fake_encoder--make"
+
+
+def tiny_recipe(tmp_path: Path) -> Path:
+    """configs/mrl.yaml shrunk to the 8-d fake model: dev-selected checkpoints, 2 epochs."""
+    cfg = yaml.safe_load((REPO / "configs" / "mrl.yaml").read_text())
+    cfg["model"]["init_args"].update(output_dim=8, dims=[2, 4, 8])
+    cfg["data"]["init_args"].update(batch_size=16)
+    cfg["trainer"].update(max_epochs=2, log_every_n_steps=1, enable_model_summary=False)
+    for cb in cfg["trainer"]["callbacks"]:
+        if cb["class_path"].endswith("RetrievalEvalCallback"):
+            cb["init_args"]["precisions"] = ["float32"]
+    path = tmp_path / "tiny-mrl.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def experiment(tmp_path: Path, logger: str = "csv") -> Path:
+    data = write_beir(tmp_path / "beir", n_docs=120, n_queries=60)
+    with open(data / "qrels" / "dev.tsv", "w") as f:  # the recipes select checkpoints on dev
+        f.write(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{(3 * i) % 120}\t1\n" for i in range(40, 60))
+        )
+    cfg = {
+        "name": "tiny",
+        "dataset": str(data),
+        "store": str(tmp_path / "store"),
+        "models": [FAKE],
+        "dims": [2, 4],
+        "precisions": ["float32", "int8"],
+        "seeds": [0],
+        "trainer": [str(REPO / "configs/trainer/cpu.yaml")],
+        "logger": logger,
+        "baselines": {"pq": False, "fit_sample": 100},
+        "methods": [
+            {"name": "mrl", "config": str(tiny_recipe(tmp_path)), "args": {"model.init_args.dims": [2, 4, 8]}}
+        ],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def compare(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "smec.cli",
+        "compare",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    return subprocess.run([*cmd, *extra], cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+
+
+def test_compare_writes_the_report_and_a_rerun_is_a_no_op(tmp_path):
+    out = tmp_path / "run"
+    done = compare(experiment(tmp_path, logger="wandb"), out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows, meta = read_results(out / "results.json")
+    methods = {r["method"] for r in rows}
+    assert {"concat", "pca", f"model:{FAKE_KEY}", "mrl"} <= methods
+    mrl = [r for r in rows if r["method"] == "mrl"]
+    assert {(r["dim"], r["precision"], r["seed"]) for r in mrl} == {
+        (d, p, 0) for d in (2, 4) for p in ("float32", "int8")
+    }
+    assert meta["experiment"] == "tiny" and "per_query" in mrl[0]
+    report = (out / "report.md").read_text()
+    assert "## Best of each method per budget" in report and "| mrl |" in report
+    for png in ("pareto.png", "curves.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "mrl/s0/config.yaml").exists() and (out / "mrl/s0/fit.done").exists()
+    # one W&B group: the training run and the summary run, both offline
+    assert list((out / "mrl/s0/wandb").glob("offline-run-*-mrl-s0"))
+    assert list((out / "wandb").glob("offline-run-*-summary"))
+    assert "report:" in done.stdout
+
+    log_before = (out / "mrl/s0/fit.log").read_text()
+    again = compare(experiment(tmp_path / "again", logger="wandb"), out)  # same content, other path: refused
+    assert again.returncode == 2 and "was made by a different experiment file" in again.stderr
+    rerun = compare(tmp_path / "tiny.yaml", out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "fits: all 1 done" in rerun.stderr and "baselines: reusing" in rerun.stderr
+    assert (out / "mrl/s0/fit.log").read_text() == log_before
+    assert read_results(out / "results.json")[0][-1]["ndcg@10"] == rows[-1]["ndcg@10"]
+
+
+def test_an_interrupted_fit_resumes_from_its_last_checkpoint(tmp_path):
+    config = experiment(tmp_path)
+    out = tmp_path / "run"
+    assert compare(config, out).returncode == 0
+    run = out / "mrl" / "s0"
+    first = read_results(run / "test.json")[0]
+    # what a kill leaves: a last checkpoint, no fit.done, no test rows
+    (run / "fit.done").unlink()
+    (run / "test.json").unlink()
+    (out / "results.json").unlink()
+    resumed = compare(config, out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (run / "fit.log").read_text()
+    assert "# resume" in log and f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in log
+    # the finished fit resumed at its last epoch: same checkpoint selected, same test rows
+    assert [r["ndcg@10"] for r in read_results(run / "test.json")[0]] == [r["ndcg@10"] for r in first]
+
+
+def test_task_list_and_a_failing_fit(tmp_path):
+    config = experiment(tmp_path)
+    listed = compare(config, tmp_path / "run", "--list")
+    assert listed.returncode == 0 and listed.stdout == "0\tmrl/s0\ttodo\n"
+    bad = yaml.safe_load(config.read_text())
+    bad["methods"][0]["args"]["model.init_args.dims"] = [2, 4, 16]  # above output_dim 8: the fit refuses
+    config.write_text(yaml.safe_dump(bad))
+    failed = compare(config, tmp_path / "run2")
+    assert failed.returncode == 1
+    assert "smec compare: error: 1 fit(s) failed: mrl/s0 (log: " in failed.stdout
+    assert "model.dims" in (tmp_path / "run2/mrl/s0/fit.log").read_text()
