@@ -42,11 +42,21 @@ def run(args: argparse.Namespace) -> int:
     if args.prepare:
         runner.prepare_data()
         return 0
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        # `kill` / a scheduler: stop the fits cleanly (the runner terminates them); a rerun continues.
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         paths = runner.run(only=args.task)
     except ComparisonError as exc:
         print(f"smec compare: error: {exc}")
         return 1
+    except KeyboardInterrupt:
+        print("smec compare: interrupted; run the same command again to continue from what finished")
+        return 130
     if args.task is None:
         print(paths["report"].read_text(encoding="utf-8").split("## Full grid")[0])
     print("\n".join(f"{name:>8}: {path}" for name, path in paths.items()))

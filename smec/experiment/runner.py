@@ -73,6 +73,16 @@ class FitRun:
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGTERM this fit when `smec compare` dies, even by kill -9, so no orphan keeps writing its run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -258,7 +268,9 @@ class ComparisonRunner:
                         f"\n# {'resume' if resumed else 'start'} {time.strftime('%F %T')}: {shlex.join(cmd)}\n"
                     )
                     log.flush()
-                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    proc = subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                    )
                     active.append((run, proc, log))
                     bar.set_postfix_str(", ".join(r.label for r, _, _ in active))
                 time.sleep(0.2)

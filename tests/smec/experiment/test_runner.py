@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from smec.evaluation.results import read_results
@@ -16,12 +19,14 @@ REPO = Path(__file__).resolve().parents[3]
 FAKE_KEY = "tests.datamodules.fake_encoder--make"
 
 
-def tiny_recipe(tmp_path: Path) -> Path:
+def tiny_recipe(tmp_path: Path, epochs: int = 2, slow: bool = False) -> Path:
     """configs/mrl.yaml shrunk to the 8-d fake model: dev-selected checkpoints, 2 epochs."""
     cfg = yaml.safe_load((REPO / "configs" / "mrl.yaml").read_text())
     cfg["model"]["init_args"].update(output_dim=8, dims=[2, 4, 8])
     cfg["data"]["init_args"].update(batch_size=16)
-    cfg["trainer"].update(max_epochs=2, log_every_n_steps=1, enable_model_summary=False)
+    cfg["trainer"].update(max_epochs=epochs, log_every_n_steps=1, enable_model_summary=False)
+    if slow:  # epochs long enough to kill the comparison between checkpoints
+        cfg["trainer"]["callbacks"].append({"class_path": "tests.smec.slow_callback.SlowEpochs"})
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"].endswith("RetrievalEvalCallback"):
             cb["init_args"]["precisions"] = ["float32"]
@@ -30,7 +35,7 @@ def tiny_recipe(tmp_path: Path) -> Path:
     return path
 
 
-def experiment(tmp_path: Path, logger: str = "csv") -> Path:
+def experiment(tmp_path: Path, logger: str = "csv", **recipe) -> Path:
     data = write_beir(tmp_path / "beir", n_docs=120, n_queries=60)
     with open(data / "qrels" / "dev.tsv", "w") as f:  # the recipes select checkpoints on dev
         f.write(
@@ -48,7 +53,11 @@ def experiment(tmp_path: Path, logger: str = "csv") -> Path:
         "logger": logger,
         "baselines": {"pq": False, "fit_sample": 100},
         "methods": [
-            {"name": "mrl", "config": str(tiny_recipe(tmp_path)), "args": {"model.init_args.dims": [2, 4, 8]}}
+            {
+                "name": "mrl",
+                "config": str(tiny_recipe(tmp_path, **recipe)),
+                "args": {"model.init_args.dims": [2, 4, 8]},
+            }
         ],
     }
     path = tmp_path / "tiny.yaml"
@@ -56,20 +65,30 @@ def experiment(tmp_path: Path, logger: str = "csv") -> Path:
     return path
 
 
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+
+def compare_cmd(config: Path, out: Path, *extra: str) -> list[str]:
+    base = [sys.executable, "-m", "smec.cli", "compare", "--config", str(config), "--out", str(out)]
+    return [*base, "--no-progress", *extra]
+
+
 def compare(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "smec.cli",
-        "compare",
-        "--config",
-        str(config),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    return subprocess.run([*cmd, *extra], cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+    return subprocess.run(
+        compare_cmd(config, out, *extra), cwd=REPO, env=ENV, text=True, capture_output=True, timeout=600
+    )
+
+
+def child_pids(pid: int) -> list[int]:
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(k) for k in kids]
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_compare_writes_the_report_and_a_rerun_is_a_no_op(tmp_path):
@@ -133,3 +152,31 @@ def test_task_list_and_a_failing_fit(tmp_path):
     assert failed.returncode == 1
     assert "smec compare: error: 1 fit(s) failed: mrl/s0 (log: " in failed.stdout
     assert "model.dims" in (tmp_path / "run2/mrl/s0/fit.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the fits die with the parent on Linux")
+def test_kill_9_of_the_comparison_stops_its_fits_and_a_rerun_finishes(tmp_path):
+    config = experiment(tmp_path, epochs=6, slow=True)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        compare_cmd(config, out), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = out / "mrl" / "s0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), "the fit never checkpointed"
+    fits = child_pids(proc.pid)
+    assert fits
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while any(running(p) for p in fits) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(running(p) for p in fits), "fits outlived a killed `smec compare`"
+    assert not (out / "mrl" / "s0" / "fit.done").exists()
+    rerun = compare(config, out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (out / "mrl" / "s0" / "fit.log").read_text()
+    assert "# resume" in log and (out / "report.md").exists()
