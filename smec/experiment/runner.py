@@ -121,7 +121,7 @@ class ComparisonRunner:
         self.jobs = jobs or config.jobs
         self.python = python
         self._data_cache: dict[str, Any] = {}
-        self._evaluators: dict[Any, Any] = {}
+        self._evaluators: dict[int, Any] = {}
 
     # ----------------------------------------------------------------------------------------- layout
     def fit_runs(self) -> list[FitRun]:
@@ -320,20 +320,16 @@ class ComparisonRunner:
             self._data_cache[key] = dm.eval_data(self.config.split)
         return self._data_cache[key]
 
-    def _evaluator(self, data: Any) -> Any:
-        from smec.evaluation.evaluator import RetrievalEvaluator
+    def _evaluator(self, input_dim: int) -> Any:
+        """The baselines' evaluator configuration (commands.eval.store_evaluator), one per input width."""
+        from smec.commands.eval import store_evaluator
 
         spec = self.config.baselines
-        if id(data) not in self._evaluators:
-            self._evaluators[id(data)] = RetrievalEvaluator(
-                data.qrels,
-                list(data.query_ids),
-                list(data.corpus_ids),
-                input_dim=int(data.input_dim),
-                calibration_size=spec.fit_sample,
-                int_scoring=spec.int_scoring,
+        if input_dim not in self._evaluators:
+            self._evaluators[input_dim] = store_evaluator(
+                self.store(), self.config.split, input_dim, spec.fit_sample, spec.int_scoring
             )
-        return self._evaluators[id(data)]
+        return self._evaluators[input_dim]
 
     def evaluate(self, run: FitRun) -> list[dict[str, Any]]:
         """Test rows of a finished fit (cached in ``test.json``), from its dev-selected checkpoint."""
@@ -354,7 +350,7 @@ class ComparisonRunner:
             model,
             data.queries,
             data.corpus,
-            self._evaluator(data),
+            self._evaluator(int(data.input_dim)),
             dims,
             self.config.precisions,
             run.method.name,
