@@ -4,11 +4,11 @@ Every step leaves its result on disk and is skipped when that result is there, s
 continues from what finished when it is run again:
 
     runs/<name>/
-      experiment.yaml          the experiment file as run (a rerun with a different file is refused)
-      state.json               the run nonce (W&B ids), written once
+      experiment.yaml          the experiment file of the latest run
+      state.json               the run nonce (W&B ids) and the data every result depends on
       baselines/results.json   the training-free grid
-      <method>/s<seed>/        one `smec fit` root: config.yaml, checkpoints/, csv/, wandb/, fit.log,
-                               fit.done (the fit ended), test.json (its rows on the test split)
+      <method>/s<seed>/        one `smec fit` root: fit.json (its settings), config.yaml, checkpoints/, csv/,
+                               wandb/, fit.log, fit.done (the fit ended), test.json (its test rows)
       results.json, report.md, pareto.png, curves.png, wandb/ (the summary run)
 
 Fits run as `smec fit` subprocesses (``jobs`` at a time, each with its own torch thread count), resumed from
@@ -18,6 +18,7 @@ Fits run as `smec fit` subprocesses (``jobs`` at a time, each with its own torch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -130,22 +131,69 @@ class ComparisonRunner:
     def say(self, message: str) -> None:
         print(f"[compare] {message}", file=sys.stderr, flush=True)
 
+    def data_signature(self) -> dict[str, Any]:
+        """What every result in the folder depends on: changing it makes all of them stale."""
+        cfg = self.config
+        return {
+            "dataset": cfg.dataset,
+            "store": str(cfg.store),
+            "models": list(cfg.models),
+            "reference_models": list(cfg.reference_models),
+            "split": cfg.split,
+        }
+
+    def grid_signature(self) -> dict[str, Any]:
+        """What a test grid depends on besides the data: a change re-evaluates (no refit)."""
+        cfg = self.config
+        return {"dims": list(cfg.dims), "precisions": list(cfg.precisions), "baselines": vars(cfg.baselines)}
+
+    def fit_signature(self, run: FitRun) -> dict[str, Any]:
+        """What a fit depends on: its recipe (path and content), overrides, seed, trainer profiles."""
+        files = [run.method.config, *self.config.trainer]
+        return {
+            "recipes": {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in files},
+            "args": dict(run.method.args),
+            "seed": run.seed,
+        }
+
     def prepare(self) -> str:
-        """Create the run folder, refuse one made by a different experiment file, return the run nonce."""
+        """Create the run folder (or check it holds a comparison of the same data); return the run nonce.
+
+        Editing the experiment file between runs is fine: new methods and seeds are added, a changed grid
+        re-evaluates; a fit whose recipe or overrides changed is refused (see :meth:`check_fit`).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
-        copy = self.out / "experiment.yaml"
-        text = self.config.source.read_text(encoding="utf-8") if self.config.source else ""
-        if copy.exists() and text and copy.read_text(encoding="utf-8") != text:
-            raise ExperimentError(
-                f"{self.out} was made by a different experiment file than {self.config.source}: "
-                f"delete {self.out} or choose another experiment name"
-            )
-        if text and not copy.exists():
-            _atomic_write_text(copy, text)
-        state = self.out / "state.json"
-        if not state.exists():
-            _atomic_write_text(state, json.dumps({"nonce": uuid.uuid4().hex[:6]}) + "\n")
-        return json.loads(state.read_text())["nonce"]
+        state_path = self.out / "state.json"
+        data = self.data_signature()
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            if state.get("data") != data:
+                raise ExperimentError(
+                    f"{self.out} holds a comparison of other data ({state.get('data')}), not {data}: "
+                    f"delete it (--fresh) or choose another experiment name"
+                )
+        else:
+            state = {"nonce": uuid.uuid4().hex[:6], "data": data}
+            _atomic_write_text(state_path, json.dumps(state) + "\n")
+        if self.config.source is not None:
+            _atomic_write_text(self.out / "experiment.yaml", self.config.source.read_text(encoding="utf-8"))
+        return state["nonce"]
+
+    def check_fit(self, run: FitRun) -> None:
+        """Record a fit's settings before it starts; refuse to continue one whose settings changed."""
+        path = run.root / "fit.json"
+        wanted = self.fit_signature(run)
+        if path.exists():
+            had = json.loads(path.read_text())
+            if had != wanted:
+                changed = sorted(k for k in wanted if had.get(k) != wanted[k])
+                raise ExperimentError(
+                    f"{run.root} was fitted with other settings ({', '.join(changed)} changed): delete that "
+                    f"folder to refit it, or give the changed method another name"
+                )
+            return
+        run.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(path, json.dumps(wanted, indent=1) + "\n")
 
     # ----------------------------------------------------------------------------------------- steps
     def embed(self) -> None:
@@ -175,8 +223,11 @@ class ComparisonRunner:
         if not spec.enabled:
             return []
         if path.exists():
-            self.say(f"baselines: reusing {path}")
-            return read_results(path)[0]
+            rows, meta = read_results(path)
+            if meta.get("grid") == self.grid_signature():
+                self.say(f"baselines: reusing {path}")
+                return rows
+            self.say("baselines: the grid changed, recomputing")
         self.say("baselines: single models, concatenation, PCA, rotation, OPQ + PQ ...")
         start = time.perf_counter()
         store = self.store()
@@ -204,7 +255,7 @@ class ComparisonRunner:
             split=cfg.split,
             base_models=keys,
             input_dim=input_dim,
-            metadata={"seconds": round(seconds, 1), "int_scoring": spec.int_scoring},
+            metadata={"seconds": round(seconds, 1), "grid": self.grid_signature()},
         )
         self.say(f"baselines: {len(rows)} rows in {seconds:.0f} s")
         return rows
@@ -246,6 +297,8 @@ class ComparisonRunner:
 
     def fit_all(self, nonce: str, runs: Sequence[FitRun]) -> None:
         """Fit every run without ``fit.done``, ``jobs`` at a time; raise after all ended if any failed."""
+        for run in runs:
+            self.check_fit(run)
         todo = [r for r in runs if not r.done.exists()]
         if not todo:
             self.say(f"fits: all {len(runs)} done")
@@ -337,7 +390,9 @@ class ComparisonRunner:
         from smec.evaluation.results import read_results, write_results
 
         if run.test_results.exists():
-            return read_results(run.test_results)[0]
+            rows, meta = read_results(run.test_results)
+            if meta.get("grid") == self.grid_signature():
+                return rows
         import yaml
 
         run_config = yaml.safe_load((run.root / "config.yaml").read_text(encoding="utf-8"))
@@ -364,7 +419,7 @@ class ComparisonRunner:
             split=self.config.split,
             base_models=list(self.config.models),
             input_dim=int(data.input_dim),
-            metadata={"checkpoint": str(checkpoint), "seed": run.seed},
+            metadata={"checkpoint": str(checkpoint), "seed": run.seed, "grid": self.grid_signature()},
         )
         return rows
 

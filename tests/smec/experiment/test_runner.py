@@ -115,7 +115,7 @@ def test_compare_writes_the_report_and_a_rerun_is_a_no_op(tmp_path):
 
     log_before = (out / "mrl/s0/fit.log").read_text()
     again = compare(experiment(tmp_path / "again", logger="wandb"), out)  # same content, other path: refused
-    assert again.returncode == 2 and "was made by a different experiment file" in again.stderr
+    assert again.returncode == 2 and "holds a comparison of other data" in again.stderr
     rerun = compare(tmp_path / "tiny.yaml", out)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "fits: all 1 done" in rerun.stderr and "baselines: reusing" in rerun.stderr
@@ -155,7 +155,9 @@ def test_task_list_and_a_failing_fit(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the fits die with the parent on Linux")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc; the fits die with the parent on Linux"
+)
 def test_kill_9_of_the_comparison_stops_its_fits_and_a_rerun_finishes(tmp_path):
     config = experiment(tmp_path, epochs=6, slow=True)
     out = tmp_path / "run"
@@ -180,3 +182,24 @@ def test_kill_9_of_the_comparison_stops_its_fits_and_a_rerun_finishes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (out / "mrl" / "s0" / "fit.log").read_text()
     assert "# resume" in log and (out / "report.md").exists()
+
+
+def test_editing_the_experiment_adds_reevaluates_or_refuses(tmp_path):
+    config = experiment(tmp_path)
+    out = tmp_path / "run"
+    assert compare(config, out).returncode == 0
+    cfg = yaml.safe_load(config.read_text())
+    cfg["precisions"] = ["float32"]  # a smaller grid: re-evaluated from the same checkpoint, no refit
+    config.write_text(yaml.safe_dump(cfg))
+    regrid = compare(config, out)
+    assert regrid.returncode == 0, regrid.stderr[-3000:]
+    assert "fits: all 1 done" in regrid.stderr and "the grid changed, recomputing" in regrid.stderr
+    assert {r["precision"] for r in read_results(out / "results.json")[0]} == {"float32"}
+    cfg["methods"][0]["args"]["model.init_args.lr"] = 0.01  # a different fit under the same name
+    config.write_text(yaml.safe_dump(cfg))
+    refused = compare(config, out)
+    assert refused.returncode == 2
+    assert (
+        f"smec compare: error: {out / 'mrl' / 's0'} was fitted with other settings (args changed)"
+        in refused.stderr
+    )
