@@ -232,7 +232,6 @@ class ComparisonRunner:
         start = time.perf_counter()
         store = self.store()
         keys = _keys(cfg.models)
-        bar = _bar(1, "baselines", self.progress)
         rows, input_dim = baseline_rows(
             store,
             keys,
@@ -245,8 +244,6 @@ class ComparisonRunner:
             pq_max_bits=spec.pq_max_bits,
             single_only=_keys(cfg.reference_models),
         )
-        bar.update(1)
-        bar.close()
         seconds = time.perf_counter() - start
         write_results(
             path,
