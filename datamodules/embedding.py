@@ -351,7 +351,8 @@ class EmbeddingDataModule(L.LightningDataModule):
         store: the store folder.
         models: model keys to concatenate, in order (default: every model in the store, sorted).
         normalization: ``l2-concat-l2`` (paper: normalise each, concatenate, renormalise), ``l2-concat``, ``none``.
-        weights: optional per-model weights applied after the per-model normalisation.
+        model_weights: optional per-model weights applied after the per-model normalisation (not ``weights``:
+            Lightning merges data and model hyper-parameters, and the losses' ``weights`` would clash).
         mode: ``unsupervised`` (rows), ``supervised`` (train query–document pairs) or ``both``.
         include_train_queries: unsupervised rows also include the train split's query embeddings.
         train_split / val_split / test_split: qrels splits for pairs, validation and test evaluation.
@@ -367,7 +368,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         store: str,
         models: list[str] | None = None,
         normalization: str = "l2-concat-l2",
-        weights: list[float] | None = None,
+        model_weights: list[float] | None = None,
         mode: str = "unsupervised",
         include_train_queries: bool = True,
         train_split: str = "train",
@@ -393,7 +394,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.store_path = Path(store)
         self.models = models
         self.normalization = normalization
-        self.weights = weights
+        self.model_weights = model_weights
         self.mode = mode
         self.include_train_queries = include_train_queries
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
@@ -417,8 +418,10 @@ class EmbeddingDataModule(L.LightningDataModule):
         keys = list(self.models) if self.models else self.store.models
         for k in keys:
             self.store.model_dim(k)  # clear error for an unknown model
-        if self.weights is not None and len(self.weights) != len(keys):
-            raise InputError(f"data.weights has {len(self.weights)} entries for {len(keys)} models {keys}")
+        if self.model_weights is not None and len(self.model_weights) != len(keys):
+            raise InputError(
+                f"data.model_weights has {len(self.model_weights)} entries for {len(keys)} models {keys}"
+            )
         return keys
 
     @property
@@ -500,7 +503,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         """Combine per-model rows into the float32 input on the batch's device."""
 
         def comb(parts: list[torch.Tensor]) -> torch.Tensor:
-            return combine_torch(parts, self.normalization, self.weights)
+            return combine_torch(parts, self.normalization, self.model_weights)
 
         return {key: comb(parts) for key, parts in batch.items()}
 
@@ -521,7 +524,7 @@ class EmbeddingDataModule(L.LightningDataModule):
 
         def load(text_set: str) -> np.ndarray:
             return combine(
-                [self.store.array(k, text_set).read() for k in keys], self.normalization, self.weights
+                [self.store.array(k, text_set).read() for k in keys], self.normalization, self.model_weights
             )
 
         return EvalData(

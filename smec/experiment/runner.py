@@ -357,7 +357,7 @@ class ComparisonRunner:
 
         init = dict(run_config["data"]["init_args"])
         key = json.dumps(
-            [init.get("store"), init.get("models"), init.get("normalization"), init.get("weights")],
+            [init.get("store"), init.get("models"), init.get("normalization"), init.get("model_weights")],
             default=str,
         )
         if key not in self._data_cache:
@@ -365,7 +365,7 @@ class ComparisonRunner:
                 store=init["store"],
                 models=init.get("models"),
                 normalization=init.get("normalization", "l2-concat-l2"),
-                weights=init.get("weights"),
+                model_weights=init.get("model_weights"),
             )
             self._data_cache[key] = dm.eval_data(self.config.split)
         return self._data_cache[key]

@@ -141,3 +141,13 @@ def test_predict_writes_a_store_the_evaluator_reads(tmp_path):
     assert predicted.qrels("test") == source.qrels("test")
     info = json.loads((out / "mrl" / "corpus" / "manifest.json").read_text())["model"]
     assert info["kind"] == "compressed" and info["source_models"] == ["m1", "m2"] and info["input_dim"] == 10
+
+
+def test_loss_weights_do_not_clash_with_data_hyperparameters(tmp_path):
+    """Lightning merges model and data hparams for the loggers; a shared key with other values is an error."""
+    from smec.lightning_cli import run_lightning_cli
+
+    store = build_store(tmp_path / "store")
+    cfg = recipe(tmp_path, store, epochs=1)
+    cli = run_lightning_cli(["fit", "--config", str(cfg), "--model.init_args.weights=[1, 2, 1]"])
+    assert cli.trainer.global_step > 0 and cli.model.hparams.weights == [1, 2, 1]
