@@ -118,7 +118,9 @@ def test_bad_options(tiny_store, tmp_path):
         InputError, match=re.escape("data.mode: 'semi' is not one of unsupervised, supervised, both")
     ):
         make_dm(tiny_store, mode="semi")
-    with pytest.raises(InputError, match=re.escape("data.model_weights has 1 entries for 2 models ['m1', 'm2']")):
+    with pytest.raises(
+        InputError, match=re.escape("data.model_weights has 1 entries for 2 models ['m1', 'm2']")
+    ):
         _ = make_dm(tiny_store, model_weights=[1.0]).input_dim
     with pytest.raises(InputError, match="model 'nope' is not in this store"):
         _ = make_dm(tiny_store, models=["nope"]).input_dim
