@@ -120,7 +120,7 @@ class MRLDecoderModule(CompressionSystem):
         import numpy as np
 
         dm = self.trainer.datamodule
-        corpus = dm.store.concat(dm.model_keys, "corpus", dm.normalization, dm.weights)
+        corpus = dm.store.concat(dm.model_keys, "corpus", dm.normalization, dm.model_weights)
         rng = np.random.default_rng(0)
         rows = np.sort(rng.choice(len(corpus), min(self.hparams.init_sample, len(corpus)), replace=False))
         x = torch.from_numpy(corpus.take(rows)).to(self.device)

@@ -290,7 +290,8 @@ def test_recipes_build_the_model_and_match_its_data_mode(recipe, cls, mode):
     assert config["data"]["init_args"]["mode"] == mode
     assert config["trainer"]["default_root_dir"] == f"runs/{model.method_name}"
     callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in config["trainer"]["callbacks"]}
-    assert max(callbacks["RetrievalEvalCallback"]["dims"]) <= 384
+    assert callbacks["RetrievalEvalCallback"]["dims"] is None  # the model's eval_dims: every one <= D
+    assert max(model.eval_dims) <= 384
     assert (
         callbacks["ModelCheckpoint"]["monitor"] == callbacks["EarlyStopping"]["monitor"] == "val/ndcg@10/mean"
     )
