@@ -19,12 +19,26 @@ def _pyplot() -> Any:
     return plt
 
 
-def method_colors(methods: Sequence[str]) -> dict[str, Any]:
-    """One colour per method (single models excluded), the same in every figure of a report."""
+# Training-free baselines: dark greys with their own markers, so the colours stay for the trained methods.
+FREE_STYLE = {
+    "concat": ("#7f7f7f", "s"),
+    "pca": ("#000000", "D"),
+    "rotation": ("#bdbdbd", "v"),
+    "opq-pq": ("#5b3a29", "^"),
+}
+
+
+def method_colors(methods: Sequence[str], trained: Sequence[str] = ()) -> dict[str, Any]:
+    """One colour per method (single models excluded), the same in every figure of a report: trained methods
+    take the distinct tab10 colours (tab20's dark shades after ten), training-free ones fixed greys."""
     plt = _pyplot()
-    cmap = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
     lines = [m for m in methods if not m.startswith("model:")]
-    return {m: cmap(i % cmap.N) for i, m in enumerate(lines)}
+    colors: dict[str, Any] = {m: FREE_STYLE[m][0] for m in lines if m in FREE_STYLE}
+    rest = [m for m in lines if m not in colors]
+    tab10, tab20 = plt.get_cmap("tab10"), plt.get_cmap("tab20")
+    palette = [tab10(i) for i in range(10)] + [tab20(2 * i) for i in range(10)]
+    colors.update({m: palette[i % len(palette)] for i, m in enumerate(rest)})
+    return {m: colors[m] for m in lines}
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -55,17 +69,17 @@ def plot_pareto(
     configurations as faint points; single models as stars; the reference as a dashed line; 48× marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    colors = method_colors(methods)
+    colors = method_colors(methods, trained)
     for method, color in colors.items():
         pts = [(r["compression"], r[METRIC]) for r in agg if r["method"] == method]
         front = pareto_front(pts)
         style = "-" if method in trained else "--"
-        ax.scatter(*zip(*pts), s=12, color=color, alpha=0.3)
+        ax.scatter(*zip(*pts), s=10, color=color, alpha=0.2)
         ax.plot(
             *zip(*front),
             style,
-            marker="o",
-            ms=4,
+            marker=FREE_STYLE.get(method, (None, "o"))[1],
+            ms=5 if method in FREE_STYLE else 4,
             lw=2 if method in trained else 1.3,
             color=color,
             label=method,

@@ -267,7 +267,7 @@ def write_report(
     ref = reference_row(agg, config.reference)
     paths = {"report": out / "report.md", "pareto": out / "pareto.png", "curves": out / "curves.png"}
     plot_pareto(agg, methods, trained, ref, paths["pareto"], title=f"{config.name}: {config.dataset}")
-    curves = plot_curves(runs, paths["curves"], method_colors(methods))
+    curves = plot_curves(runs, paths["curves"], method_colors(methods, trained))
     if curves is None:
         del paths["curves"]
     seeds = sorted({s for _, s, _ in runs})
