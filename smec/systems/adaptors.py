@@ -326,7 +326,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
             rank = self.rank_loss(_nested_pairs(y_q, y_d, self.dims), weights=self.rank_dim_weights)
             loss = loss + self.rank_weight * rank.loss
             terms["rank"] = rank.loss.detach()
-        self._log_loss("train", LossOutput(loss=loss, per_dim=out.per_dim), len(x))
+        self._log_train_loss(LossOutput(loss=loss, per_dim=out.per_dim), len(x))
         self._log_terms("train", terms, len(x))
         return loss
 

@@ -143,7 +143,7 @@ class MRLDecoderModule(CompressionSystem):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x = batch["x"]
         out = self.loss_fn(self.decoder(x), x)
-        self._log_loss("train", out, len(x))
+        self._log_train_loss(out, len(x))
         return out.loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
