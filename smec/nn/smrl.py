@@ -431,8 +431,8 @@ class StageSchedule:
     """Maps training progress (epoch, global step) to the SMRL stage to train.
 
     Give exactly one budget: `epochs_per_stage` or `steps_per_stage`, each an int (same for every stage) or a
-    list with one positive int per stage. Stage t runs for its budget, then t+1 starts; after the last stage's
-    budget the schedule stays on the last stage.
+    list with one int per stage (0 skips a stage that is already trained). Stage t runs for its budget, then t+1
+    starts; after the last stage's budget the schedule stays on the last stage.
 
     Args:
         num_stages: T (= len(dims) − 1 of the compressor).
@@ -455,8 +455,17 @@ class StageSchedule:
         budgets = [value] * num_stages if isinstance(value, int) else list(value)  # type: ignore[arg-type]
         if len(budgets) != num_stages:
             raise ConfigError(f"{key} has {len(budgets)} entries but there are {num_stages} stages")
-        if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in budgets):
-            raise ConfigError(f"{key} must be positive integers, got {value!r}")
+        # A list may give 0 to stages that are already trained (a model extended by a stage skips them).
+        minimum = 1 if isinstance(value, int) else 0
+        ints = all(isinstance(b, int) and not isinstance(b, bool) and b >= minimum for b in budgets)
+        first = next((t for t, b in enumerate(budgets) if ints and b > 0), None)
+        if not ints or first is None or not all(b > 0 for b in budgets[first:]):
+            what = (
+                "a positive integer"
+                if minimum
+                else "positive integers, or 0 for leading stages that are already trained"
+            )
+            raise ConfigError(f"{key} must be {what}, got {value!r}")
         self.num_stages = num_stages
         self.unit = "epoch" if key == "epochs_per_stage" else "step"
         self.budgets: list[int] = budgets
@@ -496,4 +505,4 @@ class StageSchedule:
             budget = self.budgets[t] * steps_per_epoch
         else:
             done, budget = epoch - self.starts[t], self.budgets[t]
-        return min(1.0, max(0.0, done / budget))
+        return min(1.0, max(0.0, done / budget)) if budget > 0 else 1.0

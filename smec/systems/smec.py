@@ -170,6 +170,10 @@ class SMECModule(CompressionSystem):
         lr / weight_decay / step_size / gamma: AdamW + StepLR, the MRL recipe's 1e-3, 1e-4, 10, 0.8.
         eval_dims: sizes the evaluator reports (default: every size of the chain, ascending).
         predict_dim: size written by ``smec predict`` (default None: the largest, like :meth:`compress`).
+        extend_from: a SMEC checkpoint whose chain ``dims`` begins (e.g. trained with ``[512, 256, 128]``, now
+            ``dims: [512, 256, 128, 64]``): its stages are loaded at the start of a fit and stay frozen, and only
+            the new stages train; give the loaded stages budget 0 (``epochs_per_stage: [0, 0, 0, 4]``). Not
+            reloaded when a fit resumes from its own checkpoint (``--ckpt_path``).
     """
 
     method_name = "smec"
@@ -215,6 +219,7 @@ class SMECModule(CompressionSystem):
         gamma: float = 0.8,
         eval_dims: list[int] | None = None,
         predict_dim: int | None = None,
+        extend_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -336,6 +341,11 @@ class SMECModule(CompressionSystem):
                 f"got {predict_dim!r}"
             )
         self.predict_dim = predict_dim
+        self.extend_from = extend_from
+        if extend_from is not None and not self.smrl:
+            raise ConfigError(
+                "model.extend_from needs smrl: true (joint training has no frozen stages to keep)"
+            )
         self._init_val_metrics(chain)
         self._warned_backwards = False
         self.train(self.training)
@@ -561,6 +571,8 @@ class SMECModule(CompressionSystem):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage == "fit" and self.extend_from is not None and self.trainer.ckpt_path is None:
+            self.load_trained_stages(self.extend_from)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         mode = getattr(datamodule, "mode", None)
         if stage != "fit" or mode is None:
@@ -608,7 +620,42 @@ class SMECModule(CompressionSystem):
             start, budget = sched.starts[self.stage], sched.budgets[self.stage]
         else:
             start, budget = 0, sched.total
-        return min(1.0, max(0.0, (pos - start) / budget))
+        return min(1.0, max(0.0, (pos - start) / budget)) if budget > 0 else 1.0
+
+    def load_trained_stages(self, path: str) -> int:
+        """Load the stages of a SMEC checkpoint whose chain this model's chain continues; return how many."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise ConfigError(
+                f"model.extend_from: cannot read a Lightning checkpoint at {path}: {exc}"
+            ) from None
+        if "compressor.stage_dims" not in state:
+            raise ConfigError(
+                f"model.extend_from: {path} is not a SMEC checkpoint (no compressor.stage_dims)"
+            )
+        saved = [int(d) for d in state["compressor.stage_dims"].tolist()]
+        mine = [int(d) for d in self.compressor.dims]
+        if len(mine) <= len(saved) or mine[: len(saved)] != saved:
+            raise ConfigError(
+                f"model.extend_from: {path} trained the chain {saved}; model.dims must continue it with "
+                f"more sizes (e.g. {[*saved[1:], saved[-1] // 2]}), got the chain {mine}"
+            )
+        trained = len(saved) - 1
+        budgets = self.schedule.budgets
+        if any(budgets[:trained]) or not budgets[trained]:
+            raise ConfigError(
+                f"model.{self.schedule.unit}s_per_stage: the {trained} stage(s) loaded from model.extend_from "
+                f"need budget 0 and the next one a positive budget, e.g. {[0] * trained + [4] * (len(budgets) - trained)}"
+            )
+        prefixes = tuple(
+            f"compressor.{part}.{t}." for part in ("blocks", "selectors") for t in range(trained)
+        )
+        result = self.load_state_dict(
+            {k: v for k, v in state.items() if k.startswith(prefixes)}, strict=False
+        )
+        assert not result.unexpected_keys, result.unexpected_keys
+        return trained
 
     def on_fit_start(self) -> None:
         # Frozen stages are in eval mode on purpose (deterministic ADS pick), which Lightning's "modules in eval

@@ -187,5 +187,8 @@ def test_stage_schedule_validation():
         StageSchedule(2, epochs_per_stage=1, steps_per_stage=1)
     with pytest.raises(ConfigError, match=r"^epochs_per_stage has 2 entries but there are 3 stages$"):
         StageSchedule(3, epochs_per_stage=[1, 2])
-    with pytest.raises(ConfigError, match=r"^steps_per_stage must be positive integers, got \[3, 0\]$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^steps_per_stage must be positive integers, or 0 for leading stages that are already trained, got \[3, 0\]$",
+    ):
         StageSchedule(2, steps_per_stage=[3, 0])

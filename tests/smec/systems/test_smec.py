@@ -308,7 +308,7 @@ def test_input_dim_mismatch_with_the_store(tiny_store):
             "model: give one of epochs_per_stage and steps_per_stage, not both",
         ),
         ({"epochs_per_stage": [1, 2]}, "model.epochs_per_stage has 2 entries but there are 3 stages"),
-        ({"steps_per_stage": 0}, "model.steps_per_stage must be positive integers, got 0"),
+        ({"steps_per_stage": 0}, "model.steps_per_stage must be a positive integer, got 0"),
         ({"eval_dims": [4, 2]}, "model.eval_dims must be sorted ascending, got [4, 2]"),
         ({"predict_dim": 11}, "model.predict_dim must be an integer in [1, input_dim=10] or null, got 11"),
         ({"rank_temperature": 0}, "model.rank_temperature must be a number > 0, got 0"),
@@ -355,3 +355,42 @@ def test_evaluator_callback_embeds_each_size_separately(tiny_store):
     (expected,) = cb._evaluator_for(data).evaluate("val", q, c, [4], ["float32"])
     (got,) = [r for r in cb.last_rows if r["dim"] == 4]
     assert got["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+
+
+def test_a_finished_model_is_compressed_further_by_adding_a_stage(tiny_store, tmp_path):
+    torch.manual_seed(0)
+    short = {"dims": [8, 4], "epochs_per_stage": 1}
+    first = trainer(2)
+    first.fit(make(**short), datamodule=datamodule(tiny_store))
+    first.save_checkpoint(tmp_path / "short.ckpt")
+    old = torch.load(tmp_path / "short.ckpt", weights_only=False)["state_dict"]
+
+    model = make(dims=[8, 4, 2], epochs_per_stage=[0, 0, 1], extend_from=str(tmp_path / "short.ckpt"))
+    untrained = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("compressor.blocks.2.")}
+    trainer(1).fit(model, datamodule=datamodule(tiny_store))
+    assert model.stage == 2
+    for key, value in old.items():  # the loaded stages: exactly as trained, frozen throughout
+        if key.startswith(("compressor.blocks.0.", "compressor.blocks.1.", "compressor.selectors.0.")):
+            assert torch.equal(model.state_dict()[key], value), key
+    assert any(
+        not torch.equal(model.state_dict()[k], v) for k, v in untrained.items()
+    )  # the new stage trained
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"dims": [8, 2]}, "trained the chain [10, 8, 4]; model.dims must continue it with more sizes"),
+        (
+            {"dims": [8, 4, 2], "epochs_per_stage": 1},
+            "the 2 stage(s) loaded from model.extend_from need budget 0",
+        ),
+    ],
+)
+def test_extend_from_checks_the_chain_and_the_budgets(tiny_store, tmp_path, kw, message):
+    first = trainer(1)
+    first.fit(make(dims=[8, 4], epochs_per_stage=1), datamodule=datamodule(tiny_store))
+    first.save_checkpoint(tmp_path / "short.ckpt")
+    model = make(**kw, extend_from=str(tmp_path / "short.ckpt"))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        trainer(1).fit(model, datamodule=datamodule(tiny_store))
