@@ -102,6 +102,10 @@ class SmecCLI(LightningCLI):
 
 
 def run_lightning_cli(args: list[str], **kwargs: Any) -> SmecCLI:
+    import warnings
+
+    # `smec fit ...` hands its own argv over on purpose; Lightning warns whenever args and sys.argv both exist.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended", category=UserWarning)
     return SmecCLI(
         CompressionSystem,
         EmbeddingDataModule,
