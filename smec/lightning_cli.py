@@ -105,7 +105,9 @@ def run_lightning_cli(args: list[str], **kwargs: Any) -> SmecCLI:
     import warnings
 
     # `smec fit ...` hands its own argv over on purpose; Lightning warns whenever args and sys.argv both exist.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message="LightningCLI's args parameter is intended", category=UserWarning
+    )
     return SmecCLI(
         CompressionSystem,
         EmbeddingDataModule,
