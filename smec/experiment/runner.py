@@ -90,10 +90,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _bar(total: int, desc: str, enabled: bool) -> Any:
+def _bar(total: int, desc: str, enabled: bool, unit: str = "run") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="run", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
 class ComparisonRunner:
@@ -304,8 +304,19 @@ class ComparisonRunner:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.say(f"fits: {len(todo)} of {len(runs)} to run, {self.jobs} at a time, {threads} threads each")
-        bar = _bar(len(todo), "fits", self.progress)
+        # The bar counts epochs (each fit's max_epochs; a fit that stops early fills up its share), so the ETA
+        # moves while long fits run instead of only when one ends.
+        budget = {run.label: self.epoch_budget(run) for run in todo}
+        bar = _bar(sum(budget.values()), "fits", self.progress, unit="epoch")
+        shown: dict[str, int] = {}
+
+        def show(run: FitRun, epochs: int) -> None:
+            epochs = min(epochs, budget[run.label])
+            bar.update(epochs - shown.get(run.label, 0))
+            shown[run.label] = epochs
+
         pending, active, failed = list(todo), [], []
+        last_poll = 0.0
         try:
             while pending or active:
                 while pending and len(active) < self.jobs:
@@ -324,6 +335,10 @@ class ComparisonRunner:
                     active.append((run, proc, log))
                     bar.set_postfix_str(", ".join(r.label for r, _, _ in active))
                 time.sleep(0.2)
+                if time.monotonic() - last_poll > 2.0:
+                    last_poll = time.monotonic()
+                    for run, _, _ in active:
+                        show(run, epochs_logged(run.root))
                 for item in list(active):
                     run, proc, log = item
                     if proc.poll() is None:
@@ -335,7 +350,7 @@ class ComparisonRunner:
                     else:
                         failed.append(run)
                         bar.write(f"[compare] fit {run.label} failed (exit {proc.returncode}): see {run.log}")
-                    bar.update(1)
+                    show(run, budget[run.label])
         except BaseException:
             for _, proc, _log in active:
                 proc.terminate()
@@ -351,6 +366,16 @@ class ComparisonRunner:
                 + "; ".join(f"{r.label} (log: {r.log})" for r in failed)
                 + ". Fix and rerun: finished fits are kept."
             )
+
+    def epoch_budget(self, run: FitRun) -> int:
+        """``trainer.max_epochs`` of a fit: its override, else its recipe's, else 1 (unknown: one tick)."""
+        import yaml
+
+        value = run.method.args.get("trainer.max_epochs")
+        if value is None:
+            recipe = yaml.safe_load(Path(run.method.config).read_text(encoding="utf-8")) or {}
+            value = (recipe.get("trainer") or {}).get("max_epochs")
+        return int(value) if isinstance(value, int) and value > 0 else 1
 
     def _eval_data(self, run_config: dict[str, Any]) -> Any:
         from datamodules.embedding import EmbeddingDataModule
@@ -483,6 +508,22 @@ def _keys(models: Sequence[str]) -> list[str]:
     from datamodules.store import model_key
 
     return [model_key(m) for m in models]
+
+
+def epochs_logged(root: Path) -> int:
+    """Epochs a fit has finished so far, read from its CSV logs (0 when none yet)."""
+    import csv
+
+    done = 0
+    for metrics in root.glob("csv/version_*/metrics.csv"):
+        try:
+            with metrics.open(newline="", encoding="utf-8") as fh:
+                epochs = [int(r["epoch"]) for r in csv.DictReader(fh) if r.get("train/loss_epoch")]
+        except (OSError, ValueError, KeyError):
+            continue  # being written: next poll
+        if epochs:
+            done = max(done, max(epochs) + 1)
+    return done
 
 
 def selected_checkpoint(root: Path) -> Path:

@@ -203,3 +203,21 @@ def test_editing_the_experiment_adds_reevaluates_or_refuses(tmp_path):
         f"smec compare: error: {out / 'mrl' / 's0'} was fitted with other settings (args changed)"
         in refused.stderr
     )
+
+
+def test_fit_progress_is_counted_in_epochs(tmp_path):
+    from smec.experiment.config import load_experiment
+    from smec.experiment.runner import ComparisonRunner, epochs_logged
+
+    root = tmp_path / "fit"
+    assert epochs_logged(root) == 0
+    for version, epochs in ((0, [0, 0, 1]), (1, [2, 3])):  # a resumed fit logs into a new version folder
+        (root / f"csv/version_{version}").mkdir(parents=True)
+        lines = ["epoch,step,train/loss_epoch"] + [f"{e},{i},0.5" for i, e in enumerate(epochs)]
+        (root / f"csv/version_{version}/metrics.csv").write_text("\n".join(lines) + "\n")
+    assert epochs_logged(root) == 4
+    cfg = load_experiment(REPO / "configs/experiment/demo.yaml")
+    runner = ComparisonRunner(cfg, tmp_path / "run", progress=False)
+    budgets = {r.method.name: runner.epoch_budget(r) for r in runner.fit_runs()}
+    assert budgets["mrl"] == 12 and budgets["smec"] == 8  # the experiment's overrides
+    assert budgets["search-adaptor"] == 30
