@@ -221,3 +221,19 @@ def test_fit_progress_is_counted_in_epochs(tmp_path):
     budgets = {r.method.name: runner.epoch_budget(r) for r in runner.fit_runs()}
     assert budgets["mrl"] == 12 and budgets["smec"] == 8  # the experiment's overrides
     assert budgets["search-adaptor"] == 30
+
+
+def test_prepare_then_one_task_then_the_report(tmp_path):
+    """The SLURM flow: --prepare (embed + baselines), --task N per array task, then a plain run reports."""
+    config = experiment(tmp_path)
+    out = tmp_path / "run"
+    prep = compare(config, out, "--prepare")
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    assert (out / "baselines" / "results.json").exists() and not (out / "mrl").exists()
+    task = compare(config, out, "--task", "0")
+    assert task.returncode == 0, task.stderr[-3000:]
+    assert (out / "mrl/s0/test.json").exists() and not (out / "report.md").exists()
+    bad = compare(config, out, "--task", "3")
+    assert bad.returncode == 2 and "--task 3: the experiment has tasks 0..0" in bad.stderr
+    report = compare(config, out)
+    assert report.returncode == 0 and "fits: all 1 done" in report.stderr and (out / "report.md").exists()
