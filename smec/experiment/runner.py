@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datamodules.store import atomic_write_bytes, atomic_write_json
 from smec.experiment.config import ExperimentConfig, ExperimentError, MethodSpec, format_cli_value
 
 
@@ -82,12 +83,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _bar(total: int, desc: str, enabled: bool, unit: str = "run") -> Any:
@@ -174,9 +169,9 @@ class ComparisonRunner:
                 )
         else:
             state = {"nonce": uuid.uuid4().hex[:6], "data": data}
-            _atomic_write_text(state_path, json.dumps(state) + "\n")
+            atomic_write_json(state_path, state)
         if self.config.source is not None:
-            _atomic_write_text(self.out / "experiment.yaml", self.config.source.read_text(encoding="utf-8"))
+            atomic_write_bytes(self.out / "experiment.yaml", self.config.source.read_bytes())
         return state["nonce"]
 
     def check_fit(self, run: FitRun) -> None:
@@ -192,8 +187,7 @@ class ComparisonRunner:
                     f"folder to refit it, or give the changed method another name"
                 )
             return
-        run.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path, json.dumps(wanted, indent=1) + "\n")
+        atomic_write_json(path, wanted)
 
     # ----------------------------------------------------------------------------------------- steps
     def embed(self) -> None:
@@ -321,7 +315,6 @@ class ComparisonRunner:
             while pending or active:
                 while pending and len(active) < self.jobs:
                     run = pending.pop(0)
-                    run.root.mkdir(parents=True, exist_ok=True)
                     resumed = run.resume_checkpoint() is not None
                     cmd = self.fit_command(run, nonce)
                     log = run.log.open("a", encoding="utf-8")
