@@ -305,7 +305,7 @@ class ComparisonRunner:
         shown: dict[str, int] = {}
 
         def show(run: FitRun, epochs: int) -> None:
-            epochs = min(epochs, budget[run.label])
+            epochs = max(min(epochs, budget[run.label]), shown.get(run.label, 0))  # never moves back
             bar.update(epochs - shown.get(run.label, 0))
             shown[run.label] = epochs
 
@@ -504,19 +504,14 @@ def _keys(models: Sequence[str]) -> list[str]:
 
 
 def epochs_logged(root: Path) -> int:
-    """Epochs a fit has finished so far, read from its CSV logs (0 when none yet)."""
-    import csv
+    """Epochs a fit has finished so far, read from its CSV logs (0 when none yet, or while one is half-written)."""
+    from smec.experiment.plots import read_curves
 
-    done = 0
-    for metrics in root.glob("csv/version_*/metrics.csv"):
-        try:
-            with metrics.open(newline="", encoding="utf-8") as fh:
-                epochs = [int(r["epoch"]) for r in csv.DictReader(fh) if r.get("train/loss_epoch")]
-        except (OSError, ValueError, KeyError):
-            continue  # being written: next poll
-        if epochs:
-            done = max(done, max(epochs) + 1)
-    return done
+    try:
+        epochs = read_curves(root).get("train/loss_epoch", {})
+    except (OSError, ValueError, TypeError):
+        return 0  # a log being written: the next poll reads it
+    return max(epochs, default=-1) + 1
 
 
 def selected_checkpoint(root: Path) -> Path:
