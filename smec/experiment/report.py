@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from smec.evaluation.errors import EvaluationError
 from smec.evaluation.stats import paired_difference
 
 METRIC = "ndcg@10"
@@ -75,7 +76,7 @@ def _fmt(value: float, spread: float, digits: int = 3) -> str:
 def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     try:
         mean, se = paired_difference(a, b, METRIC)
-    except Exception:  # rows without per-query values: the plain difference
+    except EvaluationError:  # rows without per-query values: the plain difference
         return f"{float(a[METRIC]) - float(b[METRIC]):+.3f}"
     return f"{mean:+.3f} ± {se:.3f}"
 

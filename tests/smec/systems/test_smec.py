@@ -325,29 +325,17 @@ def test_bad_config_names_the_key(kwargs, message):
 
 def test_evaluator_callback_embeds_each_size_separately(tiny_store):
     """SMEC sizes are separate vectors: the callback must score embed(x, dim), not prefixes of compress(x)."""
-    import lightning as L
-
-    from datamodules.embedding import EmbeddingDataModule
     from smec.evaluation.callback import RetrievalEvalCallback
 
     model = SMECModule(input_dim=10, dims=[8, 4], sxbm=False, epochs_per_stage=1)
     assert model.prefix_nested is False
     cb = RetrievalEvalCallback(dims=None, precisions=("float32",), split="dev")
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[cb],
-    )
+    fit = trainer(2, [cb])
     dm = EmbeddingDataModule(str(tiny_store), mode="both", batch_size=8)
-    trainer.fit(model, datamodule=dm)
+    fit.fit(model, datamodule=dm)
     assert {r["dim"] for r in cb.last_rows} == set(model.eval_dims)
-    assert "val/ndcg@10/mean" in trainer.callback_metrics
+    assert "val/ndcg@10/mean" in fit.callback_metrics
     data = dm.eval_data("dev")
-    import torch
 
     model.eval()
     q = model.embed(torch.from_numpy(data.queries), 4).detach().numpy()
