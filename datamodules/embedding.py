@@ -1,15 +1,17 @@
 """`EmbeddingDataModule`: stream frozen embeddings from the store into training, without loading the store.
 
-Training batches are built on the CPU from plain block reads of the stored shards (no memory map, so the
-resident set stays bounded whatever the store's size) in the stored dtype; the per-model L2 normalisation,
+Training batches are read on the CPU straight from the stored shards into each batch's buffer (``preadv`` of
+runs of rows, no memory map, so the resident set stays bounded whatever the store's size; see
+:class:`datamodules.store.RunReader`) in the stored dtype; the per-model L2 normalisation,
 weighting and concatenation (:func:`datamodules.store.combine`'s recipe) run in ``on_after_batch_transfer``,
 i.e. on the accelerator, where they are nearly free.
 
 Order: each epoch permutes blocks of ``block_rows`` contiguous rows with a generator seeded by
-``(seed, epoch)``, deals them round-robin to the ranks (then to the DataLoader workers of a rank), reads
-``window_blocks`` blocks at a time and shuffles rows within that window. The order is a pure function of
-(seed, epoch, world size), so a resumed run replays the same epoch, and ranks see disjoint rows. Every rank
-yields the same number of batches (DDP would hang otherwise): the rank with the fewest rows sets the count.
+``(seed, epoch)``, deals them round-robin to the ranks (then to the DataLoader workers of a rank), takes
+``window_blocks`` blocks at a time and shuffles runs of up to 32 rows within that window. The order is a pure
+function of (seed, epoch, world size), so a resumed run replays the same epoch, and ranks see disjoint rows.
+Every rank yields the same number of batches (DDP would hang otherwise): the rank with the fewest rows sets
+the count.
 
 Batch formats (dicts; each value is a list of per-model tensors until ``on_after_batch_transfer`` combines
 it into one float32 tensor):
@@ -20,10 +22,13 @@ it into one float32 tensor):
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import numpy as np
@@ -31,9 +36,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datamodules.errors import InputError
-from datamodules.store import NORMALIZATIONS, EmbeddingStore, ShardedArray, combine
+from datamodules.store import NORMALIZATIONS, EmbeddingStore, RunReader, ShardedArray, combine
 
 MODES = ("unsupervised", "supervised", "both")
+T = TypeVar("T")
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -63,6 +69,51 @@ def combine_torch(
     return out
 
 
+_END = object()
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead of the consumer (0: inline).
+
+    Order is unchanged; an exception in the thread is raised in the consumer; when the consumer stops early,
+    the thread is stopped and ``items`` closed (so its ``finally`` blocks run).
+    """
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                q.put((item, None))
+                if stop.is_set():
+                    return
+            q.put((_END, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            q.put((_END, e))
+
+    thread = threading.Thread(target=produce, name="smec-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.01)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
 @dataclass(frozen=True)
 class Segment:
     """One text set's rows across the chosen models (all arrays have the same row count)."""
@@ -82,7 +133,8 @@ class BlockShuffleStream(IterableDataset):
         segments: the text sets to stream (e.g. corpus, queries/train).
         batch_size: rows per batch.
         block_rows: rows read contiguously at a time (the unit dealt to ranks).
-        window_blocks: blocks mapped together and shuffled among themselves.
+        window_blocks: blocks shuffled together (a batch's rows come from anywhere in its window; reads are
+            per run of rows, so a larger window costs no memory).
         chunk_rows: rows are shuffled in runs of up to this many consecutive rows (capped at batch_size // 32,
             so that a batch always mixes >= 32 places); 1 = full row-level shuffle inside a window.
         shuffle: block permutation + in-window shuffle; off = store order (validation).
@@ -168,11 +220,22 @@ class BlockShuffleStream(IterableDataset):
             return
         windows, n_batches = self.plan(rank, world)
         first = 0  # index (on this rank) of the window's first batch
+        if worker < len(windows):
+            self._will_need(windows[worker])
         for i, window in enumerate(windows):
             count = min(self._window_batches(window, i == len(windows) - 1), max(0, n_batches - first))
             if count and i % n_workers == worker:
+                if i + n_workers < len(windows):
+                    self._will_need(windows[i + n_workers])  # the disk reads it while this window streams
                 yield from self._read_window(window, count, i)
             first += count
+
+    def _will_need(self, window: list[tuple[int, int, int]]) -> None:
+        # A store larger than the page cache is read from disk in the window's own order (large sequential
+        # reads) instead of run by run: measured ~5-8% faster from a cold cache, free from a warm one.
+        for s, start, stop in window:
+            for arr in self.segments[s].arrays:
+                arr.will_need(start, stop)
 
     def _ranges(self) -> list[tuple[int, int]]:
         """Contiguous global row ranges of the in-order batches (segments laid end to end)."""
@@ -203,36 +266,54 @@ class BlockShuffleStream(IterableDataset):
     def _read_window(
         self, window: list[tuple[int, int, int]], count: int, index: int
     ) -> Iterator[dict[str, list[torch.Tensor]]]:
-        # Gather each batch straight out of fresh memory maps of the window's blocks: one copy per row, the
-        # same work as reading the map in order, and the maps (hence their resident pages) die with the window.
-        n_models = len(self.segments[0].arrays)
-        pieces: list[list[np.ndarray]] = [[] for _ in range(n_models)]
-        for s, start, stop in window:
-            for m, arr in enumerate(self.segments[s].arrays):
-                pieces[m].extend(arr.mapped(start, stop))
-        bounds = np.cumsum([0] + [len(v) for v in pieces[0]])
+        # Each batch is read straight from the shards into its own buffer, one pread per run of consecutive rows
+        # (see RunReader): nothing is mapped, so the resident set stays at a few batches whatever the window.
+        block_start = np.array([start for _, start, _ in window])
+        block_segment = np.array([s for s, _, _ in window])
+        bounds = np.cumsum([0] + [stop - start for _, start, stop in window])
         rows = int(bounds[-1])
-        # Shuffle runs of `chunk` consecutive rows: contiguous copies keep streaming at memory speed, and every
+        # Shuffle runs of `chunk` consecutive rows: contiguous reads keep streaming at memory speed, and every
         # batch still mixes at least 32 random places of the window.
         chunk = max(1, min(self.chunk_rows, self.batch_size // 32))
         n_chunks = -(-rows // chunk)
         chunk_order = np.random.default_rng([self.seed, self.epoch, index]).permutation(n_chunks)
         order = (chunk_order[:, None] * chunk + np.arange(chunk)).reshape(-1)
-        order = order[order < rows]
-        for j in range(count):
-            idx = np.sort(order[j * self.batch_size : (j + 1) * self.batch_size])  # sorted reads are faster
-            cuts = np.searchsorted(idx, bounds)
-            batch = []
-            for m in range(n_models):
-                out = np.empty((len(idx), pieces[m][0].shape[1]), dtype=pieces[m][0].dtype)
-                for p, view in enumerate(pieces[m]):
-                    a, b = cuts[p], cuts[p + 1]
-                    if a < b:
-                        np.take(
-                            view, idx[a:b] - bounds[p], axis=0, out=out[a:b], mode="clip"
-                        )  # "raise" buffers `out`
-                batch.append(torch.from_numpy(out))
-            yield {"x": batch}
+        order = order[order < rows][: count * self.batch_size]
+        # Plan the whole window at once (vectorised): each batch's rows in file order, cut into runs.
+        idx = np.concatenate(
+            [np.sort(order[i : i + self.batch_size]) for i in range(0, len(order), self.batch_size)]
+        )
+        block = np.searchsorted(bounds, idx, side="right") - 1
+        at = np.arange(len(idx))
+        first = np.flatnonzero(
+            (np.diff(idx, prepend=-2) != 1) | (np.diff(block, prepend=-1) != 0) | (at % self.batch_size == 0)
+        )
+        lengths = np.diff(first, append=len(idx))
+        starts = block_start[block[first]] + idx[first] - bounds[block[first]]
+        segment = block_segment[block[first]]
+        sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
+        segments = np.unique(segment).tolist()
+        readers = [
+            [
+                RunReader(self.segments[s].arrays[m], starts[sel], lengths[sel], first[sel], sizes)
+                for s in segments
+                for sel in [segment == s]
+            ]
+            for m in range(len(self.segments[0].arrays))
+        ]
+        try:
+            for b, n in enumerate(sizes):
+                batch = []
+                for model_readers in readers:
+                    array = model_readers[0].array
+                    out = np.empty((n, array.dim), dtype=array.dtype)
+                    for reader in model_readers:
+                        reader.read(b, out)
+                    batch.append(torch.from_numpy(out))
+                yield {"x": batch}
+        finally:
+            for reader in (r for model_readers in readers for r in model_readers):
+                reader.close()
 
 
 class PairStream(IterableDataset):
@@ -321,7 +402,14 @@ class _EpochForwardingSampler:
 
 
 class StreamLoader(DataLoader):
-    """A DataLoader over an epoch-aware iterable dataset (``persistent_workers`` would freeze the epoch)."""
+    """A DataLoader over an epoch-aware iterable dataset (``persistent_workers`` would freeze the epoch).
+
+    ``read_ahead``: with ``num_workers=0``, batches read ahead by a background thread (see :func:`read_ahead`).
+    """
+
+    def __init__(self, dataset: Any, *args: Any, read_ahead: int = 0, **kwargs: Any) -> None:
+        super().__init__(dataset, *args, **kwargs)
+        self.read_ahead = read_ahead
 
     @property
     def sampler(self):  # type: ignore[override]
@@ -330,6 +418,13 @@ class StreamLoader(DataLoader):
     @sampler.setter
     def sampler(self, value) -> None:
         self._epoch_sampler = _EpochForwardingSampler(value, self.dataset)
+
+    def __iter__(self):
+        # In-process loading: the dataset already yields batches of tensors, so DataLoader's per-batch work
+        # (a profiler record and a conversion pass, ~35 us a batch, 8% of a 1024-row fp16 read) buys nothing.
+        if self.num_workers == 0 and not self.pin_memory:
+            return read_ahead(iter(self.dataset), self.read_ahead)
+        return super().__iter__()
 
 
 @dataclass
@@ -361,6 +456,10 @@ class EmbeddingDataModule(L.LightningDataModule):
         seed: data order seed (with the epoch).
         num_workers: DataLoader workers per rank (0 reads in the training process).
         val_rows: corpus rows streamed for the validation loss (the retrieval metrics use the whole split).
+        read_ahead: with ``num_workers=0``, batches a background thread reads ahead of the training step (the
+            reads release the GIL, so they overlap the step). Default: 2 when the trainer runs on an
+            accelerator (the step mostly waits on the device), 0 on CPU (measured: with nothing to overlap, the
+            thread hand-off costs ~8% of the read).
     """
 
     def __init__(
@@ -380,6 +479,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         val_rows: int = 4096,
+        read_ahead: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -403,6 +503,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.val_rows = val_rows
+        self.read_ahead = read_ahead
         self._store: EmbeddingStore | None = None
         self._eval_data: dict[str, EvalData] = {}
 
@@ -468,7 +569,13 @@ class EmbeddingDataModule(L.LightningDataModule):
         return PairStream(queries, corpus, self._pairs(self.train_split), self.batch_size, self.seed, cycle)
 
     def _loader(self, dataset) -> StreamLoader:
-        return StreamLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
+        depth = self.read_ahead
+        if depth is None:
+            trainer = getattr(self, "trainer", None)
+            depth = 2 if trainer is not None and trainer.strategy.root_device.type != "cpu" else 0
+        return StreamLoader(
+            dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False, read_ahead=depth
+        )
 
     def train_dataloader(self) -> StreamLoader:
         if self.mode == "unsupervised":

@@ -23,7 +23,7 @@ def build_store(
     splits: dict[str, int] | None = None,
     dims: dict[str, int] | None = None,
     dtype: str = "float32",
-    shard_rows: int = 16,
+    shard_rows: int | dict[str, int] = 16,
     seed: int = 0,
 ) -> Path:
     """A store whose rows are recognisable: column 0 of every model holds the row's index in its text set.
@@ -58,7 +58,7 @@ def build_store(
                 encode=lambda s, e, d=data: d[s:e],
                 model_info={"spec": model},
                 dtype=dtype,
-                shard_rows=shard_rows,
+                shard_rows=shard_rows[model] if isinstance(shard_rows, dict) else shard_rows,
             )
     return path
 

@@ -4,13 +4,14 @@ Goals (issue: foundation): streaming rows/s >= 0.8 x the raw memmap read, and th
 resident set (VmHWM, file-backed pages included) < 1 GiB whatever the store's size. Each measurement runs in a
 fresh subprocess so that one's resident set cannot leak into the other's. Exit status 1 when a goal is missed.
 
-    python experiments/bench/store_stream.py [--rows 2000000] [--dim 1536] [--store /tmp/smec-bench-store]
+    python experiments/bench/store_stream.py [--rows 2000000] [--dim 1536] [--store /tmp/smec-bench-store] [--cold]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -54,6 +55,16 @@ def build(store: Path, rows: int, dim: int, shard_rows: int) -> None:
         dtype="float16",
         shard_rows=shard_rows,
     )
+
+
+def evict(store: Path) -> None:
+    """Drop the store's pages from the page cache (POSIX_FADV_DONTNEED: no privileges needed)."""
+    for path in sorted(store.glob("*/*/*.npy")):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def run_raw(store: Path, batch: int) -> dict:
@@ -113,6 +124,7 @@ def child(mode: str, args: argparse.Namespace) -> dict:
             str(args.block_rows),
             "--window-blocks",
             str(args.window_blocks),
+            *(["--cold"] if args.cold else []),
         ],
         check=True,
         capture_output=True,
@@ -131,9 +143,16 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
     p.add_argument("--block-rows", type=int, default=16384)
     p.add_argument("--window-blocks", type=int, default=2)
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="evict the store from the page cache before every run (reads from disk; the goals are for a warm cache)",
+    )
     p.add_argument("--child", choices=["raw", "stream", "stream+combine"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        if args.cold:
+            evict(Path(args.store))
         result = {
             "raw": lambda: run_raw(Path(args.store), args.batch),
             "stream": lambda: run_stream(
@@ -146,7 +165,8 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     build(Path(args.store), args.rows, args.dim, args.shard_rows)
-    child("raw", args)  # warm the page cache so both runs read from the same place
+    if not args.cold:
+        child("raw", args)  # warm the page cache so both runs read from the same place
 
     def best(mode: str) -> dict:
         # Interleaved repeats, best of each: robust to other load on a shared 2-core machine.
@@ -156,6 +176,7 @@ def main() -> int:
     ratio = stream["rows_per_s"] / raw["rows_per_s"]
     print(
         f"store: {args.rows:,} x {args.dim} float16 ({args.rows * args.dim * 2 / 2**30:.1f} GiB), batch {args.batch}"
+        + (", cold page cache" if args.cold else "")
     )
     for name, r in (
         ("raw numpy.memmap read", raw),

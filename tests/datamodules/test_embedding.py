@@ -127,3 +127,53 @@ def test_bad_options(tiny_store, tmp_path):
     store = build_store(tmp_path / "nosup", splits={"dev": 3, "test": 3})
     with pytest.raises(InputError, match="text set 'queries/train' is not in this store"):
         make_dm(store, mode="supervised").train_dataloader()
+
+
+def test_models_with_different_shard_layouts_stay_row_aligned(tmp_path):
+    store = build_store(tmp_path / "store", shard_rows={"m1": 7, "m2": 16})
+    dm = make_dm(store, batch_size=8, block_rows=12, window_blocks=3)
+    loader = dm.train_dataloader()
+    n = 0
+    for batch in loader:
+        m1, m2 = (t[:, 0].numpy().astype(int) for t in batch["x"])
+        np.testing.assert_array_equal(m1, m2)
+        n += len(m1)
+    assert n >= 100
+
+
+def test_read_ahead_keeps_the_order_and_the_stream_matches_the_inline_one(tiny_store):
+    inline = rows_seen(make_dm(tiny_store, read_ahead=0), 1)
+    ahead = rows_seen(make_dm(tiny_store, read_ahead=3), 1)
+    assert [b.tolist() for b in inline] == [b.tolist() for b in ahead]
+
+
+def test_read_ahead_raises_the_producers_error_and_closes_it_when_stopped_early():
+    closed = []
+
+    def items(fail_at=None):
+        try:
+            for i in range(100):
+                if i == fail_at:
+                    raise OSError("disk went away")
+                yield i
+        finally:
+            closed.append(True)
+
+    assert list(emb.read_ahead(items(), 2)) == list(range(100))
+    with pytest.raises(OSError, match="disk went away"):
+        list(emb.read_ahead(items(fail_at=5), 2))
+    stream = emb.read_ahead(items(), 2)
+    assert [next(stream), next(stream)] == [0, 1]
+    closed.clear()
+    stream.close()
+    assert closed == [True]
+
+
+def test_read_ahead_default_follows_the_accelerator(tiny_store):
+    from types import SimpleNamespace
+
+    dm = make_dm(tiny_store)
+    assert dm.train_dataloader().read_ahead == 0  # no trainer: CPU
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    assert dm.train_dataloader().read_ahead == 2
+    assert make_dm(tiny_store, read_ahead=0).train_dataloader().read_ahead == 0

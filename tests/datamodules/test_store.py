@@ -208,3 +208,65 @@ def test_model_key_is_folder_safe():
     assert model_key("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers__all-MiniLM-L6-v2"
     assert model_key("mypkg.enc:make") == "mypkg.enc--make"
     assert model_key("/models/my-model/") == "my-model"
+
+
+def test_read_runs_cuts_at_shard_and_buffer_boundaries(store_dir):
+    arr = EmbeddingStore(store_dir).array("a", "corpus")  # shards of 5 rows
+    expected = rows_for("a", "corpus", 8).astype(np.float16)
+    outs = [np.zeros((4, 8), np.float16), np.zeros((7, 8), np.float16)]
+    # (rows 3:9 -> stream rows 0:6) crosses a shard and both buffers; (20:23 -> 8:11) ends the array;
+    # (12:14 -> 6:8) lands between them; a zero-length run is ignored.
+    arr.read_runs(outs, starts=[3, 20, 12, 0], lengths=[6, 3, 2, 0], at=[0, 8, 6, 11])
+    stream = np.concatenate(outs)
+    np.testing.assert_array_equal(stream, expected[[3, 4, 5, 6, 7, 8, 12, 13, 20, 21, 22]])
+
+
+def test_read_runs_bad_requests(store_dir):
+    arr = EmbeddingStore(store_dir).array("a", "corpus")
+    out = np.zeros((4, 8), np.float16)
+    with pytest.raises(IndexError, match=re.escape("RunReader: rows outside 0:23 of")):
+        arr.read_runs([out], [21], [3], [0])
+    with pytest.raises(
+        IndexError, match=re.escape("RunReader: destinations outside the 4 rows of the buffers")
+    ):
+        arr.read_runs([out], [0], [3], [2])
+    with pytest.raises(
+        ValueError, match=re.escape("RunReader.read: expected a C-contiguous (4, 8) float16 buffer")
+    ):
+        arr.read_runs([out.astype(np.float32)], [0], [4], [0])
+
+
+def test_shard_truncated_after_opening(store_dir):
+    arr = EmbeddingStore(store_dir).array("a", "corpus")
+    shard = store_dir / "a" / "corpus" / "shard-00001.npy"
+    size = shard.stat().st_size
+    with open(shard, "r+b") as f:
+        f.truncate(size - 8)
+    with pytest.raises(
+        StoreError, match=re.escape(f"{shard}: shard ended early; truncated after it was opened")
+    ):
+        arr.read_into(np.zeros((10, 8), np.float16), 0)
+
+
+def test_sharded_array_pickles_by_reference(store_dir):
+    import pickle
+
+    arr = EmbeddingStore(store_dir).array("a", "corpus")
+    blob = pickle.dumps(arr)
+    assert len(blob) < 2 * len(json.dumps(arr.manifest)) + 500  # the manifest, not 23 x 8 rows of data
+    np.testing.assert_array_equal(pickle.loads(blob).read(0, 23), arr.read(0, 23))
+
+
+def test_will_need_advises_each_shard_range(store_dir, monkeypatch):
+    import os
+
+    arr = EmbeddingStore(store_dir).array("a", "corpus")  # shards of 5 rows of 8 float16
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)))
+    arr.will_need(3, 12)
+    header = arr._data_offsets[0]
+    assert calls == [
+        (header + 3 * 16, 2 * 16, os.POSIX_FADV_WILLNEED),
+        (header, 5 * 16, os.POSIX_FADV_WILLNEED),
+        (header, 2 * 16, os.POSIX_FADV_WILLNEED),
+    ]
