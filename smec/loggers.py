@@ -29,6 +29,15 @@ def wandb_credentials_present() -> bool:
         return False
 
 
+def wandb_mode() -> str:
+    """``WANDB_MODE`` when set (``online``, ``offline``, ``disabled``, ...), else online with credentials and
+    offline without, so a run never needs the network. The one place the project decides it."""
+    mode = os.environ.get("WANDB_MODE", "")
+    if mode:
+        return mode
+    return "online" if wandb_credentials_present() else "offline"
+
+
 class SmecWandbLogger(WandbLogger):
     """`WandbLogger` with the project's conventions.
 
@@ -37,7 +46,7 @@ class SmecWandbLogger(WandbLogger):
         group: the experiment; every run of one comparison shares it.
         job_type: ``train`` / ``eval`` / ``summary``.
         tags: free tags; the CLI adds method, base models and dims.
-        offline: None (default) = offline unless W&B credentials are present or ``WANDB_MODE=online``;
+        offline: None (default) = as :func:`wandb_mode` decides (``WANDB_MODE=disabled`` writes nothing);
             offline runs land in ``<save_dir>/wandb/offline-run-*`` and upload later with ``wandb sync``.
         id: run id; the CLI fills in a fresh one and writes it into the saved config, so resuming from that
             config continues the same W&B run.
@@ -57,8 +66,9 @@ class SmecWandbLogger(WandbLogger):
         **kwargs: Any,
     ) -> None:
         if offline is None:
-            mode = os.environ.get("WANDB_MODE", "")
-            offline = mode != "online" and (mode in ("offline", "dryrun") or not wandb_credentials_present())
+            # Not offline for "disabled": Lightning would turn an offline logger into WANDB_MODE=dryrun, and
+            # wandb.init reads "disabled" from the environment itself.
+            offline = wandb_mode() in ("offline", "dryrun")
         save_dir = save_dir or "runs"
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from smec.loggers import wandb_credentials_present
+from smec.loggers import wandb_mode
 
 COLUMNS = (
     "method",
@@ -21,14 +20,6 @@ COLUMNS = (
     "recall@100",
     "mrr@10",
 )
-
-
-def wandb_mode() -> str:
-    """``WANDB_MODE`` when set, else online with credentials and offline without (a run never needs the network)."""
-    mode = os.environ.get("WANDB_MODE", "")
-    if mode:
-        return mode
-    return "online" if wandb_credentials_present() else "offline"
 
 
 def log_summary(
