@@ -423,6 +423,9 @@ class StreamLoader(DataLoader):
         # In-process loading: the dataset already yields batches of tensors, so DataLoader's per-batch work
         # (a profiler record and a conversion pass, ~35 us a batch, 8% of a 1024-row fp16 read) buys nothing.
         if self.num_workers == 0 and not self.pin_memory:
+            # DataLoader draws its workers' base seed from the global generator on every iter(); draw it too, so
+            # a seeded run's random stream (ADS's Gumbel noise, say) is the same whichever path loads the data.
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
             return read_ahead(iter(self.dataset), self.read_ahead)
         return super().__iter__()
 

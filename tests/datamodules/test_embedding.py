@@ -177,3 +177,13 @@ def test_read_ahead_default_follows_the_accelerator(tiny_store):
     dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     assert dm.train_dataloader().read_ahead == 2
     assert make_dm(tiny_store, read_ahead=0).train_dataloader().read_ahead == 0
+
+
+def test_in_process_loading_advances_the_global_rng_like_a_dataloader(tiny_store):
+    loader = make_dm(tiny_store).train_dataloader()
+    torch.manual_seed(0)
+    iter(torch.utils.data.DataLoader(loader.dataset, batch_size=None))
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    iter(loader)
+    torch.testing.assert_close(torch.rand(3), expected)
