@@ -473,9 +473,9 @@ class RunReader:
         new_call[1:] = (shard[1:] != shard[:-1]) | (buf[1:] != buf[:-1]) | (pos[1:] != pos[:-1] + size[:-1])
         first = np.flatnonzero(new_call)
         new_call |= (np.arange(len(starts)) - first[np.cumsum(new_call) - 1]) % _IOV_MAX == 0
-        self._calls = np.append(np.flatnonzero(new_call), len(starts))
-        self._call_buf = buf[self._calls[:-1]]
-        self._calls_l = self._calls.tolist()
+        calls = np.append(np.flatnonzero(new_call), len(starts))
+        self._call_buf = buf[calls[:-1]]
+        self._calls = calls.tolist()
         self._shard, self._pos, self._size = shard.tolist(), pos.tolist(), size.tolist()
         self._begin = ((at - edges[buf]) * row_bytes).tolist()
         self.array, self.sizes = array, list(sizes)
@@ -490,7 +490,7 @@ class RunReader:
             )
         view = memoryview(out.reshape(-1).view(np.uint8))
         lo, hi = np.searchsorted(self._call_buf, [b, b + 1]).tolist()
-        calls, begin, size, fds = self._calls_l, self._begin, self._size, self._fds
+        calls, begin, size, fds = self._calls, self._begin, self._size, self._fds
         for c in range(lo, hi):
             first, last = calls[c], calls[c + 1]
             s = self._shard[first]
