@@ -5,6 +5,7 @@ resident set (VmHWM, file-backed pages included) < 1 GiB whatever the store's si
 fresh subprocess so that one's resident set cannot leak into the other's. Exit status 1 when a goal is missed.
 
     python experiments/bench/store_stream.py [--rows 2000000] [--dim 1536] [--store /tmp/smec-bench-store] [--cold]
+        [--step-ms 0.5]
 """
 
 from __future__ import annotations
@@ -83,7 +84,15 @@ def run_raw(store: Path, batch: int) -> dict:
     return {"rows": n, "seconds": dt, "rows_per_s": n / dt, "vm_hwm_mib": vm_hwm_mib()}
 
 
-def run_stream(store: Path, batch: int, combine: bool, block_rows: int, window_blocks: int) -> dict:
+def run_stream(
+    store: Path,
+    batch: int,
+    combine: bool,
+    block_rows: int,
+    window_blocks: int,
+    step_s: float = 0.0,
+    read_ahead: int = 0,
+) -> dict:
     from datamodules.embedding import EmbeddingDataModule
 
     dm = EmbeddingDataModule(
@@ -92,6 +101,7 @@ def run_stream(store: Path, batch: int, combine: bool, block_rows: int, window_b
         include_train_queries=False,
         block_rows=block_rows,
         window_blocks=window_blocks,
+        read_ahead=read_ahead,
     )
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(0)
@@ -105,6 +115,8 @@ def run_stream(store: Path, batch: int, combine: bool, block_rows: int, window_b
             x = b["x"][0]
         checksum += float(x[0, 0])
         n += len(x)
+        if step_s:
+            time.sleep(step_s)  # a training step that leaves the CPU free, like one waiting on a GPU
     dt = time.perf_counter() - t0
     return {"rows": n, "seconds": dt, "rows_per_s": n / dt, "vm_hwm_mib": vm_hwm_mib()}
 
@@ -124,6 +136,8 @@ def child(mode: str, args: argparse.Namespace) -> dict:
             str(args.block_rows),
             "--window-blocks",
             str(args.window_blocks),
+            "--step-ms",
+            str(args.step_ms),
             *(["--cold"] if args.cold else []),
         ],
         check=True,
@@ -140,7 +154,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--shard-rows", type=int, default=65536)
     p.add_argument("--store", default="/tmp/smec-bench-store")
-    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
+    p.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best is reported")
     p.add_argument("--block-rows", type=int, default=16384)
     p.add_argument("--window-blocks", type=int, default=2)
     p.add_argument(
@@ -148,7 +162,18 @@ def main() -> int:
         action="store_true",
         help="evict the store from the page cache before every run (reads from disk; the goals are for a warm cache)",
     )
-    p.add_argument("--child", choices=["raw", "stream", "stream+combine"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--step-ms",
+        type=float,
+        default=0.0,
+        help="also time the stream under a simulated GIL-free training step of this many ms a batch, with and "
+        "without the read-ahead thread (informative, no goal)",
+    )
+    p.add_argument(
+        "--child",
+        choices=["raw", "stream", "stream+combine", "step", "step+read-ahead"],
+        help=argparse.SUPPRESS,
+    )
     args = p.parse_args()
     if args.child:
         if args.cold:
@@ -160,6 +185,18 @@ def main() -> int:
             ),
             "stream+combine": lambda: run_stream(
                 Path(args.store), args.batch, True, args.block_rows, args.window_blocks
+            ),
+            "step": lambda: run_stream(
+                Path(args.store), args.batch, False, args.block_rows, args.window_blocks, args.step_ms / 1e3
+            ),
+            "step+read-ahead": lambda: run_stream(
+                Path(args.store),
+                args.batch,
+                False,
+                args.block_rows,
+                args.window_blocks,
+                args.step_ms / 1e3,
+                2,
             ),
         }[args.child]()
         print(json.dumps(result))
@@ -185,6 +222,16 @@ def main() -> int:
     ):
         print(
             f"  {name:<28} {r['rows_per_s']:>12,.0f} rows/s   peak RSS {r['vm_hwm_mib']:>7.0f} MiB   ({r['seconds']:.1f} s)"
+        )
+    if args.step_ms:
+        inline, ahead = best("step"), best("step+read-ahead")
+        for name, r in (
+            (f"+ {args.step_ms:g} ms step", inline),
+            (f"+ {args.step_ms:g} ms step, read_ahead 2", ahead),
+        ):
+            print(f"  {name:<28} {r['rows_per_s']:>12,.0f} rows/s   ({r['seconds']:.1f} s)")
+        print(
+            f"read-ahead overlap: epoch {inline['seconds']:.1f} s -> {ahead['seconds']:.1f} s (informative, no goal)"
         )
     ok_speed = ratio >= 0.8
     ok_mem = stream["vm_hwm_mib"] < 1024 and full["vm_hwm_mib"] < 1024
