@@ -258,9 +258,7 @@ class BlockShuffleStream(IterableDataset):
                 a, b = max(lo, bounds[s]), min(hi, bounds[s + 1])
                 if a < b:
                     for m, arr in enumerate(seg.arrays):
-                        parts[m].append(
-                            arr.read_into(np.empty((b - a, arr.dim), arr.dtype), int(a - bounds[s]))
-                        )
+                        parts[m].append(arr.read(int(a - bounds[s]), int(b - bounds[s])))
             yield {"x": [torch.from_numpy(np.concatenate(p) if len(p) > 1 else p[0]) for p in parts]}
 
     def _read_window(

@@ -369,10 +369,7 @@ class ShardedArray:
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.rows if stop is None else min(stop, self.rows)
-        out = np.empty((max(0, stop - start), self.dim), dtype=self.dtype)
-        for s, lo, hi, at in self._locate(start, stop):
-            out[at : at + hi - lo] = self._maps[s][lo:hi]
-        return out
+        return self.read_into(np.empty((max(0, stop - start), self.dim), dtype=self.dtype), start)
 
     def read_into(self, out: np.ndarray, start: int) -> np.ndarray:
         """Fill ``out`` (C-contiguous, shape (n, dim), stored dtype) with rows start:start+n."""
