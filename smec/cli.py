@@ -2,6 +2,12 @@
 
 Training verbs (fit / validate / test / predict) go to LightningCLI; the others are plain sub-commands. Each
 verb imports its own dependencies only when it runs, so `smec --help` and `smec embed --help` stay fast.
+
+Errors: bad input (:class:`datamodules.errors.InputError` and its subclasses) and faults of the file system
+(``OSError``: disk full, a read-only folder, a missing file) end the command with one line on stderr,
+``smec <verb>: error: <what, naming the file or option>``, and exit status 2, for every verb. ``--debug`` (anywhere
+on the command line) or ``SMEC_DEBUG=1`` shows the traceback instead. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -35,33 +41,56 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """``<file>: <reason>`` for an OS error (``<file> -> <other>`` for a rename), without errno noise."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+    return f"{target}: {reason}"
+
+
+def error_line(verb: str, exc: BaseException) -> str:
+    """The one line a failed command prints: ``smec <verb>: error: ...`` (newlines folded)."""
+    message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+    return f"smec {verb}: error: " + " ".join(message.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SMEC_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     verb, rest = argv[0], argv[1:]
+    if verb not in LIGHTNING_VERBS and verb not in COMMANDS:
+        print(f"smec: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    from datamodules.errors import InputError
+
+    try:
+        return _run(verb, rest)
+    except (InputError, OSError) as exc:
+        if debug:
+            raise
+        # Bad input, or a file system fault, is the user's to fix: one clear line, no traceback.
+        print(error_line(verb, exc), file=sys.stderr)
+        return 2
+
+
+def _run(verb: str, rest: list[str]) -> int:
     if verb in LIGHTNING_VERBS:
         from smec.lightning_cli import run_lightning_cli
 
         run_lightning_cli([verb, *rest])
         return 0
-    if verb not in COMMANDS:
-        print(f"smec: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
     module_name, help_ = COMMANDS[verb]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"smec {verb}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    from datamodules.errors import InputError
-
-    try:
-        return int(module.run(args) or 0)
-    except InputError as e:
-        # Bad input is the user's to fix: one clear line, no traceback.
-        print(f"smec {verb}: error: {e}", file=sys.stderr)
-        return 2
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":
