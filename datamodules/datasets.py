@@ -1,4 +1,4 @@
-"""Retrieval datasets: BEIR-format folders and the built-in WordNet demo.
+"""Retrieval datasets: BEIR-format folders and the built-in WordNet and Debian datasets.
 
 A BEIR folder holds
     corpus.jsonl       one JSON object per line: "_id", "text", optional "title"
@@ -29,6 +29,18 @@ BUILTIN_DATASETS: Mapping[str, str] = MappingProxyType(
     {
         "wordnet": "WordNet 3.0 reverse dictionary: 32,925 synsets; queries test 2,000 / dev 1,000 / train 29,925",
         "wordnet-demo": "WordNet subset: 10,000 documents; queries test 2,000 / dev 500 / train 2,000",
+        "debian": "Debian 12 package synopsis -> description: 57,816 packages; queries test 2,000 / dev 1,000 / "
+        "train 54,816",
+        "debian-demo": "Debian subset: 10,000 documents; queries test 2,000 / dev 500 / train 2,000",
+    }
+)
+# How to rebuild a built-in dataset whose folder is missing.
+_BUILTIN_BUILDERS: Mapping[str, str] = MappingProxyType(
+    {
+        "wordnet": "`python experiments/build_wordnet.py` (needs Debian's wordnet-base)",
+        "wordnet-demo": "`python experiments/build_wordnet.py` (needs Debian's wordnet-base)",
+        "debian": "`python experiments/build_debian.py` (needs apt's English Translation-en list)",
+        "debian-demo": "`python experiments/build_debian.py` (needs apt's English Translation-en list)",
     }
 )
 
@@ -267,7 +279,7 @@ def load_dataset(name_or_path: str, splits: Sequence[str] | None = None) -> Retr
         if not folder.is_dir():
             raise DatasetError(
                 f"{folder}: the built-in dataset {key!r} is not installed; build it with "
-                "`python experiments/build_wordnet.py` (needs Debian's wordnet-base)"
+                f"{_BUILTIN_BUILDERS[key]}"
             )
         return load_beir(folder, splits=splits, name=key)
     folder = Path(key).expanduser()

@@ -210,18 +210,22 @@ def make_splits(doc_ids: Sequence[str], test: int = TEST_SIZE, dev: int = DEV_SI
 
 
 def demo_subset(
-    doc_ids: Sequence[str], splits: dict[str, list[str]]
+    doc_ids: Sequence[str],
+    splits: dict[str, list[str]],
+    dev: int = DEMO_DEV,
+    train: int = DEMO_TRAIN,
+    corpus: int = DEMO_CORPUS,
 ) -> tuple[list[str], dict[str, list[str]]]:
     """The demo's (corpus ids, splits): every test query, the first dev and train queries, their documents,
-    and a seeded random fill from the other documents up to DEMO_CORPUS."""
+    and a seeded random fill from the other documents up to `corpus` documents."""
     demo_splits = {
         "test": list(splits["test"]),
-        "dev": splits["dev"][:DEMO_DEV],
-        "train": splits["train"][:DEMO_TRAIN],
+        "dev": splits["dev"][:dev],
+        "train": splits["train"][:train],
     }
     needed = {d for ids in demo_splits.values() for d in ids}
     rest = sorted(set(doc_ids) - needed)
-    fill = random.Random(DEMO_FILL_SEED).sample(rest, DEMO_CORPUS - len(needed))
+    fill = random.Random(DEMO_FILL_SEED).sample(rest, corpus - len(needed))
     return sorted(needed | set(fill)), demo_splits
 
 

@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         default="wordnet-demo",
-        help="built-in dataset (wordnet, wordnet-demo) or a BEIR-format folder (default: %(default)s)",
+        help="built-in dataset (wordnet, wordnet-demo, debian, debian-demo) or a BEIR-format folder "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--models",

@@ -265,7 +265,8 @@ def test_malformed_qrels(tmp_path: Path, line: str, message: str) -> None:
 
 def test_unknown_dataset_name_lists_builtins(tmp_path: Path) -> None:
     with pytest.raises(
-        DatasetError, match=r"no-such-set: not a built-in dataset \(wordnet, wordnet-demo\) and not a folder"
+        DatasetError,
+        match=r"no-such-set: not a built-in dataset \(wordnet, wordnet-demo, debian, debian-demo\) and not a folder",
     ):
         load_dataset("no-such-set")
 
@@ -276,7 +277,7 @@ def test_load_dataset_accepts_a_folder_path(tmp_path: Path) -> None:
 
 
 def test_builtin_registry_is_read_only() -> None:
-    assert set(BUILTIN_DATASETS) == {"wordnet", "wordnet-demo"}
+    assert set(BUILTIN_DATASETS) == {"wordnet", "wordnet-demo", "debian", "debian-demo"}
     with pytest.raises(TypeError):
         BUILTIN_DATASETS["mine"] = "x"  # type: ignore[index]
 
