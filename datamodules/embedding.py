@@ -554,6 +554,24 @@ class EmbeddingDataModule(L.LightningDataModule):
             raise InputError(f"{self.store_path}: split {split!r} has no (query, relevant document) pairs")
         return np.asarray(pairs, dtype=np.int64)
 
+    def setup(self, stage: str) -> None:
+        """Open (and, with verification on, check) every shard the stage reads, before any step runs: a corrupt
+        or non-finite store fails here, naming the file, not after the first epoch's work."""
+        train = self.mode != "unsupervised" or self.include_train_queries
+        needed = {
+            "fit": [
+                "corpus",
+                *([f"queries/{self.train_split}"] if train else []),
+                f"queries/{self.val_split}",
+            ],
+            "validate": ["corpus", f"queries/{self.val_split}"],
+            "test": ["corpus", f"queries/{self.test_split}"],
+            "predict": self.predict_text_sets,
+        }.get(stage, [])
+        for text_set in needed:
+            if text_set in self.store.text_sets:
+                self._segment(text_set)
+
     # -- loaders ------------------------------------------------------------------------------------------
     def _row_stream(self, shuffle: bool = True, max_rows: int | None = None, train: bool = True):
         segments = [self._segment("corpus")]
