@@ -20,7 +20,7 @@ concatenated and renormalised (Ben Ayad et al.'s recipe), see :func:`combine`.
 
 A corrupt or non-finite store never reaches a number. With verification on (the default), each shard's sha256
 is compared with the manifest, and its values checked for NaN/Inf, when the shard is first opened in a process
-(once per shard and process: about 1 s per GiB on a laptop core, see README); a shard that fails names
+(once per shard and process; 0.4-0.8 GiB/s on one core, see README); a shard that fails names
 itself and says how to re-make it. For very large stores verification can be turned off
 (``EmbeddingStore(..., verify=False)``, ``data.init_args.verify: false``, ``smec eval --no-verify``, or
 ``SMEC_VERIFY_STORE=0`` for every command); the rows are then checked for NaN/Inf as they are read, which costs
