@@ -13,6 +13,7 @@ This module is imported by the CLI at start-up: standard library only.
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from datamodules.errors import DatasetError
+from datamodules.paths import name_problem
 
 __all__ = ["BUILTIN_DATASETS", "DATA_DIR", "RetrievalDataset", "TextSet", "load_beir", "load_dataset"]
 
@@ -48,6 +50,10 @@ _BEIR_LAYOUT = (
     "expected a BEIR folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv (optionally .gz)"
 )
 _QRELS_HEADER = "query-id"
+# Bytes that are not UTF-8 decode to lone surrogates under "surrogateescape": the line and column are then known.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+# Ids are single tokens (BEIR's are): TREC run files and qrels are whitespace-separated.
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,15 @@ def _find_file(folder: Path, stem: str) -> Path | None:
 
 def _split_name(path: Path) -> str:
     name = path.name
-    return name[: -len(".tsv.gz")] if name.endswith(".tsv.gz") else name[: -len(".tsv")]
+    split = name[: -len(".tsv.gz")] if name.endswith(".tsv.gz") else name[: -len(".tsv")]
+    problem = name_problem(split)
+    if problem is not None:
+        # The split names folders of the store (queries/<split>): "..tsv" would name the store's parent.
+        raise DatasetError(
+            f"{path}: split name {split!r} (the file name without .tsv) cannot be a folder name: {problem}; "
+            "rename the file"
+        )
+    return split
 
 
 def _qrels_files(folder: Path) -> dict[str, Path]:
@@ -126,13 +140,18 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     file."""
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as f:
+        with opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.rstrip("\r\n")
+                bad = _UNDECODABLE.search(line)
+                if bad:
+                    byte = ord(bad.group()) - 0xDC00
+                    raise DatasetError(
+                        f"{path}:{lineno}: not UTF-8 text (byte 0x{byte:02x} at column {bad.start() + 1}); "
+                        "expected UTF-8"
+                    )
                 if line.strip():
                     yield lineno, line
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise DatasetError(f"{path}: not a readable gzip file ({exc or type(exc).__name__})") from None
     except OSError as exc:
@@ -162,6 +181,11 @@ def _read_jsonl(path: Path, kind: str) -> tuple[list[str], list[str]]:
             doc_id = str(doc_id)
         if not isinstance(doc_id, str) or not doc_id:
             raise DatasetError(f'{where}: "_id" must be a non-empty string, got {record["_id"]!r}')
+        if _WHITESPACE.search(doc_id):
+            raise DatasetError(
+                f'{where}: "_id" {doc_id!r} contains whitespace; ids must be single tokens '
+                "(TREC run files and qrels separate fields by whitespace)"
+            )
         if not isinstance(text, str):
             raise DatasetError(f'{where}: "text" must be a string, got {type(text).__name__}')
         if doc_id in first_line:
@@ -253,6 +277,12 @@ def load_beir(
     doc_set, query_set = set(doc_ids), set(query_ids)
 
     qrels = {s: _read_qrels(qrels_paths[s], query_set, doc_set) for s in wanted}
+    for split, judged in qrels.items():
+        if not judged:
+            raise DatasetError(
+                f"{qrels_paths[split]}: no judgements; expected at least one "
+                "'query-id<TAB>corpus-id<TAB>score' line after the header"
+            )
     queries = {}
     for split, judged in qrels.items():
         rows = [i for i, qid in enumerate(query_ids) if qid in judged]

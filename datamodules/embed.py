@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.errors import InputError
-from datamodules.store import DEFAULT_SHARD_ROWS, EmbeddingStore, StoreWriter, TextSetSpec, model_key
+from datamodules.store import (
+    DEFAULT_SHARD_ROWS,
+    DTYPES,
+    STORE_FILE,
+    EmbeddingStore,
+    StoreWriter,
+    TextSetSpec,
+    model_key,
+)
 
 # The demo's default base models, chosen by measurement on the wordnet-demo dev split
 # (experiments/choose_models.py; README "Choosing the base models"): the best concatenation, +0.016 ± 0.008
@@ -45,9 +53,21 @@ def embed_dataset(
 
     Finished (model, text set) pairs are skipped without loading the model, and unfinished ones resume after
     their last complete shard, so rerunning after an interruption (even ``kill -9``) finishes the job.
+
+    Every option, model spec (resolved without loading weights, see
+    :func:`datamodules.encoders.check_spec`), the dataset and an existing store are checked before anything is
+    written, and the store is created only once the first model to run has loaded: a bad option or spec leaves
+    no skeleton store behind.
     """
     from datamodules.datasets import load_dataset
+    from datamodules.encoders import check_spec
 
+    check_options(models, dtype=dtype, batch_size=batch_size, shard_rows=shard_rows)
+    keys = [model_key(spec) for spec in models]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"--models lists the same model twice: {list(models)}")
+    for spec in models:
+        check_spec(spec)
     data = load_dataset(dataset, splits=splits)
     text_sets = data.text_sets()
     writer = StoreWriter(
@@ -58,10 +78,6 @@ def embed_dataset(
         qrels=data.qrels,
     )
     report = EmbedReport()
-    keys = [model_key(spec) for spec in models]
-    if len(set(keys)) != len(keys):
-        raise InputError(f"--models lists the same model twice: {list(models)}")
-    writer.record_model_order(keys)
     for spec, key in zip(models, keys):
         pending = [name for name in text_sets if not writer.is_complete(key, name)]
         if not pending:
@@ -71,6 +87,7 @@ def embed_dataset(
         from datamodules.encoders import encoder_info
 
         info = encoder_info(encoder)
+        writer.record_model_order(keys)  # the first model that loaded creates the store
         report.encoded.setdefault(key, 0)
         report.seconds.setdefault(key, 0.0)
         for name in pending:
@@ -104,7 +121,20 @@ def embed_dataset(
                 f"({report.throughput(key):,.0f} texts/s)",
                 file=sys.stderr,
             )
+    if (Path(out) / STORE_FILE).exists():
+        writer.record_model_order(keys)  # every model was complete: keep the order as before
     return report
+
+
+def check_options(models: Sequence[str], *, dtype: str, batch_size: int, shard_rows: int) -> None:
+    """The job's options, checked before anything loads or is written (InputError naming the option)."""
+    if isinstance(models, str) or not models:
+        raise InputError(f"--models: expected one or more model specs, got {models!r}")
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    for option, value in (("--batch-size", batch_size), ("--shard-rows", shard_rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{option}: expected a positive integer, got {value!r}")
 
 
 def _load(spec: str, device: str, options: dict):

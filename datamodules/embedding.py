@@ -461,6 +461,10 @@ class EmbeddingDataModule(L.LightningDataModule):
             reads release the GIL, so they overlap the step). Default: 2 when the trainer runs on an
             accelerator (the step mostly waits on the device), 0 on CPU (measured: with nothing to overlap, the
             thread hand-off costs ~8% of the read).
+        verify: check each shard's sha256 against the store's manifest, and scan it for NaN/Inf, when it is
+            first opened (see :class:`datamodules.store.EmbeddingStore`); ``false`` skips the hash, for very
+            large stores, and scans every batch for NaN/Inf instead. Default (``null``): on, unless
+            ``SMEC_VERIFY_STORE=0``.
     """
 
     def __init__(
@@ -481,6 +485,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_rows: int = 4096,
         read_ahead: int | None = None,
+        verify: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -505,6 +510,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.val_rows = val_rows
         self.read_ahead = read_ahead
+        self.verify = verify
         self._store: EmbeddingStore | None = None
         self._eval_data: dict[str, EvalData] = {}
 
@@ -512,7 +518,7 @@ class EmbeddingDataModule(L.LightningDataModule):
     @property
     def store(self) -> EmbeddingStore:
         if self._store is None:
-            self._store = EmbeddingStore(self.store_path)
+            self._store = EmbeddingStore(self.store_path, verify=self.verify)
         return self._store
 
     @property
@@ -547,6 +553,24 @@ class EmbeddingDataModule(L.LightningDataModule):
         if not pairs:
             raise InputError(f"{self.store_path}: split {split!r} has no (query, relevant document) pairs")
         return np.asarray(pairs, dtype=np.int64)
+
+    def setup(self, stage: str) -> None:
+        """Open (and, with verification on, check) every shard the stage reads, before any step runs: a corrupt
+        or non-finite store fails here, naming the file, not after the first epoch's work."""
+        train = self.mode != "unsupervised" or self.include_train_queries
+        needed = {
+            "fit": [
+                "corpus",
+                *([f"queries/{self.train_split}"] if train else []),
+                f"queries/{self.val_split}",
+            ],
+            "validate": ["corpus", f"queries/{self.val_split}"],
+            "test": ["corpus", f"queries/{self.test_split}"],
+            "predict": self.predict_text_sets,
+        }.get(stage, [])
+        for text_set in needed:
+            if text_set in self.store.text_sets:
+                self._segment(text_set)
 
     # -- loaders ------------------------------------------------------------------------------------------
     def _row_stream(self, shuffle: bool = True, max_rows: int | None = None, train: bool = True):

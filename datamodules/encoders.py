@@ -95,6 +95,64 @@ def unknown_spec_message(spec: str) -> str:
     return msg
 
 
+def check_spec(spec: str) -> str:
+    """Check that ``spec`` names a model, without loading one (no weights are read); return its kind.
+
+    The kinds are those of :func:`load_encoder`: ``"offline"`` (a short name), ``"folder"`` (an existing folder
+    with ``modules.json`` or ``config.json``), ``"plugin"`` (``module:callable``: the module is imported and
+    the callable looked up, not called) and ``"hub"`` (an ``org/name``: only loading it can tell whether the
+    hub or its cache has it). Anything else raises :class:`EncoderError` with the message loading would give,
+    so a job can refuse a bad spec before it writes anything.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise EncoderError(f"model spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if spec in OFFLINE_MODELS:
+        return "offline"
+    if Path(spec).expanduser().is_dir():
+        _check_model_folder(Path(spec).expanduser(), spec)
+        return "folder"
+    if _is_plugin(spec):
+        _plugin_factory(spec)
+        return "plugin"
+    if spec.startswith((".", "/", "~")) or spec.endswith("/"):
+        raise EncoderError(f"model folder '{spec}' does not exist")
+    if "/" in spec:
+        return "hub"
+    raise EncoderError(unknown_spec_message(spec))
+
+
+def _is_plugin(spec: str) -> bool:
+    return _PLUGIN_RE.match(spec) is not None and not Path(spec).is_dir()
+
+
+def _check_model_folder(folder: Path, spec: str) -> None:
+    if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+        raise EncoderError(
+            f"folder '{spec}' is not a sentence-transformers or Hugging Face model (no modules.json or config.json)"
+        )
+
+
+def _plugin_factory(spec: str) -> Any:
+    """The callable a ``module:callable`` spec names (its module imported; the callable not called)."""
+    module_name, attr_path = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise EncoderError(f"plug-in '{spec}': cannot import module '{module_name}': {e}") from e
+    factory: Any = module
+    for attr in attr_path.split("."):
+        try:
+            factory = getattr(factory, attr)
+        except AttributeError:
+            raise EncoderError(
+                f"plug-in '{spec}': module '{module_name}' has no attribute '{attr_path}'"
+            ) from None
+    if not callable(factory):
+        raise EncoderError(f"plug-in '{spec}': '{attr_path}' is not callable")
+    return factory
+
+
 def load_encoder(
     spec: str,
     *,
@@ -125,7 +183,7 @@ def load_encoder(
     for label, prompt in (("query_prompt", query_prompt), ("document_prompt", document_prompt)):
         if prompt is not None and not isinstance(prompt, str):
             raise EncoderError(f"{label} must be a string, got {prompt!r}")
-    is_plugin = _PLUGIN_RE.match(spec) is not None and not Path(spec).is_dir()
+    is_plugin = _is_plugin(spec)
     if options and not is_plugin:
         raise EncoderError(
             f"options {sorted(options)} are only for 'module:callable' plug-ins, not for model spec '{spec}'"
@@ -153,10 +211,7 @@ def load_encoder(
         )
     if Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser()
-        if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
-            raise EncoderError(
-                f"folder '{spec}' is not a sentence-transformers or Hugging Face model (no modules.json or config.json)"
-            )
+        _check_model_folder(folder, spec)
         return SentenceTransformerEncoder(
             spec,
             str(folder),
@@ -472,21 +527,8 @@ class PluginEncoder:
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
-        module_name, attr_path = spec.split(":", 1)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise EncoderError(f"plug-in '{spec}': cannot import module '{module_name}': {e}") from e
-        factory: Any = module
-        for attr in attr_path.split("."):
-            try:
-                factory = getattr(factory, attr)
-            except AttributeError:
-                raise EncoderError(
-                    f"plug-in '{spec}': module '{module_name}' has no attribute '{attr_path}'"
-                ) from None
-        if not callable(factory):
-            raise EncoderError(f"plug-in '{spec}': '{attr_path}' is not callable")
+        attr_path = spec.split(":", 1)[1]
+        factory = _plugin_factory(spec)
 
         kwargs = dict(options or {})
         accepts = _accepted_kwargs(factory)

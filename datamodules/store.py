@@ -17,13 +17,27 @@ and is never opened for reading.
 Reading is read-only: :class:`EmbeddingStore` validates manifests against the shard files (shape, dtype,
 size) and yields either one model's rows or the concatenation of several models — each L2-normalised,
 concatenated and renormalised (Ben Ayad et al.'s recipe), see :func:`combine`.
+
+A corrupt or non-finite store never reaches a number. With verification on (the default), each shard's sha256
+is compared with the manifest, and its values checked for NaN/Inf, when the shard is first opened in a process
+(once per shard and process; 0.4-0.8 GiB/s on one core, see README); a shard that fails names
+itself and says how to re-make it. For very large stores verification can be turned off
+(``EmbeddingStore(..., verify=False)``, ``data.init_args.verify: false``, ``smec eval --no-verify``, or
+``SMEC_VERIFY_STORE=0`` for every command); the rows are then checked for NaN/Inf as they are read, which costs
+one pass over each batch instead of one hash of the whole store.
+
+Every path built from a name that comes from data (model key, text set, split, shard file) goes through
+:func:`datamodules.paths.safe_child`, so no name can lead outside the store folder.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.errors import StoreError
+from datamodules.errors import InputError, StoreError
+from datamodules.paths import check_name, name_problem, safe_child
 
 FORMAT_VERSION = 1
 STORE_FILE = "store.json"
@@ -40,14 +55,69 @@ MANIFEST_FILE = "manifest.json"
 DTYPES = ("float16", "float32")
 NORMALIZATIONS = ("l2-concat-l2", "l2-concat", "none")
 DEFAULT_SHARD_ROWS = 8192
+VERIFY_ENV = "SMEC_VERIFY_STORE"
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def model_key(spec: str) -> str:
-    """A folder-safe key for a model spec (``sentence-transformers/all-MiniLM-L6-v2`` -> ``sentence-transformers__all-MiniLM-L6-v2``)."""
+    """A folder-safe key for a model spec (``sentence-transformers/all-MiniLM-L6-v2`` -> ``sentence-transformers__all-MiniLM-L6-v2``).
+
+    An absolute path gives its last component. A spec whose key would not be a plain folder name (``..``,
+    ``/models/x/..``, ``.``, empty) is refused: its shards would land outside the store.
+    """
+    if not isinstance(spec, str):
+        raise StoreError(f"model spec must be a string, got {spec!r}")
     key = spec.strip().rstrip("/").replace("\\", "/")
     if os.path.isabs(key):
         key = Path(key).name
-    return key.replace("/", "__").replace(":", "--")
+    key = key.replace("/", "__").replace(":", "--")
+    problem = name_problem(key)
+    if problem is not None:
+        raise StoreError(
+            f"model spec {spec!r}: its store folder name would be {key!r} ({problem}); "
+            "name the model by a spec that ends in the model's own name"
+        )
+    return key
+
+
+def resolve_verify(verify: bool | None) -> bool:
+    """``verify`` itself, or (None) the ``SMEC_VERIFY_STORE`` environment variable: on unless it is 0/false/no/off."""
+    if verify is not None:
+        return bool(verify)
+    value = os.environ.get(VERIFY_ENV, "").strip().lower()
+    if value in ("", *_ON):
+        return True
+    if value in _OFF:
+        return False
+    raise InputError(f"{VERIFY_ENV}={value!r}: expected one of {', '.join(_ON + _OFF)}")
+
+
+def _text_set_parts(text_set: str) -> list[str]:
+    """The folder names of a text set (``queries/test`` -> ``queries``, ``test``), each a plain name."""
+    if not isinstance(text_set, str):
+        raise StoreError(f"text set must be a string, got {text_set!r}")
+    parts = text_set.split("/")
+    for part in parts:
+        check_name(part, f"text set {text_set!r}: part", StoreError)
+    return parts
+
+
+def _data_folder(root: Path, key: str, text_set: str) -> Path:
+    """``<store>/<model key>/<text set>``, inside the store."""
+    check_name(key, "model key", StoreError)
+    return safe_child(root, key, *_text_set_parts(text_set), what="name", error=StoreError)
+
+
+def _ids_path(root: Path, text_set: str) -> Path:
+    """``<store>/ids/<text set>.json``, inside the store."""
+    *folders, last = _text_set_parts(text_set)
+    return safe_child(root, "ids", *folders, f"{last}.json", what="name", error=StoreError)
+
+
+def _qrels_path(root: Path, split: str) -> Path:
+    """``<store>/qrels/<split>.json``, inside the store."""
+    check_name(split, "split name", StoreError)
+    return safe_child(root, "qrels", f"{split}.json", what="name", error=StoreError)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -55,17 +125,28 @@ def model_key(spec: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
+
+    An OS error while writing (a full disk, say, which names no file) is raised naming ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if e.filename is None or e.filename == tmp or str(e.filename).endswith(".tmp"):
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno or errno.EIO), str(path)) from e
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -90,6 +171,88 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+# Non-finite values by their bit pattern: all exponent bits set (Inf or NaN, either sign). One integer AND and
+# one max per value, several times faster than np.isfinite on float16.
+_BITS = {
+    np.dtype("float16"): (np.uint16, 0x7FFF, 0x7C00),
+    np.dtype("float32"): (np.uint32, 0x7FFFFFFF, 0x7F800000),
+}
+_SCAN_CHUNK = 1 << 18  # values scanned at a time: the scratch buffer stays in cache
+
+
+class _FiniteScanner:
+    """Finds the first non-finite value of float16/float32 data (reuses one small scratch buffer)."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.utype, self.mask, self.limit = _BITS[np.dtype(dtype)]
+        self.scratch = np.empty(_SCAN_CHUNK, dtype=self.utype)
+
+    def first_bad(self, values: np.ndarray) -> int | None:
+        """Index of the first Inf/NaN in ``values`` (flattened; any shape, C-contiguous), or None."""
+        flat = values.reshape(-1).view(self.utype)
+        for lo in range(0, flat.size, _SCAN_CHUNK):
+            part = flat[lo : lo + _SCAN_CHUNK]
+            out = self.scratch[: part.size]
+            np.bitwise_and(part, self.mask, out=out)
+            if out.max() >= self.limit:
+                return lo + int(np.argmax(out >= self.limit))
+        return None
+
+
+def hash_and_scan(
+    path: Path, data_offset: int, dtype: np.dtype, chunk: int = 1 << 22
+) -> tuple[str, int | None]:
+    """One pass over a shard file: its sha256, and the byte offset of its first non-finite value (or None).
+
+    ``data_offset`` is where the values start (after the .npy header).
+    """
+    dtype = np.dtype(dtype)
+    scanner = _FiniteScanner(dtype)
+    item = dtype.itemsize
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    pos, bad = 0, None
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = 0
+            while n < chunk and (got := f.readinto(view[n:])):  # full chunks keep values aligned
+                n += got
+            if not n:
+                break
+            h.update(view[:n])
+            lo = max(0, data_offset - pos)
+            count = (n - lo) // item
+            if bad is None and count > 0:
+                first = scanner.first_bad(np.frombuffer(buf, dtype=scanner.utype, count=count, offset=lo))
+                if first is not None:
+                    bad = pos + lo + first * item
+            pos += n
+            if n < chunk:
+                break
+    return h.hexdigest(), bad
+
+
+# Shards verified in this process: path -> (sha256, device, inode, size, mtime). A shard is hashed again only
+# if its file changed (or another manifest names another hash for it).
+_VERIFIED: dict[str, tuple[Any, ...]] = {}
+
+
+def _file_state(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remember_verified(path: Path, sha256: str) -> None:
+    _VERIFIED[os.path.abspath(path)] = (sha256, *_file_state(path))
+
+
+def _redo_hint(folder: Path, manifest: Mapping[str, Any]) -> str:
+    model = manifest.get("model") if isinstance(manifest.get("model"), Mapping) else {}
+    command = "`smec predict`" if model.get("kind") == "compressed" else "`smec embed`"
+    return f"delete {folder} and re-run {command} to write it again"
+
+
 def _npy_bytes(array: np.ndarray) -> bytes:
     """Serialise to .npy in memory: the header is a pure function of shape and dtype, so bytes are reproducible."""
     import io
@@ -99,7 +262,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_format_version(obj: Mapping[str, Any], path: Path) -> None:
+def _check_format_version(obj: Any, path: Path) -> None:
+    if not isinstance(obj, Mapping):
+        raise StoreError(
+            f"{path}: a JSON {type(obj).__name__}, not an object; expected a file written by smec"
+        )
     version = obj.get("format_version")
     if not isinstance(version, int):
         raise StoreError(f"{path}: no integer 'format_version'; expected a store written by smec")
@@ -108,6 +275,68 @@ def _check_format_version(obj: Mapping[str, Any], path: Path) -> None:
             f"{path}: written by a newer smec (store format {version}); this version reads format "
             f"<= {FORMAT_VERSION}. Upgrade smec or re-embed."
         )
+
+
+def _is_count(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    """store.json: the fields readers rely on, with their types; names that become paths are plain names."""
+    _check_format_version(meta, path)
+    dataset = meta.get("dataset")
+    if not isinstance(dataset, Mapping) or not isinstance(dataset.get("name"), str):
+        raise StoreError(f"{path}: no 'dataset' with a 'name'; expected a store written by `smec embed`")
+    for field in ("text_sets", "splits"):
+        value = meta.get(field)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise StoreError(f"{path}: '{field}' must be a list of names")
+    for text_set in meta["text_sets"]:
+        _text_set_parts(text_set)
+    for split in meta["splits"]:
+        check_name(split, f"{path}: split name", StoreError)
+    models = meta.get("models")
+    if not isinstance(models, Mapping):
+        raise StoreError(f"{path}: 'models' must be an object (model key -> dim, model)")
+    for key, entry in models.items():
+        check_name(key, f"{path}: model key", StoreError)
+        if not isinstance(entry, Mapping) or not _is_count(entry.get("dim"), 1):
+            raise StoreError(f"{path}: model {key!r} has no positive integer 'dim'")
+    order = meta.get("model_order", [])
+    if not isinstance(order, list) or not all(isinstance(k, str) for k in order):
+        raise StoreError(f"{path}: 'model_order' must be a list of model keys")
+
+
+def _check_manifest(manifest: Any, path: Path, key: str, text_set: str) -> None:
+    """manifest.json: dim, dtype, rows and shards well-formed, and written for this (model, text set)."""
+    _check_format_version(manifest, path)
+    if not _is_count(manifest.get("dim"), 1):
+        raise StoreError(f"{path}: 'dim' must be a positive integer, got {manifest.get('dim')!r}")
+    if manifest.get("dtype") not in DTYPES:
+        raise StoreError(f"{path}: 'dtype' {manifest.get('dtype')!r} is not one of {', '.join(DTYPES)}")
+    if not _is_count(manifest.get("rows")):
+        raise StoreError(f"{path}: 'rows' must be a non-negative integer, got {manifest.get('rows')!r}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise StoreError(f"{path}: 'shards' must be a non-empty list")
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, Mapping) or not _is_count(shard.get("rows")):
+            raise StoreError(f"{path}: shard {i} needs a 'file' and a non-negative integer 'rows'")
+        check_name(shard.get("file"), f"{path}: shard file", StoreError)
+        digest = shard.get("sha256")
+        if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise StoreError(f"{path}: shard {i} has a malformed 'sha256' {digest!r}")
+    # A manifest copied from another folder would pass every size check; the writer records where it belongs.
+    for field, expected in (("model_key", key), ("text_set", text_set)):
+        if field in manifest and manifest[field] != expected:
+            raise StoreError(
+                f"{path}: written for {field.replace('_', ' ')} {manifest[field]!r}, but it is in the folder of "
+                f"{expected!r}; the store was edited by hand: re-make it with `smec embed`"
+            )
+
+
+def _has_visible_entries(folder: Path) -> bool:
+    return any(not entry.name.startswith(".") for entry in folder.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -125,8 +354,13 @@ class TextSetSpec:
 class StoreWriter:
     """Creates or resumes a store for one dataset.
 
+    The constructor only validates (names, an existing store's format, dataset fingerprint, ids and qrels):
+    nothing is written until the first :meth:`write` or :meth:`record_model_order`, so a job that fails before
+    its first model loads leaves no skeleton store behind. ``store.json`` is then written first, so a folder
+    holding a store's files always says it is one.
+
     Args:
-        path: store folder (created if missing).
+        path: store folder (created if missing; an existing folder must be a store or hold no visible files).
         dataset: dataset name recorded in ``store.json``.
         fingerprint: dataset fingerprint; resuming into a store built from other data is refused.
         text_sets: every text set with its ids (e.g. ``corpus``, ``queries/test``).
@@ -144,19 +378,31 @@ class StoreWriter:
     ) -> None:
         self.path = Path(path)
         self.text_sets = {ts.name: list(ts.ids) for ts in text_sets}
+        files = [(_ids_path(self.path, name), ids, f"ids of {name}") for name, ids in self.text_sets.items()]
+        for split, q in qrels.items():
+            plain = {qid: {d: int(r) for d, r in docs.items()} for qid, docs in q.items()}
+            files.append((_qrels_path(self.path, split), plain, f"qrels of {split}"))
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path}: exists and is not a folder; expected a store folder")
         meta_path = self.path / STORE_FILE
         if meta_path.exists():
             meta = _read_json(meta_path, "store manifest")
-            _check_format_version(meta, meta_path)
+            _check_meta(meta, meta_path)
             if meta.get("dataset", {}).get("fingerprint") != fingerprint:
                 raise StoreError(
                     f"{meta_path}: this store was built from dataset {meta.get('dataset', {}).get('name')!r} "
                     f"with different contents (fingerprint mismatch); use another --out folder"
                 )
             self.meta = meta
+            # A rerun may embed more splits of the same data: the reader must know their text sets.
+            for field, names in (("text_sets", self.text_sets), ("splits", qrels)):
+                meta[field] = sorted(set(meta[field]) | set(names))
         else:
+            if self.path.is_dir() and _has_visible_entries(self.path):
+                raise StoreError(
+                    f"{self.path}: folder holds files but no {STORE_FILE}, so it is not a store; "
+                    "give an empty or new folder"
+                )
             self.meta = {
                 "format_version": FORMAT_VERSION,
                 "dataset": {"name": dataset, "fingerprint": fingerprint},
@@ -164,33 +410,60 @@ class StoreWriter:
                 "splits": sorted(qrels),
                 "models": {},
             }
-        for name, ids in self.text_sets.items():
-            self._write_once(self.path / "ids" / f"{name}.json", ids, f"ids of {name}")
-        for split, q in qrels.items():
-            plain = {qid: {d: int(r) for d, r in docs.items()} for qid, docs in q.items()}
-            self._write_once(self.path / "qrels" / f"{split}.json", plain, f"qrels of {split}")
-        atomic_write_json(meta_path, self.meta)
+        self._pending: list[tuple[Path, Any]] = []
+        for file, obj, what in files:
+            if file.exists():
+                if _read_json(file, what) != obj:
+                    raise StoreError(
+                        f"{file}: {what} differ from the dataset being embedded; use another --out"
+                    )
+            else:
+                self._pending.append((file, obj))
+        self._written = False
 
-    def _write_once(self, path: Path, obj: Any, what: str) -> None:
-        if path.exists():
-            if _read_json(path, what) != obj:
-                raise StoreError(f"{path}: {what} differ from the dataset being embedded; use another --out")
+    def _write_skeleton(self) -> None:
+        """store.json, then any missing ids/qrels files (once, before the first shard)."""
+        if self._written:
             return
-        atomic_write_json(path, obj)
+        atomic_write_json(self.path / STORE_FILE, self.meta)
+        for file, obj in self._pending:
+            atomic_write_json(file, obj)
+        self._pending.clear()
+        self._written = True
 
     def is_complete(self, key: str, text_set: str) -> bool:
-        return (self.path / key / text_set / MANIFEST_FILE).exists()
+        return (_data_folder(self.path, key, text_set) / MANIFEST_FILE).exists()
 
     def record_model_order(self, keys: Sequence[str]) -> None:
         """Remember the order models were asked for: it is the default concatenation order when reading."""
-        if self._extend_model_order(keys):
-            atomic_write_json(self.path / STORE_FILE, self.meta)
+        for key in keys:
+            check_name(key, "model key", StoreError)
+        new = self._extend_model_order(keys)
+        if new or not self._written:
+            self._written = False  # store.json is (re)written with the new order
+            self._write_skeleton()
 
     def _extend_model_order(self, keys: Sequence[str]) -> bool:
         order = self.meta.setdefault("model_order", [])
         new = [k for k in keys if k not in order]
         order += new
         return bool(new)
+
+    def remove_model(self, key: str) -> None:
+        """Delete one model's folder (every text set) from the store, and its entry in ``store.json``.
+
+        Only ``<store>/<key>`` can be deleted: ``key`` must be a plain name that resolves inside the store.
+        """
+        folder = safe_child(self.path, key, what="model key", error=StoreError)
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
+        elif folder.exists():
+            shutil.rmtree(folder)
+        self.meta["models"].pop(key, None)
+        if key in self.meta.get("model_order", []):
+            self.meta["model_order"].remove(key)
+        self._written = False
+        self._write_skeleton()
 
     def write(
         self,
@@ -208,7 +481,8 @@ class StoreWriter:
 
         Args:
             encode: ``encode(start, stop)`` returns rows ``start:stop`` as a float array of shape
-                ``(stop - start, dim)``; called once per missing shard, so only missing work is done.
+                ``(stop - start, dim)``; called once per missing shard, so only missing work is done. Rows with
+                NaN/Inf are refused (nothing is written for that shard).
             on_rows: progress callback, called with the number of rows just written (or skipped).
         Returns:
             The manifest of the finished text set.
@@ -217,14 +491,19 @@ class StoreWriter:
             raise StoreError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
         if text_set not in self.text_sets:
             raise StoreError(f"unknown text set {text_set!r}; this store has {sorted(self.text_sets)}")
-        folder = self.path / key / text_set
+        if not _is_count(shard_rows, 1):
+            raise StoreError(f"shard_rows must be a positive integer, got {shard_rows!r}")
+        if not _is_count(dim, 1):
+            raise StoreError(f"model {key!r}: dim must be a positive integer, got {dim!r}")
+        folder = _data_folder(self.path, key, text_set)
         manifest_path = folder / MANIFEST_FILE
         if manifest_path.exists():
             manifest = _read_json(manifest_path, "manifest")
-            _check_format_version(manifest, manifest_path)
+            _check_manifest(manifest, manifest_path, key, text_set)
             if on_rows:
                 on_rows(manifest["rows"])
             return manifest
+        self._write_skeleton()
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by a killed run; never looks complete
             stale.unlink()
@@ -246,7 +525,15 @@ class StoreWriter:
                     on_rows(stop - start)
             shards.append({"file": shard_path.name, "rows": stop - start})
         for s in shards:
-            s["sha256"] = sha256_file(folder / s["file"])
+            # Shards kept from a killed run were finite when written; one pass proves it still holds.
+            path = folder / s["file"]
+            header = int(np.load(path, mmap_mode="r").offset)
+            s["sha256"], bad = hash_and_scan(path, header, np.dtype(dtype))
+            if bad is not None:
+                raise StoreError(
+                    f"{path}: row {(bad - header) // (dim * np.dtype(dtype).itemsize)} holds NaN or Inf "
+                    "(the file was changed after it was written); delete it and run the command again"
+                )
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_key": key,
@@ -259,6 +546,8 @@ class StoreWriter:
             "shards": shards,
         }
         atomic_write_json(manifest_path, manifest)
+        for s in shards:  # hashed and scanned just now: readers in this process need not do it again
+            _remember_verified(folder / s["file"], s["sha256"])
         self.meta["models"][key] = {"dim": int(dim), "model": dict(model_info)}
         self._extend_model_order([key])
         atomic_write_json(self.path / STORE_FILE, self.meta)
@@ -303,35 +592,51 @@ class ShardedArray:
     (nothing mapped, see :class:`RunReader`) so that streaming a large store does not grow the resident set.
     Pickles by reference (folder + manifest), so DataLoader workers started with ``spawn`` reopen the shards
     instead of receiving their data.
+
+    ``verify``: compare each shard's sha256 with the manifest and scan it for NaN/Inf when it is opened (once
+    per shard and process; a copy pickled to a DataLoader worker trusts its parent's check). Without it, every
+    read scans the rows it returns for NaN/Inf instead. Either way a shard that fails raises
+    :class:`StoreError` naming the file, before its rows reach a caller.
     """
 
-    def __init__(self, folder: Path, manifest: Mapping[str, Any]) -> None:
+    def __init__(self, folder: Path, manifest: Mapping[str, Any], verify: bool = True) -> None:
         self.folder = folder
         self.manifest = manifest
+        manifest_path = folder / MANIFEST_FILE
         self.dim = int(manifest["dim"])
         self.dtype = np.dtype(manifest["dtype"])
         self.rows = int(manifest["rows"])
-        self._files = [folder / s["file"] for s in manifest["shards"]]
+        self._files = [
+            safe_child(folder, s["file"], what="shard file", error=StoreError) for s in manifest["shards"]
+        ]
         counts = [int(s["rows"]) for s in manifest["shards"]]
         if sum(counts) != self.rows:
-            raise StoreError(
-                f"{folder / MANIFEST_FILE}: shard rows add up to {sum(counts)}, expected {self.rows}"
-            )
+            raise StoreError(f"{manifest_path}: shard rows add up to {sum(counts)}, expected {self.rows}")
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._maps: list[np.ndarray] = []
         self._data_offsets: list[int] = []
         for path, count in zip(self._files, counts):
             self._maps.append(self._open_shard(path, count))
+        if verify:
+            for i in range(len(self._files)):
+                self._verify_shard(i, force=False)
+        # True when every shard's bytes were proven to be the writer's (hence finite): reads skip the NaN scan.
+        self.verified = bool(verify)
+
+    @property
+    def redo(self) -> str:
+        """What to do about a bad shard of this array (one sentence)."""
+        return _redo_hint(self.folder, self.manifest)
 
     def _open_shard(self, path: Path, count: int) -> np.ndarray:
         expected = (count, self.dim)
         try:
             arr = np.load(path, mmap_mode="r")
         except FileNotFoundError:
-            raise StoreError(f"{path}: shard listed in the manifest is missing") from None
+            raise StoreError(f"{path}: shard listed in the manifest is missing; {self.redo}") from None
         except ValueError as e:
             # np.load refuses a file shorter than its header says: a truncated shard.
-            raise StoreError(f"{path}: unreadable or truncated shard ({e}); re-run `smec embed`") from None
+            raise StoreError(f"{path}: unreadable or truncated shard ({e}); {self.redo}") from None
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise StoreError(f"{path}: shard has dim {arr.shape[-1]}, but the manifest says dim {self.dim}")
         if arr.shape != expected:
@@ -342,12 +647,48 @@ class ShardedArray:
         expected_bytes = arr.offset + count * self.dim * self.dtype.itemsize
         if path.stat().st_size != expected_bytes:
             raise StoreError(
-                f"{path}: {path.stat().st_size} bytes, expected {expected_bytes}; truncated shard"
+                f"{path}: {path.stat().st_size} bytes, expected {expected_bytes}; truncated shard; {self.redo}"
             )
         return arr
 
-    def __reduce__(self) -> tuple[type, tuple[Path, Mapping[str, Any]]]:
-        return (type(self), (self.folder, self.manifest))  # a memory map would pickle as its whole data
+    def _verify_shard(self, i: int, force: bool) -> None:
+        """Shard ``i``: sha256 as in the manifest and no NaN/Inf (skipped if done in this process, unless forced)."""
+        path = self._files[i]
+        expected = self.manifest["shards"][i].get("sha256")
+        if not expected:
+            raise StoreError(
+                f"{self.folder / MANIFEST_FILE}: no sha256 for {path.name}, so it cannot be verified; "
+                f"{self.redo} (or open the store with verification off)"
+            )
+        if not force and _VERIFIED.get(os.path.abspath(path)) == (expected, *_file_state(path)):
+            return
+        state = _file_state(path)
+        digest, bad = hash_and_scan(path, self._data_offsets[i], self.dtype)
+        if digest != expected:
+            raise StoreError(f"{path}: sha256 differs from the manifest; the shard is corrupt: {self.redo}")
+        if bad is not None:
+            row = (bad - self._data_offsets[i]) // (self.dim * self.dtype.itemsize)
+            raise StoreError(f"{path}: row {row} holds NaN or Inf: {self.redo}")
+        _VERIFIED[os.path.abspath(path)] = (expected, *state)
+
+    def _check_finite(self, out: np.ndarray, rows: np.ndarray | None = None, start: int = 0) -> None:
+        """Raise naming the shard if ``out`` (rows ``rows`` of the array, or ``start:start+len(out)``) holds NaN/Inf."""
+        if self.verified or out.size == 0:
+            return
+        bad = _FiniteScanner(self.dtype).first_bad(np.ascontiguousarray(out))
+        if bad is not None:
+            self._raise_nonfinite(int(rows[bad // self.dim]) if rows is not None else start + bad // self.dim)
+
+    def _raise_nonfinite(self, row: int) -> None:
+        s = int(np.searchsorted(self._offsets, row, side="right") - 1)
+        raise StoreError(
+            f"{self._files[s]}: row {row - int(self._offsets[s])} holds NaN or Inf "
+            f"(read with verification off): {self.redo}"
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[Path, Mapping[str, Any], bool]]:
+        # By reference: a memory map would pickle as its whole data. The copy trusts this process's check.
+        return (_reopen, (self.folder, self.manifest, self.verified))
 
     def __len__(self) -> int:
         return self.rows
@@ -410,13 +751,21 @@ class ShardedArray:
         for s in np.unique(shard_of):
             sel = shard_of == s
             out[sel] = self._maps[s][indices[sel] - self._offsets[s]]
+        self._check_finite(out, rows=indices)
         return out
 
     def verify(self) -> None:
-        """Recompute every shard's sha256 and compare with the manifest (reads the whole array)."""
-        for path, shard in zip(self._files, self.manifest["shards"]):
-            if sha256_file(path) != shard["sha256"]:
-                raise StoreError(f"{path}: sha256 differs from the manifest; the shard is corrupt")
+        """Recompute every shard's sha256 and compare with the manifest, and scan for NaN/Inf (reads the whole
+        array, even if this process checked it before)."""
+        for i in range(len(self._files)):
+            self._verify_shard(i, force=True)
+        self.verified = True
+
+
+def _reopen(folder: Path, manifest: Mapping[str, Any], verified: bool) -> ShardedArray:
+    array = ShardedArray(folder, manifest, verify=False)
+    array.verified = verified
+    return array
 
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 1024
@@ -477,6 +826,8 @@ class RunReader:
         self._begin = ((at - edges[buf]) * row_bytes).tolist()
         self.array, self.sizes = array, list(sizes)
         self._fds: dict[int, int] = {}
+        if not array.verified:
+            self._plan_scan(starts, lengths, at - edges[buf], buf)
 
     def read(self, b: int, out: np.ndarray) -> np.ndarray:
         """Fill ``out`` (buffer ``b``) with every run bound for it."""
@@ -496,7 +847,33 @@ class RunReader:
                 fd = fds[s] = os.open(a._files[s], os.O_RDONLY)
             iov = [view[begin[i] : begin[i] + size[i]] for i in range(first, last)]
             _preadv_all(fd, iov, self._pos[first], a._files[s])
+        if not a.verified:
+            self._scan(b, out)
         return out
+
+    def _plan_scan(self, starts: np.ndarray, lengths: np.ndarray, dst: np.ndarray, buf: np.ndarray) -> None:
+        """For an unverified array: the row spans each buffer receives (runs merged), to scan for NaN/Inf."""
+        order = np.lexsort((dst, buf))
+        b, d, n = buf[order], dst[order], lengths[order]
+        new_span = np.ones(len(b), dtype=bool)
+        new_span[1:] = (b[1:] != b[:-1]) | (d[1:] != d[:-1] + n[:-1])
+        first = np.flatnonzero(new_span)
+        self._span_buf = b[first]
+        self._span_lo = d[first].tolist()
+        self._span_hi = (d[first] + (np.add.reduceat(n, first) if len(first) else n[:0])).tolist()
+        self._runs = (b, d, n, starts[order])
+        self._scanner = _FiniteScanner(self.array.dtype)
+
+    def _scan(self, b: int, out: np.ndarray) -> None:
+        lo, hi = np.searchsorted(self._span_buf, [b, b + 1]).tolist()
+        for k in range(lo, hi):
+            start, stop = self._span_lo[k], self._span_hi[k]
+            bad = self._scanner.first_bad(out[start:stop])
+            if bad is not None:
+                row = start + bad // self.array.dim
+                rb, rd, rn, rs = self._runs
+                run = int(np.flatnonzero((rb == b) & (rd <= row) & (row < rd + rn))[0])
+                self.array._raise_nonfinite(int(rs[run] + row - rd[run]))
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -614,15 +991,32 @@ class ConcatView:
 
 
 class EmbeddingStore:
-    """A finished (or partly finished) store, opened read-only."""
+    """A finished (or partly finished) store, opened read-only.
 
-    def __init__(self, path: str | Path) -> None:
+    Args:
+        path: the store folder (``smec embed --out``).
+        verify: check each shard's sha256 against its manifest, and scan it for NaN/Inf, when it is first opened
+            in this process (see :class:`ShardedArray`); ``False`` skips the hash (for very large stores) and
+            scans every read instead. ``None`` (default): on, unless the environment variable
+            ``SMEC_VERIFY_STORE`` is ``0`` / ``false`` / ``no`` / ``off``.
+    """
+
+    def __init__(self, path: str | Path, verify: bool | None = None) -> None:
         self.path = Path(path)
+        self.verify_shards = resolve_verify(verify)
         meta_path = self.path / STORE_FILE
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(
+                f"{self.path}: is a file, not a store folder; give the folder `smec embed` wrote"
+            )
         if not self.path.is_dir():
             raise StoreError(f"{self.path}: no such store folder; create one with `smec embed`")
+        if not meta_path.exists():
+            raise StoreError(
+                f"{meta_path}: missing, so {self.path} is not a store; give the folder `smec embed` wrote"
+            )
         self.meta = _read_json(meta_path, "store manifest")
-        _check_format_version(self.meta, meta_path)
+        _check_meta(self.meta, meta_path)
         self._ids: dict[str, list[str]] = {}
 
     @property
@@ -663,21 +1057,29 @@ class EmbeddingStore:
     def ids(self, text_set: str) -> list[str]:
         self._check_text_set(text_set)
         if text_set not in self._ids:
-            self._ids[text_set] = _read_json(self.path / "ids" / f"{text_set}.json", f"ids of {text_set}")
+            path = _ids_path(self.path, text_set)
+            ids = _read_json(path, f"ids of {text_set}")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise StoreError(f"{path}: expected a JSON list of id strings")
+            self._ids[text_set] = ids
         return self._ids[text_set]
 
     def qrels(self, split: str) -> dict[str, dict[str, int]]:
         if split not in self.splits:
             raise StoreError(f"{self.path}: split {split!r} is not in this store; it has {self.splits}")
-        return _read_json(self.path / "qrels" / f"{split}.json", f"qrels of {split}")
+        path = _qrels_path(self.path, split)
+        qrels = _read_json(path, f"qrels of {split}")
+        if not isinstance(qrels, dict) or not all(isinstance(d, dict) for d in qrels.values()):
+            raise StoreError(f"{path}: expected a JSON object: query id -> document id -> relevance")
+        return qrels
 
     def is_complete(self, key: str, text_set: str) -> bool:
-        return (self.path / key / text_set / MANIFEST_FILE).exists()
+        return (_data_folder(self.path, key, text_set) / MANIFEST_FILE).exists()
 
     def array(self, key: str, text_set: str) -> ShardedArray:
         self._check_model(key)
         self._check_text_set(text_set)
-        folder = self.path / key / text_set
+        folder = _data_folder(self.path, key, text_set)
         manifest_path = folder / MANIFEST_FILE
         if not manifest_path.exists():
             raise StoreError(
@@ -685,8 +1087,8 @@ class EmbeddingStore:
                 "rerun `smec embed` to finish it"
             )
         manifest = _read_json(manifest_path, "manifest")
-        _check_format_version(manifest, manifest_path)
-        arr = ShardedArray(folder, manifest)
+        _check_manifest(manifest, manifest_path, key, text_set)
+        arr = ShardedArray(folder, manifest, verify=self.verify_shards)
         if len(arr) != len(self.ids(text_set)):
             raise StoreError(
                 f"{manifest_path}: {len(arr)} rows but {len(self.ids(text_set))} ids for {text_set}"
@@ -707,10 +1109,14 @@ class EmbeddingStore:
         return ConcatView([self.array(k, text_set) for k in keys], normalization, weights)
 
     def verify(self) -> None:
+        """Recompute every finished shard's sha256 and scan it for NaN/Inf (``smec embed --verify``)."""
         for key in self.models:
             for ts in self.text_sets:
                 if self.is_complete(key, ts):
-                    self.array(key, ts).verify()
+                    folder = _data_folder(self.path, key, ts)
+                    manifest = _read_json(folder / MANIFEST_FILE, "manifest")
+                    _check_manifest(manifest, folder / MANIFEST_FILE, key, ts)
+                    ShardedArray(folder, manifest, verify=False).verify()
 
     def summary(self) -> str:
         lines = [f"store {self.path}  (dataset {self.dataset}, format {self.meta['format_version']})"]
@@ -718,11 +1124,15 @@ class EmbeddingStore:
         lines.append("  text sets: " + ", ".join(f"{ts} {n:,}" for ts, n in sizes.items()))
         for key in self.models:
             done = [ts for ts in self.text_sets if self.is_complete(key, ts)]
-            nbytes = sum(
-                (self.path / key / ts / s["file"]).stat().st_size
-                for ts in done
-                for s in _read_json(self.path / key / ts / MANIFEST_FILE, "manifest")["shards"]
-            )
+            nbytes = 0
+            for ts in done:
+                folder = _data_folder(self.path, key, ts)
+                manifest = _read_json(folder / MANIFEST_FILE, "manifest")
+                _check_manifest(manifest, folder / MANIFEST_FILE, key, ts)
+                nbytes += sum(
+                    safe_child(folder, s["file"], what="shard file", error=StoreError).stat().st_size
+                    for s in manifest["shards"]
+                )
             status = (
                 "complete"
                 if len(done) == len(self.text_sets)

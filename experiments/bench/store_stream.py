@@ -4,6 +4,11 @@ Goals (issue: foundation): streaming rows/s >= 0.8 x the raw memmap read, and th
 resident set (VmHWM, file-backed pages included) < 1 GiB whatever the store's size. Each measurement runs in a
 fresh subprocess so that one's resident set cannot leak into the other's. Exit status 1 when a goal is missed.
 
+The stream opens the store as training does, with verification on: every shard is hashed (sha256) and scanned
+for NaN/Inf once, when the DataModule opens it; that time is reported apart (it is not part of the epoch). The
+stream with verification off (``verify=False``: no hash, each batch scanned for NaN/Inf as it is read) is
+reported too, informative, no goal.
+
     python experiments/bench/store_stream.py [--rows 2000000] [--dim 1536] [--store /tmp/smec-bench-store] [--cold]
         [--step-ms 0.5]
 """
@@ -32,7 +37,7 @@ def build(store: Path, rows: int, dim: int, shard_rows: int) -> None:
     from datamodules.store import EmbeddingStore, StoreWriter, TextSetSpec
 
     try:
-        s = EmbeddingStore(store)
+        s = EmbeddingStore(store, verify=False)
         if s.is_complete("synthetic", "corpus") and len(s.array("synthetic", "corpus")) == rows:
             return
     except Exception:
@@ -71,7 +76,7 @@ def evict(store: Path) -> None:
 def run_raw(store: Path, batch: int) -> dict:
     from datamodules.store import EmbeddingStore
 
-    arr = EmbeddingStore(store).array("synthetic", "corpus")
+    arr = EmbeddingStore(store, verify=False).array("synthetic", "corpus")
     t0 = time.perf_counter()
     n, checksum = 0, 0.0
     for path, count in zip(arr._files, [s["rows"] for s in arr.manifest["shards"]]):
@@ -92,6 +97,7 @@ def run_stream(
     window_blocks: int,
     step_s: float = 0.0,
     read_ahead: int = 0,
+    verify: bool = True,
 ) -> dict:
     from datamodules.embedding import EmbeddingDataModule
 
@@ -102,8 +108,11 @@ def run_stream(
         block_rows=block_rows,
         window_blocks=window_blocks,
         read_ahead=read_ahead,
+        verify=verify,
     )
-    loader = dm.train_dataloader()
+    t_open = time.perf_counter()
+    loader = dm.train_dataloader()  # opens the shards: with verify, hashes and scans each one
+    open_s = time.perf_counter() - t_open
     loader.sampler.set_epoch(0)
     t0 = time.perf_counter()
     n, checksum = 0, 0.0
@@ -118,7 +127,7 @@ def run_stream(
         if step_s:
             time.sleep(step_s)  # a training step that leaves the CPU free, like one waiting on a GPU
     dt = time.perf_counter() - t0
-    return {"rows": n, "seconds": dt, "rows_per_s": n / dt, "vm_hwm_mib": vm_hwm_mib()}
+    return {"rows": n, "seconds": dt, "rows_per_s": n / dt, "vm_hwm_mib": vm_hwm_mib(), "open_s": open_s}
 
 
 def child(mode: str, args: argparse.Namespace) -> dict:
@@ -171,7 +180,7 @@ def main() -> int:
     )
     p.add_argument(
         "--child",
-        choices=["raw", "stream", "stream+combine", "step", "step+read-ahead"],
+        choices=["raw", "stream", "stream+combine", "stream-unverified", "step", "step+read-ahead"],
         help=argparse.SUPPRESS,
     )
     args = p.parse_args()
@@ -185,6 +194,9 @@ def main() -> int:
             ),
             "stream+combine": lambda: run_stream(
                 Path(args.store), args.batch, True, args.block_rows, args.window_blocks
+            ),
+            "stream-unverified": lambda: run_stream(
+                Path(args.store), args.batch, False, args.block_rows, args.window_blocks, verify=False
             ),
             "step": lambda: run_stream(
                 Path(args.store), args.batch, False, args.block_rows, args.window_blocks, args.step_ms / 1e3
@@ -210,6 +222,7 @@ def main() -> int:
         return max((child(mode, args) for _ in range(args.repeat)), key=lambda r: r["rows_per_s"])
 
     raw, stream, full = best("raw"), best("stream"), best("stream+combine")
+    unverified = best("stream-unverified")
     ratio = stream["rows_per_s"] / raw["rows_per_s"]
     print(
         f"store: {args.rows:,} x {args.dim} float16 ({args.rows * args.dim * 2 / 2**30:.1f} GiB), batch {args.batch}"
@@ -219,10 +232,19 @@ def main() -> int:
         ("raw numpy.memmap read", raw),
         ("EmbeddingDataModule stream", stream),
         ("stream + combine (CPU)", full),
+        ("stream, verification off", unverified),
     ):
         print(
             f"  {name:<28} {r['rows_per_s']:>12,.0f} rows/s   peak RSS {r['vm_hwm_mib']:>7.0f} MiB   ({r['seconds']:.1f} s)"
         )
+    gib = args.rows * args.dim * 2 / 2**30
+    open_s = min(stream["open_s"], full["open_s"])
+    print(
+        f"verification when the store is opened (sha256 + NaN/Inf scan of every shard, once per process): "
+        f"{open_s:.1f} s ({gib / open_s:.2f} GiB/s); with verification off: {unverified['open_s']:.2f} s to open, "
+        f"and the NaN/Inf scan of each batch costs {100 * (1 - unverified['rows_per_s'] / stream['rows_per_s']):.0f}% "
+        "of the stream's rows/s (informative, no goal)"
+    )
     if args.step_ms:
         inline, ahead = best("step"), best("step+read-ahead")
         for name, r in (

@@ -37,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="cpu", help="torch device for the encoders (default: %(default)s)"
     )
-    parser.add_argument("--verify", action="store_true", help="recompute every shard's sha256 at the end")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="recompute every shard's sha256 (and scan for NaN/Inf) at the end, finished shards included",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from datamodules.embed import embed_dataset
     from datamodules.store import EmbeddingStore
 
-    out = Path(args.out) if args.out else Path("stores") / Path(args.dataset).name
+    out = Path(args.out) if args.out else default_out(args.dataset)
     embed_dataset(
         args.dataset,
         args.models,
@@ -64,3 +68,18 @@ def run(args: argparse.Namespace) -> int:
         store.verify()
     print(store.summary())
     return 0
+
+
+def default_out(dataset: str):
+    """``stores/<dataset name>``, the name as the dataset loader gives it (a folder's resolved name)."""
+    from pathlib import Path
+
+    from datamodules.datasets import BUILTIN_DATASETS
+    from datamodules.errors import InputError
+    from datamodules.paths import name_problem
+
+    name = dataset if dataset in BUILTIN_DATASETS else Path(dataset).expanduser().resolve().name
+    problem = name_problem(name)
+    if problem is not None:
+        raise InputError(f"--dataset {dataset!r}: no folder name to store it under ({problem}); give --out")
+    return Path("stores") / name

@@ -23,6 +23,12 @@ DEFAULT_DIMS = (32, 64, 128, 256)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, help="store folder (from `smec embed` or `smec predict`)")
     parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not check each shard's sha256 when it is opened (for very large stores; the rows read are "
+        "still scanned for NaN/Inf). Also: SMEC_VERIFY_STORE=0",
+    )
+    parser.add_argument(
         "--models", nargs="+", default=None, help="base models to concatenate (default: all, store order)"
     )
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default: %(default)s)")
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     for p in args.precisions:
         check_precision(p)
-    store = EmbeddingStore(args.store)
+    store = EmbeddingStore(args.store, verify=False if args.no_verify else None)
     out = Path(args.out)
     run_dir = None if args.no_trec else out / "runs"
     split = args.split

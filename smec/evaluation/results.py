@@ -30,6 +30,21 @@ def run_file_name(method: str, dim: int, precision: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{method}.{dim}.{precision}") + ".trec"
 
 
+_WHITESPACE = re.compile(r"\s")
+
+
+def check_trec_ids(ids: Sequence[str], what: str, path: Path) -> None:
+    """Refuse ids a TREC run cannot hold: fields are whitespace-separated, so an id must be one non-empty token."""
+    joined = "".join(ids)
+    if _WHITESPACE.search(joined) is None and all(ids):
+        return
+    bad = next(i for i in ids if not i or _WHITESPACE.search(i))
+    raise EvaluationError(
+        f"{path}: cannot write {what} id {bad!r} into a TREC run (ids must be non-empty and without whitespace); "
+        "fix the ids in the dataset and re-run `smec embed`"
+    )
+
+
 def write_trec_run(
     path: Path,
     query_ids: Sequence[str],
@@ -46,10 +61,13 @@ def write_trec_run(
             skipped.
         tag: run tag (whitespace replaced by ``_``).
     Scores are written with 9 significant digits, enough to round-trip float32, so trec_eval re-ranks the file
-    exactly as it was ranked here.
+    exactly as it was ranked here. An id that is empty or holds whitespace would shift the columns: it is
+    refused (:class:`EvaluationError`) before the file is opened.
     """
     tag = re.sub(r"\s+", "_", tag)
     path = Path(path)
+    check_trec_ids(query_ids, "query", path)
+    check_trec_ids(corpus_ids, "document", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
         for qid, row_s, row_i in zip(query_ids, scores, indices):

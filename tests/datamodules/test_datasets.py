@@ -263,6 +263,50 @@ def test_malformed_qrels(tmp_path: Path, line: str, message: str) -> None:
         load_beir(folder)
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_line_that_is_not_utf8_is_reported_with_its_number(tmp_path: Path, gz: bool) -> None:
+    folder = make_beir(tmp_path / "d", gz=gz)
+    name = "corpus.jsonl.gz" if gz else "corpus.jsonl"
+    raw = b'{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "caf\xe9"}\n'
+    (folder / name).write_bytes(gzip.compress(raw) if gz else raw)
+    with pytest.raises(
+        DatasetError, match=re.escape(f"{name}:2: not UTF-8 text (byte 0xe9 at column 27); expected UTF-8")
+    ):
+        load_beir(folder)
+
+
+@pytest.mark.parametrize("doc_id", ["d 1", "d\t1", "d1\n", "\u00a0d1"])
+def test_ids_with_whitespace_are_refused_with_file_and_line(tmp_path: Path, doc_id: str) -> None:
+    corpus = [CORPUS[0], {**CORPUS[1], "_id": doc_id}]
+    folder = make_beir(tmp_path / "d", corpus=corpus)
+    with pytest.raises(
+        DatasetError, match=re.escape(f'corpus.jsonl:2: "_id" {doc_id!r} contains whitespace; ids must be')
+    ):
+        load_beir(folder)
+
+
+@pytest.mark.parametrize(("file", "split"), [("..tsv", "."), ("...tsv", ".."), (".tsv", "")])
+def test_qrels_file_names_that_are_no_split_name_are_refused(tmp_path: Path, file: str, split: str) -> None:
+    folder = make_beir(tmp_path / "d")
+    (folder / "qrels" / file).write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(
+            f"{folder / 'qrels' / file}: split name {split!r} (the file name without .tsv) cannot"
+        ),
+    ):
+        load_beir(folder)
+
+
+def test_a_qrels_file_without_judgements_is_refused(tmp_path: Path) -> None:
+    folder = make_beir(tmp_path / "d", qrels={**QRELS, "dev": []})
+    with pytest.raises(
+        DatasetError, match=re.escape(f"{folder / 'qrels' / 'dev.tsv'}: no judgements; expected")
+    ):
+        load_beir(folder)
+    assert load_beir(folder, splits=["test"]).splits == ["test"]  # the other splits still load on their own
+
+
 def test_unknown_dataset_name_lists_builtins(tmp_path: Path) -> None:
     with pytest.raises(
         DatasetError,

