@@ -81,7 +81,7 @@ class SendSignal(Callback):
     ``validation=True``, of validation batch ``batch`` after that epoch's training)."""
 
     def __init__(
-        self, epoch: int, batch: int, signum: int = signal.SIGTERM, validation: bool = False
+        self, epoch: int, batch: int, signum: int = int(signal.SIGTERM), validation: bool = False
     ) -> None:
         self.epoch, self.batch, self.signum, self.validation = epoch, batch, signum, validation
 
