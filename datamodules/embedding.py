@@ -420,9 +420,8 @@ class StreamLoader(DataLoader):
         self.read_ahead = read_ahead
         self._yielded = 0  # batches handed out in epoch _iter_epoch
         self._iter_epoch = 0
-        self._resume: tuple[int, int] | None = (
-            None  # (epoch, batches already trained on) from load_state_dict
-        )
+        # (epoch, batches already trained on) from load_state_dict, for the next iteration
+        self._resume: tuple[int, int] | None = None
 
     @property
     def sampler(self):  # type: ignore[override]
@@ -438,47 +437,47 @@ class StreamLoader(DataLoader):
         return {"epoch": epoch, "batches": self._yielded if self._iter_epoch == epoch else 0}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        # The epoch is left to Lightning's set_epoch: a resumed fit measures the loader's length before it, at
+        # the same epoch as the uninterrupted fit did (the length can differ from epoch to epoch).
         epoch, batches = int(state["epoch"]), int(state["batches"])
-        # Set the epoch now: DataLoader workers copy the dataset when the iterator is created, which a resumed
-        # fit does before its set_epoch.
-        self._epoch_sampler.set_epoch(epoch)
         self._resume = (epoch, batches) if batches > 0 else None
 
     def __iter__(self):
         resume, self._resume = self._resume, None
         self._iter_epoch = self._epoch_sampler.epoch
         self._yielded = 0 if resume is None else resume[1]
-        if self.num_workers == 0 and not self.pin_memory:
-            if resume is None:
-                # DataLoader draws its workers' base seed from the global generator on every iter(); draw it
-                # too, so a seeded run's random stream (ADS's Gumbel noise, say) is the same whichever path
-                # loads the data.
-                self._draw_base_seed()
-            return self._in_process(resume)
-        if resume is None:
-            return self._counted(super().__iter__(), 0)
-        # The workers' base seed was drawn when the interrupted epoch began: do not draw it a second time.
-        state = torch.get_rng_state()
-        iterator = super().__iter__()
-        torch.set_rng_state(state)
-        return self._counted(iterator, resume[1])
+        in_process = self.num_workers == 0 and not self.pin_memory
+        if resume is not None:
+            return self._resumed(resume, in_process)
+        if in_process:
+            # DataLoader draws its workers' base seed from the global generator on every iter(); draw it too, so
+            # a seeded run's random stream (ADS's Gumbel noise, say) is the same whichever path loads the data.
+            self._draw_base_seed()
+            # In-process loading: the dataset already yields batches of tensors, so DataLoader's per-batch work
+            # (a profiler record and a conversion pass, ~35 us a batch, 8% of a 1024-row fp16 read) buys nothing.
+            return self._counted(read_ahead(iter(self.dataset), self.read_ahead), 0)
+        return self._counted(super().__iter__(), 0)
 
     def _draw_base_seed(self) -> None:
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
 
-    def _in_process(self, resume: tuple[int, int] | None):
-        # In-process loading: the dataset already yields batches of tensors, so DataLoader's per-batch work
-        # (a profiler record and a conversion pass, ~35 us a batch, 8% of a 1024-row fp16 read) buys nothing.
-        skip = 0
-        if resume is not None:
-            # Checked at the first batch, after Lightning's set_epoch, in case this iterator serves a later epoch
-            # than the saved one: that epoch starts afresh.
-            if resume[0] == self._epoch_sampler.epoch:
-                skip = resume[1]
-            else:
+    def _resumed(self, resume: tuple[int, int], in_process: bool):
+        # Runs at the first batch, after Lightning's set_epoch: DataLoader workers copy the dataset (and its
+        # epoch) when started, and an iterator that ends up serving a later epoch than the saved one (Lightning
+        # moved on) must start that epoch afresh, with its draw.
+        epoch = self._epoch_sampler.epoch
+        skip = resume[1] if resume[0] == epoch else 0
+        self._iter_epoch, self._yielded = epoch, skip
+        if in_process:
+            if not skip:
                 self._draw_base_seed()
-            self._iter_epoch = self._epoch_sampler.epoch
-        yield from self._counted(read_ahead(iter(self.dataset), self.read_ahead), skip)
+            batches = read_ahead(iter(self.dataset), self.read_ahead)
+        else:
+            state = torch.get_rng_state()
+            batches = super().__iter__()
+            if skip:  # the interrupted epoch drew the workers' base seed before the checkpoint
+                torch.set_rng_state(state)
+        yield from self._counted(batches, skip)
 
     def _counted(self, batches: Iterator[Any], skip: int):
         self._yielded = skip

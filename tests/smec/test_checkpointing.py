@@ -35,13 +35,15 @@ from smec.systems.smec import SMECModule
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MONITOR = "val/ndcg@10/mean"
 
-# name -> (system factory, data mode, batch size, epochs). The tiny store concatenates to D = 10.
-SYSTEMS: dict[str, tuple[Any, str, int, int]] = {
-    "mrl": (lambda: MRLDecoderModule(input_dim=10, output_dim=8, dims=[2, 4, 8]), "unsupervised", 16, 5),
+# name -> (system factory, data mode, batch size, block rows, epochs). The tiny store concatenates to D = 10.
+SYSTEMS: dict[str, tuple[Any, str, int, int, int]] = {
+    # Blocks of 35 rows: epochs have 8 or 7 batches (epoch 1: 7), which Lightning measures once per fit.
+    "mrl": (lambda: MRLDecoderModule(input_dim=10, output_dim=8, dims=[2, 4, 8]), "unsupervised", 16, 40, 5),
     "mrl-pca": (
         lambda: MRLDecoderModule(input_dim=10, output_dim=8, dims=[2, 4, 8], init_from="pca", init_sample=50),
         "unsupervised",
         16,
+        32,
         5,
     ),
     # Chain 10 → 8 → 4, two epochs per stage: the stage switch (optimizer rebuilt) at epoch 2; the last stage
@@ -50,6 +52,7 @@ SYSTEMS: dict[str, tuple[Any, str, int, int]] = {
         lambda: SMECModule(input_dim=10, dims=[8, 4], memory_size=48, memory_k=4, epochs_per_stage=2),
         "both",
         16,
+        32,
         5,
     ),
     # Unsupervised epochs 0-1, supervised (rank loss, lr × 0.1, Adam rebuilt) from epoch 2.
@@ -59,9 +62,10 @@ SYSTEMS: dict[str, tuple[Any, str, int, int]] = {
         ),
         "both",
         16,
+        32,
         5,
     ),
-    "search-adaptor": (lambda: SearchAdaptorModule(input_dim=10, eval_dims=[2, 4]), "supervised", 8, 5),
+    "search-adaptor": (lambda: SearchAdaptorModule(input_dim=10, eval_dims=[2, 4]), "supervised", 8, 32, 5),
 }
 
 
@@ -138,15 +142,16 @@ def fit(
     patience: int = 3,
     epochs: int | None = None,
     expect: type[BaseException] | None = None,
+    **trainer_kw: Any,
 ) -> Fit:
     """One fit with the recipes' callbacks (evaluator, best-on-dev checkpoint, ResumeCheckpoint, early stopping).
 
     ``expect``: the exception the fit must end with (an interruption); it is kept in ``Fit.stopped``.
     """
-    factory, mode, batch_size, max_epochs = SYSTEMS[name]
+    factory, mode, batch_size, block_rows, max_epochs = SYSTEMS[name]
     L.seed_everything(0, verbose=False)
     model = factory()
-    dm = EmbeddingDataModule(str(store), mode=mode, batch_size=batch_size, block_rows=32)
+    dm = EmbeddingDataModule(str(store), mode=mode, batch_size=batch_size, block_rows=block_rows)
     recorder = Recorder()
     callbacks = [
         RetrievalEvalCallback(dims=None, precisions=("float32",)),
@@ -169,6 +174,7 @@ def fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=callbacks,
+        **trainer_kw,
     )
     stopped = None
     if expect is None:
@@ -276,6 +282,7 @@ def test_killed_fit_resumes_bit_identical(name, epoch, batch, store, references,
 @pytest.mark.parametrize(
     ("name", "epoch", "batch", "signum"),
     [
+        ("mrl", 1, 3, signal.SIGTERM),
         ("smec", 2, 0, signal.SIGUSR1),
         ("smec", 3, 2, signal.SIGTERM),
         ("matryoshka-adaptor", 2, 4, signal.SIGTERM),
@@ -318,6 +325,19 @@ def test_signal_during_validation_waits_for_its_end(store, references, tmp_path)
     )
     perturb_every_generator()
     resumed = fit("smec", store, tmp_path, ckpt_path=tmp_path / "last.ckpt")
+    assert_resumed_fit_is_exact(reference, first, resumed, 3)
+
+
+def test_an_epoch_without_validation_ends_with_last_ckpt_too(store, tmp_path):
+    every_other = {"check_val_every_n_epoch": 2}
+    reference = fit("smec", store, tmp_path / "reference", **every_other)
+    assert sorted(reference.val) == [1, 3]
+    first = fit("smec", store, tmp_path, extra=(Crash(3, 2),), expect=RuntimeError, **every_other)
+    assert (
+        load(tmp_path / "last.ckpt")["epoch"] == 2
+    )  # written at the end of training, epoch 2 validated nothing
+    perturb_every_generator()
+    resumed = fit("smec", store, tmp_path, ckpt_path=tmp_path / "last.ckpt", **every_other)
     assert_resumed_fit_is_exact(reference, first, resumed, 3)
 
 
