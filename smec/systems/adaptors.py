@@ -294,6 +294,10 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
                 stacklevel=2,
             )
 
+    def on_train_start(self) -> None:
+        # A fit resumed mid-epoch does not rerun on_train_epoch_start: take the restored stage from the buffer.
+        self._stage = int(self.stage.item())
+
     def on_train_epoch_start(self) -> None:
         self._stage = int(self.stage.item())
         if self._stage == 1 and self.current_epoch >= self.unsupervised_epochs:

@@ -8,7 +8,11 @@ import lightning as L
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from smec import rng
 from smec.errors import ConfigError
+
+RNG_KEY = "smec_rng_states"
+"""Checkpoint key of every rank's generator states (:func:`smec.rng.gather`)."""
 
 
 class CompressionSystem(L.LightningModule):
@@ -44,6 +48,19 @@ class CompressionSystem(L.LightningModule):
                 f"model.input_dim={self.input_dim} does not match the data: the store's models "
                 f"{datamodule.model_keys} concatenate to {data_dim} dims (data.models / data.store)"
             )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Every generator's state, so that a fit resumed from this checkpoint draws what the uninterrupted fit
+        # draws (ADS's Gumbel noise, the loaders' base seeds). Called on every rank (a collective under DDP).
+        checkpoint[RNG_KEY] = rng.gather()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only when a fit resumes: loading weights (load_from_checkpoint, validate, predict) must not reset the
+        # caller's generators. Nothing draws between here and the resumed fit's first draw (the sanity check
+        # runs under isolate_rng and is skipped on restart), so restoring this early is exact.
+        states = checkpoint.get(RNG_KEY)
+        if states and self._trainer is not None and self.trainer.state.fn == "fit":
+            rng.restore(rng.select(states))
 
     def _init_val_metrics(self, dims: Any) -> None:
         """torchmetrics, not Lightning's on_epoch means, so that validation losses aggregate exactly across ranks."""

@@ -187,3 +187,77 @@ def test_in_process_loading_advances_the_global_rng_like_a_dataloader(tiny_store
     torch.manual_seed(0)
     iter(loader)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def _keys(batch) -> list:
+    return [tuple(batch[k][0][:, 0].int().tolist()) for k in sorted(batch)]
+
+
+@pytest.mark.parametrize(("mode", "num_workers"), [("unsupervised", 0), ("both", 0), ("supervised", 2)])
+def test_stream_loader_resumes_mid_epoch_without_drawing_the_base_seed_again(tiny_store, mode, num_workers):
+    def loader():
+        out = make_dm(tiny_store, mode=mode, num_workers=num_workers).train_dataloader()
+        out.sampler.set_epoch(3)  # what Lightning's fit loop does
+        return out
+
+    full = loader()
+    torch.manual_seed(0)
+    batches = iter(full)
+    after_draw = torch.get_rng_state()
+    head = [_keys(next(batches)) for _ in range(2)]
+    state = full.state_dict()
+    assert state == {"epoch": 3, "batches": 2}
+    tail = [_keys(b) for b in batches]
+    assert tail and full.state_dict() == {"epoch": 3, "batches": 2 + len(tail)}
+
+    resumed = make_dm(tiny_store, mode=mode, num_workers=num_workers).train_dataloader()
+    resumed.load_state_dict(state)
+    torch.set_rng_state(after_draw)
+    batches = iter(resumed)  # a resumed fit makes its iterator before set_epoch
+    resumed.sampler.set_epoch(3)
+    assert [_keys(b) for b in batches] == tail  # the rest of the epoch, nothing twice
+    assert torch.equal(torch.get_rng_state(), after_draw)  # the epoch's draw was made before the checkpoint
+    assert resumed.state_dict() == {"epoch": 3, "batches": 2 + len(tail)}
+    # The next epoch is whole again, and draws its base seed.
+    resumed.sampler.set_epoch(4)
+    assert resumed.state_dict() == {"epoch": 4, "batches": 0}  # nothing of epoch 4 handed out yet
+    assert len([_keys(b) for b in resumed]) == len(head) + len(tail)
+    assert not torch.equal(torch.get_rng_state(), after_draw)
+    assert head != tail[: len(head)]
+
+
+def test_stream_loader_state_from_an_earlier_epoch_skips_nothing(tiny_store):
+    # Resumed from the end of epoch 3 (Lightning makes one iterator to close epoch 3, then one for epoch 4).
+    end_of_epoch = make_dm(tiny_store).train_dataloader()
+    end_of_epoch.load_state_dict({"epoch": 3, "batches": len(end_of_epoch)})
+    seeded = torch.manual_seed(0).get_state()
+    closing = iter(end_of_epoch)  # never consumed: the epoch's batches were all trained on
+    end_of_epoch.sampler.set_epoch(3)
+    assert torch.equal(torch.get_rng_state(), seeded)
+    del closing
+    end_of_epoch.sampler.set_epoch(4)
+    resumed = [_keys(b) for b in end_of_epoch]
+    assert resumed == [[k] for k in map(tuple, (b.tolist() for b in rows_seen(make_dm(tiny_store), 4)))]
+    # A mid-epoch state whose iterator ends up serving a later epoch (Lightning moved on): a whole epoch, drawn.
+    stale = make_dm(tiny_store).train_dataloader()
+    stale.load_state_dict({"epoch": 3, "batches": 2})
+    batches = iter(stale)
+    stale.sampler.set_epoch(4)
+    assert [_keys(b) for b in batches] == resumed
+    assert not torch.equal(torch.get_rng_state(), seeded)
+
+
+def test_loading_a_state_leaves_the_length_lightning_measures_alone(tiny_store):
+    # With these blocks epoch 1 has fewer batches than epoch 0. Lightning fixes a fit's epoch length when it
+    # first measures the loader: at the start of a fresh fit, and after load_state_dict (before set_epoch) in a
+    # resumed one, which must therefore measure what the fresh fit measured.
+    def loader():
+        return make_dm(tiny_store, block_rows=40, batch_size=16).train_dataloader()
+
+    fresh = loader()
+    length = len(fresh)
+    fresh.sampler.set_epoch(1)
+    assert len(fresh) != length
+    resumed = loader()
+    resumed.load_state_dict({"epoch": 1, "batches": 3})
+    assert len(resumed) == length

@@ -1,9 +1,12 @@
-"""`smec fit / predict` through the LightningCLI on a tiny store: resume after kill -9, W&B offline, predict."""
+"""`smec fit / predict` through the LightningCLI on a tiny store: resume after kill -9 or SIGTERM (bit-identical to
+an uninterrupted fit), W&B offline, predict."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +51,68 @@ def recipe(tmp_path: Path, store: Path, *, epochs: int, logger: str = "csv", slo
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def smec_recipe(tmp_path: Path, store: Path, name: str, *, slow_steps: float = 0.0) -> Path:
+    """configs/smec.yaml, with all its callbacks, shrunk for a tiny store: chain 10 → 8 → 4, two epochs a stage."""
+    cfg = yaml.safe_load((REPO / "configs" / "smec.yaml").read_text())
+    cfg["model"]["init_args"].update(dims=[8, 4], memory_size=48, memory_k=4, epochs_per_stage=2)
+    cfg["data"]["init_args"].update(store=str(store), models=None, batch_size=16, block_rows=32)
+    cfg["trainer"].update(
+        default_root_dir=str(tmp_path / name),
+        min_epochs=4,
+        max_epochs=5,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    if slow_steps:  # the fit computes the same, only slower, so a signal can land mid-epoch
+        cfg["trainer"]["callbacks"].append(
+            {"class_path": "tests.smec.slow_callback.SlowSteps", "init_args": {"seconds": slow_steps}}
+        )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def val_by_epoch(run: Path) -> dict[int, dict[str, str]]:
+    """Every logged epoch's validation metrics, from the CSV logs of all the fit's sessions (version_*)."""
+    out: dict[int, dict[str, str]] = {}
+    for path in sorted(run.glob("csv/version_*/metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            values = {k: v for k, v in row.items() if k.startswith("val/") and v}
+            if values:
+                epoch = int(row["epoch"])
+                assert out.setdefault(epoch, values) == values  # an epoch validated twice agrees with itself
+    return out
+
+
+def fit_outcome(run: Path) -> tuple[dict, str, int]:
+    """(final weights, the selected checkpoint's name, global step) of a finished fit, from its last.ckpt."""
+    import torch
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    best = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))["best_model_path"]
+    return ckpt["state_dict"], Path(best).name, ckpt["global_step"]
+
+
+def assert_same_fit(run: Path, reference: Path) -> None:
+    import torch
+
+    (state, best, step), (ref_state, ref_best, ref_step) = fit_outcome(run), fit_outcome(reference)
+    assert set(state) == set(ref_state)
+    assert [k for k in state if not torch.equal(state[k], ref_state[k])] == []
+    assert (best, step) == (ref_best, ref_step)
+    assert val_by_epoch(run) == val_by_epoch(reference)
+
+
+def wait_for_epoch(path: Path, proc: subprocess.Popen, epoch: int, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and _epoch_of(path) >= epoch:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the fit ended or stalled before {path} reached epoch {epoch}")
 
 
 def smec(*args: str, **popen) -> subprocess.Popen:
@@ -151,3 +216,110 @@ def test_loss_weights_do_not_clash_with_data_hyperparameters(tmp_path):
     cfg = recipe(tmp_path, store, epochs=1)
     cli = run_lightning_cli(["fit", "--config", str(cfg), "--model.init_args.weights=[1, 2, 1]"])
     assert cli.trainer.global_step > 0 and cli.model.hparams.weights == [1, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def smec_reference(tmp_path_factory):
+    """An uninterrupted fit of the shrunk SMEC recipe (in-process: same threads, same numbers as a subprocess)."""
+    from smec.lightning_cli import run_lightning_cli
+
+    root = tmp_path_factory.mktemp("smec-reference")
+    store = build_store(root / "store")
+    run_lightning_cli(["fit", "--config", str(smec_recipe(root, store, "run"))])
+    return store, root / "run"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_fit_cleanly_and_it_resumes_bit_identical(tmp_path, smec_reference):
+    store, reference = smec_reference
+    cfg = smec_recipe(tmp_path, store, "run", slow_steps=0.15)
+    proc = smec("fit", "--config", str(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    wait_for_epoch(last, proc, 2)  # inside stage 1, after the stage switch
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err
+    assert re.search(
+        rf"smec fit: stopped by SIGTERM at epoch \d+, step \d+, saved in {re.escape(str(last))}", err
+    )
+    saved = torch_load(last)
+    loader = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert loader["epoch"] >= 2 and saved["global_step"] > 0
+    proc = smec(
+        "fit",
+        "--config",
+        str(tmp_path / "run" / "config.yaml"),
+        "--ckpt_path",
+        "last",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert_same_fit(tmp_path / "run", reference)
+
+
+@pytest.mark.slow
+def test_kill_9_inside_a_smec_stage_then_resume_is_bit_identical(tmp_path, smec_reference):
+    store, reference = smec_reference
+    cfg = smec_recipe(tmp_path, store, "run", slow_steps=0.15)
+    proc = smec("fit", "--config", str(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    wait_for_epoch(last, proc, 2)  # epoch 3 runs: inside stage 1, after the stage switch at epoch 2
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _epoch_of(last) in (2, 3)
+    proc = smec(
+        "fit",
+        "--config",
+        str(tmp_path / "run" / "config.yaml"),
+        "--ckpt_path",
+        "last",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    state, best, step = fit_outcome(tmp_path / "run")
+    ref_state, ref_best, ref_step = fit_outcome(reference)
+    import torch
+
+    assert [k for k in ref_state if not torch.equal(state[k], ref_state[k])] == []
+    assert (best, step) == (ref_best, ref_step)
+    # kill -9 gives the CSV logger no chance to flush: compare the epochs the resumed session logged.
+    resumed, ref = val_by_epoch(tmp_path / "run"), val_by_epoch(reference)
+    assert resumed and all(ref[e] == v for e, v in resumed.items())
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=False, map_location="cpu")
+
+
+def test_smec_fit_stopped_by_sigterm_exits_128_plus_15_with_one_line(tmp_path, capsys):
+    """The `smec fit` entry point in-process, a real SIGTERM mid-epoch: exit status 143, one line, no traceback."""
+    from smec.cli import main
+
+    store = build_store(tmp_path / "store")
+    cfg = yaml.safe_load(recipe(tmp_path, store, epochs=4).read_text())
+    cfg["trainer"]["callbacks"] = [
+        {"class_path": "smec.checkpointing.ResumeCheckpoint"},
+        {"class_path": "tests.smec.test_checkpointing.SendSignal", "init_args": {"epoch": 1, "batch": 2}},
+    ]
+    (tmp_path / "signal.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(tmp_path / "signal.yaml")])
+    assert stopped.value.code == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert err.strip().splitlines()[-1] == (
+        f"smec fit: stopped by SIGTERM at epoch 1, step {torch_load(last)['global_step']}, saved in {last}: "
+        "resume with --ckpt_path last"
+    )
+    saved = torch_load(last)
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 3}]
