@@ -66,7 +66,9 @@ def load_checkpoint(path: str | os.PathLike[str], option: str) -> dict[str, Any]
                 f"{option}: {path}: refused to load: it holds {unsafe.group(1)}, which is not a type smec "
                 "checkpoints contain (loaded with weights_only=True, so nothing in it ran)"
             ) from None
-        raise ConfigError(f"{option}: {path} is not a Lightning checkpoint (unreadable pickle)") from None
+        raise ConfigError(
+            f"{option}: {path} is not a Lightning checkpoint (not a file torch.save wrote)"
+        ) from None
     except OSError as exc:
         if exc.filename is None:  # torch reports a truncated archive as a bare OSError
             raise ConfigError(f"{option}: {path} is not a Lightning checkpoint ({exc})") from None
@@ -125,7 +127,7 @@ def differences(
     data_hparams: Mapping[str, Any] | None,
     *,
     fit: bool,
-    model_keys: Sequence[str] | None = None,
+    store_models: Sequence[str] | None = None,
 ) -> list[str]:
     """``key: checkpoint X, config Y`` for every setting of the run that the checkpoint disagrees with.
 
@@ -133,7 +135,7 @@ def differences(
         checkpoint: the loaded checkpoint (its ``hyper_parameters`` and ``datamodule_hyper_parameters``).
         model_hparams / data_hparams: the hyper-parameters of the run's model and datamodule.
         fit: a resumed fit (the training data must match too, :data:`FIT_DATA_KEYS`).
-        model_keys: the run's resolved model list, standing in for ``models: null`` (every model of the store).
+        store_models: every model of the run's store, what ``models: null`` stands for.
     """
     from datamodules.store import model_key
 
@@ -157,7 +159,7 @@ def differences(
 
     def models_of(value: Any) -> Any:
         if value is None:
-            return list(model_keys) if model_keys is not None else None
+            return list(store_models) if store_models is not None else None
         return [model_key(str(m)) for m in value]
 
     for key in (*DATA_KEYS, *(FIT_DATA_KEYS if fit else ())):
@@ -177,10 +179,10 @@ def check_matches(
     data_hparams: Mapping[str, Any] | None,
     *,
     fit: bool,
-    model_keys: Sequence[str] | None = None,
+    store_models: Sequence[str] | None = None,
 ) -> None:
     """Raise one ConfigError listing every difference (:func:`differences`) between checkpoint and config."""
-    found = differences(checkpoint, model_hparams, data_hparams, fit=fit, model_keys=model_keys)
+    found = differences(checkpoint, model_hparams, data_hparams, fit=fit, store_models=store_models)
     if not found:
         return
     own = Path(path).resolve().parent.parent / "config.yaml"

@@ -49,10 +49,15 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
     a config that fails, or a validate / test / predict run, leaves the saved config as it was.
     """
 
+    held_loggers: list[Any] | None = None
+    """The fit's loggers, held back by :meth:`SmecCLI.before_fit` until the fit starts (see there)."""
+
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         pass  # Lightning's callback saves here, before the model's setup checks: see on_fit_start
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.held_loggers is not None:
+            trainer.loggers, self.held_loggers = self.held_loggers, None
         if self.already_saved:
             return
         if trainer.is_global_zero:
@@ -93,6 +98,12 @@ class SmecCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning parses a checkpoint's hyper-parameters into the config here, silently replacing the
         command line's. We compare them instead, once the classes exist (:meth:`_prepare_checkpoint`)."""
+
+    def _set_seed(self) -> None:
+        try:
+            super()._set_seed()
+        except ValueError as exc:  # an out-of-range seed
+            raise ConfigError(f"seed_everything: {exc}") from None
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -139,6 +150,14 @@ class SmecCLI(LightningCLI):
     def before_fit(self) -> None:
         self._prepare_checkpoint()
         self._tag_run()
+        # Lightning creates every logger's folder (csv/version_N, the W&B run) before the datamodule's and the
+        # model's setup hooks, where some settings are checked (SMEC's data mode, model.extend_from). Held back
+        # until the fit starts, a config those hooks refuse leaves nothing in the run folder. Hyper-parameters
+        # are logged after on_fit_start, so the loggers see everything they saw before.
+        saver = next((c for c in self.trainer.callbacks if isinstance(c, LoggerSaveConfigCallback)), None)
+        if saver is not None and self.trainer.loggers:
+            saver.held_loggers = list(self.trainer.loggers)
+            self.trainer.loggers = []
 
     def before_validate(self) -> None:
         self._prepare_checkpoint()
@@ -201,7 +220,7 @@ class SmecCLI(LightningCLI):
                 dict(self.model.hparams),
                 dict(data.hparams) if data is not None else None,
                 fit=subcommand == "fit",
-                model_keys=getattr(data, "model_keys", None),
+                store_models=data.store.models if isinstance(data, EmbeddingDataModule) else None,
             )
         cfg["ckpt_path"] = None if path is None else str(path)
         cfg["weights_only"] = True

@@ -13,24 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smec.commands import at_least
+
 if TYPE_CHECKING:
     from datamodules.store import EmbeddingStore
     from smec.evaluation.evaluator import RetrievalEvaluator
 
 DEFAULT_DIMS = (32, 64, 128, 256)
-
-
-def _at_least(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pq", action="store_true", help="skip the OPQ + PQ baseline (the slowest)")
     parser.add_argument(
         "--pq-max-bits",
-        type=_at_least(8),
+        type=at_least(8),
         default=1024,
         help="largest OPQ + PQ code budget to train (default: %(default)s)",
     )
     parser.add_argument("--no-trec", action="store_true", help="do not write TREC run files")
     parser.add_argument(
-        "--fit-sample", type=_at_least(1), default=10_000, help="corpus rows that fit PCA / OPQ / quantizers"
+        "--fit-sample", type=at_least(1), default=10_000, help="corpus rows that fit PCA / OPQ / quantizers"
     )
     parser.add_argument(
         "--int-scoring",

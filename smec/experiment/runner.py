@@ -625,6 +625,12 @@ def load_system(class_path: str, checkpoint: Path) -> Any:
 
 
 def remove_run(out: Path) -> None:
-    """Delete a comparison folder (``smec compare --fresh``)."""
-    if out.exists():
-        shutil.rmtree(out)
+    """Delete a comparison folder (``smec compare --fresh``): only one that holds a comparison (or nothing)."""
+    if not out.exists():
+        return
+    if not (out / "state.json").is_file() and any(out.iterdir()):
+        raise ExperimentError(
+            f"--fresh: {out} does not hold a comparison (no state.json): not deleting it; pick the run folder "
+            "with --out or delete it yourself"
+        )
+    shutil.rmtree(out)
