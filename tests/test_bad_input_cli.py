@@ -775,3 +775,9 @@ def test_compare_unwritable_out(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     argv = ["compare", "--config", config, "--out", tmp_path / "notes.txt" / "run", "--no-progress"]
     fails(capsys, argv, r"--out: cannot create \S+/run: \S+notes\.txt is not a folder$", tmp_path)
+
+
+def test_a_verb_the_system_does_not_have(fitted, tmp_path, capsys):
+    """MRL has no test_step: Lightning's MisconfigurationException, raised once the run starts, is one line."""
+    argv = ["test", "--config", fitted.config, "--ckpt_path", fitted.last]
+    fails(capsys, argv, r"No `test_step\(\)` method defined to run `Trainer\.test`", tmp_path, fitted.base)

@@ -153,6 +153,15 @@ def test_task_list_and_a_failing_fit(tmp_path):
     assert failed.returncode == 1
     assert "smec compare: error: 1 fit(s) failed: mrl/s0 (log: " in failed.stdout
     assert "model.dims" in (tmp_path / "run2/mrl/s0/fit.log").read_text()
+    # the fit left no checkpoint, so its record does not bind: with the mistake fixed, the same folder refits
+    bad["methods"][0]["args"]["model.init_args.dims"] = [2, 4, 8]
+    config.write_text(yaml.safe_dump(bad))
+    fixed = compare(config, tmp_path / "run2")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert (
+        "mrl/s0: its settings changed since a fit that left no checkpoint: starting it again" in fixed.stderr
+    )
+    assert (tmp_path / "run2/mrl/s0/test.json").exists()
 
 
 @pytest.mark.slow
