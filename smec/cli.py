@@ -7,15 +7,19 @@ Errors: bad input (:class:`datamodules.errors.InputError` and its subclasses) an
 (``OSError``: disk full, a read-only folder, a missing file) end the command with one line on stderr,
 ``smec <verb>: error: <what, naming the file or option>``, and exit status 2, for every verb. ``--debug`` (anywhere
 on the command line) or ``SMEC_DEBUG=1`` shows the traceback instead. Anything else is a bug and keeps its
-traceback.
+traceback. Warnings of smec's own (e.g. the grid points an automatic grid left out) are one line too,
+``smec <verb>: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 
 # torch and faiss each bring an OpenMP runtime; busy-waiting threads of one starve the other (a faiss search
 # right after torch work measured 1.2 s instead of 0.05 s). Must be set before either is imported.
@@ -56,6 +60,24 @@ def error_line(verb: str, exc: BaseException) -> str:
     return f"smec {verb}: error: " + " ".join(message.split())
 
 
+@contextlib.contextmanager
+def one_line_warnings(verb: str) -> Iterator[None]:
+    """Show warnings raised by smec's own modules as ``smec <verb>: warning: ...`` (others as Python does)."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if category.__module__.split(".")[0] == "smec":
+            print(f"smec {verb}: warning: " + " ".join(str(message).split()), file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SMEC_DEBUG", "") not in ("", "0")
@@ -70,13 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     from datamodules.errors import InputError
 
     try:
-        return _run(verb, rest)
+        with one_line_warnings(verb):
+            return _run(verb, rest)
     except (InputError, OSError) as exc:
         if debug:
             raise
         # Bad input, or a file system fault, is the user's to fix: one clear line, no traceback.
         print(error_line(verb, exc), file=sys.stderr)
         return 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad option raised as an InputError (one line, like every other input error)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from datamodules.errors import InputError
+
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 def _run(verb: str, rest: list[str]) -> int:
@@ -87,7 +119,7 @@ def _run(verb: str, rest: list[str]) -> int:
         return 0
     module_name, help_ = COMMANDS[verb]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"smec {verb}", description=help_)
+    parser = _OneLineParser(prog=f"smec {verb}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     return int(module.run(args) or 0)

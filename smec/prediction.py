@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from smec.errors import ConfigError
+from smec.paths import check_output_dir, child_path
 
 
 class StorePredictionWriter(BasePredictionWriter):
@@ -21,19 +22,36 @@ class StorePredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: the store folder to write.
-        name: model key in the new store (default: the system's method name).
-        overwrite: replace an existing model of that name in ``output_dir``.
+        name: model key in the new store (default: the system's method name); one plain folder name.
+        overwrite: replace an existing model of that name in ``output_dir`` (only that folder is deleted).
+
+    Everything that can be checked is checked before predicting: one device, ``output_dir`` writable, the
+    model folder free (or ``overwrite``).
     """
 
     def __init__(self, output_dir: str, name: str | None = None, overwrite: bool = False) -> None:
         super().__init__(write_interval="epoch")
         self.output_dir = Path(output_dir)
+        if name is not None:
+            child_path(self.output_dir, name, "StorePredictionWriter.name")
         self.name = name
         self.overwrite = overwrite
 
+    def _target(self, pl_module: Any) -> Path:
+        key = self.name or getattr(pl_module, "method_name", "compressed")
+        return child_path(self.output_dir, key, "StorePredictionWriter.name")
+
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage == "predict" and trainer.world_size > 1:
+        if stage != "predict":
+            return
+        if trainer.world_size > 1:
             raise ConfigError("StorePredictionWriter: run `smec predict` on one device (trainer.devices=1)")
+        check_output_dir(self.output_dir, "StorePredictionWriter.output_dir")
+        target = self._target(pl_module)
+        if target.exists() and not self.overwrite:
+            raise ConfigError(
+                f"{target} exists; set overwrite: true on StorePredictionWriter or pick another output_dir"
+            )
 
     def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
         import shutil
@@ -45,14 +63,14 @@ class StorePredictionWriter(BasePredictionWriter):
         names = dm.predict_text_sets
         if len(names) == 1:
             predictions = [predictions]
-        key = self.name or getattr(pl_module, "method_name", "compressed")
-        target = self.output_dir / key
+        target = self._target(pl_module)
+        key = target.name
         if target.exists():
             if not self.overwrite:
                 raise ConfigError(
                     f"{target} exists; set overwrite: true on StorePredictionWriter or pick another output_dir"
                 )
-            shutil.rmtree(target)
+            shutil.rmtree(target)  # child_path: a folder directly inside output_dir, not a link
         writer = StoreWriter(
             self.output_dir,
             dataset=source.dataset,

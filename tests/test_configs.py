@@ -34,7 +34,11 @@ def test_config_is_valid_yaml_and_parses_through_the_cli(path, tmp_path, capsys)
     from smec.lightning_cli import run_lightning_cli
 
     assert isinstance(yaml.safe_load(path.read_text()), dict)
-    store = build_store(tmp_path / "store")
+    # As wide as the demo's concatenation (1152): the recipes' sizes (MRL's 512-d decoder, SMEC's chain from
+    # 512) must fit inside their input, a narrower store is refused by the systems.
+    store = build_store(
+        tmp_path / "store", n_corpus=20, splits={"train": 4, "dev": 4, "test": 4}, dims={"m1": 576, "m2": 576}
+    )
     args = [
         "fit",
         *compose(path),
@@ -50,11 +54,9 @@ def test_config_is_valid_yaml_and_parses_through_the_cli(path, tmp_path, capsys)
     assert printed["model"]["class_path"].startswith("smec.systems.")
     if path.name in GPU_ONLY:
         return  # needs a GPU to instantiate; parsing and type-checking above is what CI can do
-    if printed["model"]["init_args"].get("eval_dims"):  # recipe dims for the 1152-d demo, not the 10-d store
-        args.append("--model.init_args.eval_dims=null")
     cli = run_lightning_cli([*args[1:], "--trainer.default_root_dir", str(tmp_path / "run")], run=False)
-    assert cli.model.input_dim == 10  # linked from data.input_dim (the tiny store's m1 + m2)
-    assert cli.datamodule.input_dim == 10
+    assert cli.model.input_dim == 1152  # linked from data.input_dim (the store's m1 + m2)
+    assert cli.datamodule.input_dim == 1152
 
 
 EXPERIMENTS = sorted((CONFIGS / "experiment").glob("*.yaml"))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from smec.commands import at_least
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiment YAML (configs/experiment/demo.yaml, ...)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<experiment name>)")
     parser.add_argument(
-        "--jobs", type=int, default=None, help="fits in parallel (default: the experiment's jobs)"
+        "--jobs", type=at_least(1), default=None, help="fits in parallel (default: the experiment's jobs)"
     )
     parser.add_argument(
         "--task",
@@ -29,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from smec.experiment.config import load_experiment
     from smec.experiment.runner import ComparisonError, ComparisonRunner, remove_run
+    from smec.paths import check_output_dir
 
     config = load_experiment(args.config)
     runner = ComparisonRunner(config, args.out, progress=not args.no_progress, jobs=args.jobs)
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
             state = "evaluated" if run.test_results.exists() else "fitted" if run.done.exists() else "todo"
             print(f"{i}\t{run.label}\t{state}")
         return 0
+    check_output_dir(runner.out, "--out")  # before the fits, not when the report is written
     if args.fresh:
         remove_run(runner.out)
     if args.prepare:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smec.commands import at_least
+
 if TYPE_CHECKING:
     from datamodules.store import EmbeddingStore
     from smec.evaluation.evaluator import RetrievalEvaluator
@@ -36,26 +38,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dims",
         nargs="+",
         type=int,
-        default=list(DEFAULT_DIMS),
-        help="dims to evaluate; each representation's full width is added (default: %(default)s)",
+        default=None,
+        help="dims to evaluate, each at most the input's width; each representation's full width is added "
+        f"(default: {' '.join(map(str, DEFAULT_DIMS))}, those wider than the input left out)",
     )
     parser.add_argument(
         "--precisions",
         nargs="+",
-        default=["float32", "int8", "int4", "binary"],
-        help="float32 int8 int4 binary (default: all)",
+        default=None,
+        help="float32 int8 int4 binary (default: all; binary only at dims that are multiples of 8)",
     )
     parser.add_argument("--out", required=True, help="output folder for results.json, results.md, runs/")
     parser.add_argument("--no-pq", action="store_true", help="skip the OPQ + PQ baseline (the slowest)")
     parser.add_argument(
         "--pq-max-bits",
-        type=int,
+        type=at_least(8),
         default=1024,
         help="largest OPQ + PQ code budget to train (default: %(default)s)",
     )
     parser.add_argument("--no-trec", action="store_true", help="do not write TREC run files")
     parser.add_argument(
-        "--fit-sample", type=int, default=10_000, help="corpus rows that fit PCA / OPQ / quantizers"
+        "--fit-sample", type=at_least(1), default=10_000, help="corpus rows that fit PCA / OPQ / quantizers"
     )
     parser.add_argument(
         "--int-scoring",
@@ -94,6 +97,7 @@ def baseline_rows(
     pq_max_bits: int | None = 1024,
     run_dir: Path | None = None,
     single_only: Sequence[str] = (),
+    dropped: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The training-free grid (``run_baselines``) on the L2-concatenation of ``keys`` in a raw store.
 
@@ -118,27 +122,60 @@ def baseline_rows(
         pq=pq,
         pq_max_bits=pq_max_bits,
         run_dir=run_dir,
+        dropped=dropped,
     )
     return rows, int(cc.shape[1])
+
+
+def grid_dims(requested: Sequence[int] | None, width: int, what: str, dropped: list[str]) -> list[int]:
+    """The dims to evaluate for a representation ``width`` wide, plus its full width.
+
+    Explicit ``--dims`` wider than the input are an error; the default dims are an automatic grid, so those
+    wider than the input are left out (noted in ``dropped``).
+    """
+    from smec.evaluation.errors import EvaluationError
+
+    dims = sorted(set(requested if requested is not None else DEFAULT_DIMS))
+    wide = [d for d in dims if d > width]
+    if wide and requested is not None:
+        raise EvaluationError(f"--dims {wide}: wider than the input ({what} has {width} dims)")
+    if wide:
+        dropped.append(f"default dims {wide} (wider than the input: {what} has {width} dims)")
+    return [d for d in dims if d <= width]
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
     from datamodules.store import EmbeddingStore
-    from smec.evaluation.baselines import evaluate_grid
+    from smec.evaluation.baselines import evaluate_grid, warn_dropped
     from smec.evaluation.errors import EvaluationError
-    from smec.evaluation.quantize import check_precision
+    from smec.evaluation.quantize import PRECISIONS, check_precision
     from smec.evaluation.results import markdown_table, write_results
+    from smec.paths import check_output_dir
 
-    for p in args.precisions:
+    precisions = list(args.precisions) if args.precisions is not None else list(PRECISIONS)
+    for p in precisions:
         check_precision(p)
+    if any(d < 1 for d in args.dims or ()):
+        raise EvaluationError(f"--dims: expected positive integers, got {args.dims}")
+    if args.dims is not None and args.precisions is not None and "binary" in precisions:
+        odd = [d for d in args.dims if d % 8]
+        if odd:
+            raise EvaluationError(
+                f"--dims {odd} with --precisions binary: binary codes need a multiple of 8 dims"
+            )
+    # Before any work: an output we cannot write is found now, not after the grid.
+    out = check_output_dir(args.out, "--out")
     store = EmbeddingStore(args.store, verify=False if args.no_verify else None)
-    out = Path(args.out)
     run_dir = None if args.no_trec else out / "runs"
     split = args.split
     infos = {k: store.meta["models"][k]["model"] for k in store.models}
+    unknown = [k for k in args.models or () if k not in infos]
+    if unknown:
+        raise EvaluationError(f"--models {unknown}: not in {store.path} (it holds {sorted(infos)})")
     compressed = [k for k, info in infos.items() if info.get("kind") == "compressed"]
+    dropped: list[str] = []
 
     start = time.perf_counter()
     if compressed:
@@ -149,14 +186,16 @@ def run(args: argparse.Namespace) -> int:
             # Compression factors are relative to the float32 input the model compressed, not its own width.
             input_dim = int(infos[key].get("input_dim") or store.model_dim(key))
             width = store.model_dim(key)
+            dims = grid_dims(args.dims, width, key, dropped)
             rows += evaluate_grid(
                 store_evaluator(store, split, input_dim, args.fit_sample, args.int_scoring),
                 key,
                 store.array(key, f"queries/{split}").read(),
                 store.array(key, "corpus").read(),
-                [d for d in args.dims if d < width] + [width],
-                args.precisions,
+                [d for d in dims if d < width] + [width],
+                precisions,
                 run_dir=run_dir,
+                dropped=dropped,
             )
         base_models = list(dict.fromkeys(m for k in keys for m in infos[k].get("source_models", [])))
         reference = None
@@ -164,20 +203,23 @@ def run(args: argparse.Namespace) -> int:
         keys = args.models or store.models
         if not keys:
             raise EvaluationError(f"{store.path}: the store holds no finished models")
+        width = sum(store.model_dim(k) for k in keys)
         rows, input_dim = baseline_rows(
             store,
             keys,
             split,
-            args.dims,
-            args.precisions,
+            grid_dims(args.dims, width, f"the concatenation of {', '.join(keys)}", dropped),
+            precisions,
             fit_sample=args.fit_sample,
             int_scoring=args.int_scoring,
             pq=not args.no_pq,
             pq_max_bits=args.pq_max_bits,
             run_dir=run_dir,
+            dropped=dropped,
         )
         base_models = list(keys)
-        reference = ("concat", input_dim, "float32") if "float32" in args.precisions else None
+        reference = ("concat", input_dim, "float32") if "float32" in precisions else None
+    warn_dropped(dropped)
     seconds = time.perf_counter() - start
     path = write_results(
         out,

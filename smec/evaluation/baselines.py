@@ -8,6 +8,7 @@ which has its own asymmetric search and produces rows with precision ``"pq"`` di
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,20 @@ import numpy as np
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.quantize import PRECISIONS, l2_normalize
+
+
+class GridWarning(UserWarning):
+    """Grid points an automatic grid could not compute and left out: one warning per grid, naming each."""
+
+
+def warn_dropped(dropped: Sequence[str]) -> None:
+    """The one warning line for every point a grid left out (nothing when none was)."""
+    if dropped:
+        warnings.warn("left out of the grid: " + "; ".join(dropped), GridWarning, stacklevel=3)
+
+
+def binary_note(method: str, dims: Sequence[int]) -> str:
+    return f"{method} binary at dims {list(dims)} (binary codes need a multiple of 8 dims)"
 
 
 def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
@@ -239,20 +254,33 @@ def evaluate_grid(
     dims: Sequence[int],
     precisions: Sequence[str],
     run_dir: Path | None = None,
+    dropped: list[str] | None = None,
+    index_sets: Mapping[int, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """``evaluator.evaluate`` over dims x precisions, where binary codes skip dims that are not multiples of 8.
 
     Binary needs whole bytes, so dims that are not multiples of 8 get the remaining precisions only (instead of
-    the evaluator's error): the grid of any representation, whatever its widths.
+    the evaluator's error): the grid of any representation, whatever its widths. What is skipped is appended to
+    ``dropped``, or, without a list, said in one :class:`GridWarning`.
     """
     rows: list[dict[str, Any]] = []
     byte_dims = [d for d in dims if d % 8 == 0]
     odd_dims = [d for d in dims if d % 8]
     if byte_dims:
-        rows += evaluator.evaluate(method, queries, corpus, byte_dims, precisions, run_dir=run_dir)
+        rows += evaluator.evaluate(
+            method, queries, corpus, byte_dims, precisions, index_sets=index_sets, run_dir=run_dir
+        )
     other = [p for p in precisions if p != "binary"]
     if odd_dims and other:
-        rows += evaluator.evaluate(method, queries, corpus, odd_dims, other, run_dir=run_dir)
+        rows += evaluator.evaluate(
+            method, queries, corpus, odd_dims, other, index_sets=index_sets, run_dir=run_dir
+        )
+    if odd_dims and "binary" in precisions:
+        note = [binary_note(method, odd_dims)]
+        if dropped is None:
+            warn_dropped(note)
+        else:
+            dropped += note
     return rows
 
 
@@ -270,12 +298,13 @@ def run_baselines(
     pq: bool = True,
     pq_max_bits: int | None = 1024,
     run_dir: Path | None = None,
+    dropped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the whole training-free grid on one split.
 
     Rows, in this order:
 
-    * ``model:<name>`` — each base model alone at every dim of ``dims`` it has, plus its full width;
+    * ``model:<name>`` — each base model alone at every dim of ``dims`` below its width, plus its full width;
     * ``concat`` — the concatenation truncated to ``dims`` plus full width;
     * ``pca`` — PCA of the concatenation (fit on ``fit_sample_size`` corpus rows) at ``dims``;
     * ``rotation`` — random rotation of the concatenation at ``dims`` (binary only, skipped without "binary");
@@ -287,12 +316,15 @@ def run_baselines(
         evaluator: built on the split's ids and qrels with ``input_dim`` = the concatenation's width.
         queries_by_model, corpus_by_model: per-model (nq, d_m) and (nc, d_m) float arrays.
         concat_queries, concat_corpus: (nq, D), (nc, D) float arrays.
-        dims: target dims (those above a representation's width are skipped for it; dims that are not a
-            multiple of 8 get every precision but binary).
+        dims: target dims, each at most the concatenation's width (else an error). A single model narrower
+            than a dim is evaluated at its full width instead, PCA stops at the fit sample's row count, and
+            dims that are not a multiple of 8 get every precision but binary: what is left out this way is said
+            in one :class:`GridWarning` (or appended to ``dropped``).
         precisions: passed to the evaluator for every method except rotation (binary) and opq-pq ("pq").
         fit_sample_size, seed: corpus sample that fits PCA and OPQ (and seeds the rotation).
         pq, pq_max_bits: whether to run OPQ + PQ, and the largest code budget it runs at.
         run_dir: if given, TREC run files for every row.
+        dropped: collects what was left out instead of warning (a caller with more grids warns once).
     """
     if set(queries_by_model) != set(corpus_by_model):
         raise EvaluationError(
@@ -300,30 +332,52 @@ def run_baselines(
             f"{sorted(corpus_by_model)}"
         )
     dims = sorted({int(d) for d in dims})
+    width = concat_corpus.shape[1]
+    wide = [d for d in dims if d > width]
+    if wide:
+        raise EvaluationError(
+            f"dims {wide} are wider than the input: the base models concatenate to {width} dims"
+        )
+    notes: list[str] = []
     rows: list[dict[str, Any]] = []
 
     def grid(
         method: str, q: np.ndarray, c: np.ndarray, method_dims: Sequence[int], precs: Sequence[str]
     ) -> None:
-        rows.extend(evaluate_grid(evaluator, method, q, c, method_dims, precs, run_dir=run_dir))
+        rows.extend(
+            evaluate_grid(evaluator, method, q, c, method_dims, precs, run_dir=run_dir, dropped=notes)
+        )
 
-    def with_full(width: int) -> list[int]:
+    def with_full(method: str, width: int) -> list[int]:
+        above = [d for d in dims if d > width]
+        if above:
+            notes.append(
+                f"{method} at dims {above} (wider than its {width} dims; its full width is evaluated)"
+            )
         return [d for d in dims if d < width] + [width]
 
     for name in queries_by_model:
         c = np.asarray(corpus_by_model[name])
-        grid(f"model:{name}", queries_by_model[name], c, with_full(c.shape[1]), precisions)
-    width = concat_corpus.shape[1]
-    grid("concat", concat_queries, concat_corpus, with_full(width), precisions)
+        grid(f"model:{name}", queries_by_model[name], c, with_full(f"model:{name}", c.shape[1]), precisions)
+    grid("concat", concat_queries, concat_corpus, with_full("concat", width), precisions)
 
     sample = concat_corpus[_sample_rows(len(concat_corpus), fit_sample_size, seed)]
-    small = [d for d in dims if d <= min(width, len(sample))]
+    small = [d for d in dims if d <= len(sample)]
+    if len(small) < len(dims):
+        notes.append(
+            f"pca at dims {dims[len(small) :]} (more components than the {len(sample)} corpus rows that fit it)"
+        )
     if small:
         pca = PCA(n_components=max(small)).fit(sample)
         grid("pca", pca.transform(concat_queries), pca.transform(concat_corpus), small, precisions)
     if "binary" in precisions:
         rot = RandomRotation(seed=seed).fit(sample)
-        rot_dims = [d for d in dims if d <= width and d % 8 == 0]
+        rot_dims = [d for d in dims if d % 8 == 0]
+        if len(rot_dims) < len(dims):
+            notes.append(
+                f"rotation at dims {[d for d in dims if d % 8]} (a binary-only baseline; binary codes need a "
+                "multiple of 8 dims)"
+            )
         if rot_dims:
             rows += evaluator.evaluate(
                 "rotation",
@@ -334,8 +388,13 @@ def run_baselines(
                 run_dir=run_dir,
             )
     if pq:
+        # Budgets above pq_max_bits are not a drop: that option bounds the (slow) OPQ + PQ fits on purpose.
         for d in dims:
-            if d <= width and (pq_max_bits is None or 8 * d <= pq_max_bits):
+            if pq_max_bits is None or 8 * d <= pq_max_bits:
                 quantizer = OPQProductQuantizer(8 * d, seed=seed).fit(sample)
                 rows.append(quantizer.evaluate(evaluator, concat_queries, concat_corpus, run_dir=run_dir))
+    if dropped is None:
+        warn_dropped(notes)
+    else:
+        dropped += notes
     return rows

@@ -180,32 +180,49 @@ def evaluate_system(
     method: str,
     batch_size: int = 4096,
     run_dir: Any = None,
+    dropped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The evaluator's rows for a compression system at ``dims`` x ``precisions``.
 
     Prefix-nested systems (``prefix_nested`` True: MRL, the adaptors) are compressed once and evaluated at
     prefixes or their ``index_sets``; others (SMEC's chain) are embedded once per size. Dims that are not a
-    multiple of 8 skip binary (see ``evaluate_grid``).
+    multiple of 8 skip binary (see ``evaluate_grid``), said in one warning (or appended to ``dropped``).
     """
-    from smec.evaluation.baselines import evaluate_grid
+    from smec.evaluation.baselines import binary_note, evaluate_grid, warn_dropped
 
+    notes: list[str] = []
     was_training = module.training
     module.eval()
     try:
+        rows: list[dict[str, Any]] = []
         if getattr(module, "prefix_nested", True):
             q = compress_rows(module, queries, batch_size=batch_size)
             c = compress_rows(module, corpus, batch_size=batch_size)
-            index_sets = system_index_sets(module)
-            if index_sets is not None:
-                return evaluator.evaluate(
-                    method, q, c, dims, precisions, index_sets=index_sets, run_dir=run_dir
+            rows = evaluate_grid(
+                evaluator,
+                method,
+                q,
+                c,
+                dims,
+                precisions,
+                run_dir=run_dir,
+                dropped=notes,
+                index_sets=system_index_sets(module),
+            )
+        else:
+            skipped: list[str] = []
+            for dim in dims:  # every size is its own vector
+                q = compress_rows(module, queries, dim, batch_size)
+                c = compress_rows(module, corpus, dim, batch_size)
+                rows += evaluate_grid(
+                    evaluator, method, q, c, [dim], precisions, run_dir=run_dir, dropped=skipped
                 )
-            return evaluate_grid(evaluator, method, q, c, dims, precisions, run_dir=run_dir)
-        rows: list[dict[str, Any]] = []
-        for dim in dims:  # every size is its own vector
-            q = compress_rows(module, queries, dim, batch_size)
-            c = compress_rows(module, corpus, dim, batch_size)
-            rows += evaluate_grid(evaluator, method, q, c, [dim], precisions, run_dir=run_dir)
-        return rows
+            if skipped:  # one note for the whole grid, not one per size
+                notes.append(binary_note(method, [d for d in dims if d % 8]))
     finally:
         module.train(was_training)
+    if dropped is None:
+        warn_dropped(notes)
+    else:
+        dropped += notes
+    return rows

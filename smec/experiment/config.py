@@ -82,7 +82,9 @@ class ExperimentConfig:
         reference_models: models embedded and evaluated alone (e.g. a larger single model), not concatenated.
         split: qrels split of the final grid (default ``test``; the fits select checkpoints on their own
             ``data.val_split``, dev in the recipes).
-        dims, precisions: the evaluation grid; each dim must be one the trained methods produce.
+        dims, precisions: the evaluation grid. Every point must be computable (checked before any work): each
+            dim at most the input's width and every method's output width, multiples of 8 with an explicit
+            ``binary`` (with the default precisions, binary skips other dims with one warning).
         seeds: default seeds of every method (one fit per method and seed).
         trainer: recipe files appended to every fit (default ``configs/trainer/cpu.yaml``).
         logger: ``wandb`` (default; offline unless credentials exist) or ``csv``; a CSV log is always kept for
@@ -275,6 +277,14 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     for p in precisions:
         if p not in PRECISIONS:
             raise top.fail("precisions", f"values among {', '.join(PRECISIONS)}", list(precisions))
+    odd = [d for d in dims if d % 8]
+    if "binary" in precisions and odd and "precisions" in data:
+        # Asked for explicitly, every grid point must be computable: binary codes are whole bytes. (With the
+        # default precisions, binary is left out at those dims with one warning, as `smec eval` does.)
+        raise ExperimentError(
+            f"{source}: dims {odd} with precision binary: binary codes need a multiple of 8 dims (change dims or "
+            "drop binary from precisions)"
+        )
     seeds = top.int_list("seeds", (0,))
     trainer = tuple(
         _resolve(p, source, "trainer") for p in top.str_list("trainer", ("configs/trainer/cpu.yaml",))

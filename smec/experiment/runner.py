@@ -118,6 +118,7 @@ class ComparisonRunner:
         self.python = python
         self._data_cache: dict[str, Any] = {}
         self._evaluators: dict[int, Any] = {}
+        self._parsed: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------------------- layout
     def fit_runs(self) -> list[FitRun]:
@@ -175,19 +176,82 @@ class ComparisonRunner:
         return state["nonce"]
 
     def check_fit(self, run: FitRun) -> None:
-        """Record a fit's settings before it starts; refuse to continue one whose settings changed."""
+        """Record a fit's settings before it starts; refuse to continue one whose settings changed.
+
+        The record binds only once the fit produced something (a checkpoint, or fit.done): a fit that failed
+        before its first checkpoint (a typo in its arguments, say) runs again with the corrected settings.
+        """
         path = run.root / "fit.json"
         wanted = self.fit_signature(run)
         if path.exists():
             had = json.loads(path.read_text())
-            if had != wanted:
+            if had == wanted:
+                return
+            if self.fit_produced(run):
                 changed = sorted(k for k in wanted if had.get(k) != wanted[k])
                 raise ExperimentError(
                     f"{run.root} was fitted with other settings ({', '.join(changed)} changed): delete that "
                     f"folder to refit it, or give the changed method another name"
                 )
-            return
+            self.say(
+                f"{run.label}: its settings changed since a fit that left no checkpoint: starting it again"
+            )
         atomic_write_json(path, wanted)
+
+    @staticmethod
+    def fit_produced(run: FitRun) -> bool:
+        """Whether the fit in ``run.root`` got as far as a checkpoint (or finished)."""
+        return (
+            run.done.exists()
+            or any((run.root / "checkpoints").glob("*.ckpt"))
+            or any(run.root.glob("hpc_ckpt_*.ckpt"))
+        )
+
+    def check_methods(self, runs: Sequence[FitRun]) -> None:
+        """Every method's `smec fit` arguments through the CLI's parser, before anything is embedded or fitted.
+
+        A typo in a method's ``args`` (or its recipe) is one ExperimentError naming the experiment file, the
+        method and the key. The parsed configs are kept for :meth:`check_widths`.
+        """
+        from smec.errors import ConfigError
+        from smec.lightning_cli import parse_args
+
+        for run in runs:
+            if run.method.name in self._parsed:
+                continue
+            cmd = self.fit_command(run, "check")  # the nonce only names the W&B run
+            try:
+                self._parsed[run.method.name] = parse_args(cmd[cmd.index("fit") :])
+            except ConfigError as exc:
+                raise ExperimentError(f"{self.config.source}: method {run.method.name}: {exc}") from None
+
+    def check_widths(self, runs: Sequence[FitRun]) -> None:
+        """The grid's dims against the input's width and each method's declared output width (after embed).
+
+        A method declares its width with a ``model.init_args.output_dim`` (MRL's decoder); without one, its
+        output is as wide as its input (SMEC's chain, the adaptors).
+        """
+        store = self.store()
+        width = sum(store.model_dim(k) for k in _keys(self.config.models))
+        dims = sorted(self.config.dims)
+        source = self.config.source
+        wide = [d for d in dims if d > width]
+        if wide:
+            raise ExperimentError(
+                f"{source}: dims {wide} are wider than the input: {', '.join(self.config.models)} concatenate to "
+                f"{width} dims"
+            )
+        for run in runs:
+            parsed = self._parsed.get(run.method.name)
+            init = parsed.fit.model.get("init_args") if parsed is not None else None
+            declared = init.get("output_dim") if init is not None else None
+            if isinstance(declared, int) and not isinstance(declared, bool):
+                wide = [d for d in dims if d > declared]
+                if wide:
+                    raise ExperimentError(
+                        f"{source}: method {run.method.name}: dims {wide} are wider than its output "
+                        f"(model.init_args.output_dim={declared}); every method must produce every dim of the grid"
+                    )
 
     # ----------------------------------------------------------------------------------------- steps
     def embed(self) -> None:
@@ -415,13 +479,18 @@ class ComparisonRunner:
         model = load_system(run_config["model"]["class_path"], checkpoint)
         data = self._eval_data(run_config)
         width = int(getattr(model, "output_dim", data.input_dim))
-        dims = [d for d in self.config.dims if d <= width]
+        wide = [d for d in self.config.dims if d > width]
+        if wide:  # check_widths catches this before the fit; a fit from before that check may not match
+            raise ExperimentError(
+                f"{self.config.source}: dims {wide} are wider than the output of {run.label} ({width} dims, "
+                f"{checkpoint})"
+            )
         rows = evaluate_system(
             model,
             data.queries,
             data.corpus,
             self._evaluator(int(data.input_dim)),
-            dims,
+            list(self.config.dims),
             self.config.precisions,
             run.method.name,
         )
@@ -440,8 +509,11 @@ class ComparisonRunner:
 
     def prepare_data(self) -> None:
         """The steps every fit needs first: the store and the baseline grid (`smec compare --prepare`)."""
+        runs = self.fit_runs()
+        self.check_methods(runs)
         self.prepare()
         self.embed()
+        self.check_widths(runs)
         self.baselines()
 
     def run(self, only: Sequence[int] | None = None) -> dict[str, Path]:
@@ -449,14 +521,16 @@ class ComparisonRunner:
         from smec.evaluation.results import write_results
 
         start = time.perf_counter()
-        nonce = self.prepare()
         runs = self.fit_runs()
         if only is not None:
             bad = [i for i in only if not 0 <= i < len(runs)]
             if bad:
                 raise ExperimentError(f"--task {bad[0]}: the experiment has tasks 0..{len(runs) - 1}")
             runs = [runs[i] for i in only]
+        self.check_methods(runs)  # before anything is written: a typo is one line, not a failed fit
+        nonce = self.prepare()
         self.embed()
+        self.check_widths(runs)
         # The baseline grid (numpy / faiss, in this process) overlaps with the fits (subprocesses).
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self.baselines) if only is None else None
@@ -515,36 +589,48 @@ def epochs_logged(root: Path) -> int:
 
 
 def selected_checkpoint(root: Path) -> Path:
-    """The checkpoint ``ModelCheckpoint`` selected (best on its monitor), else ``last.ckpt``."""
-    import torch
+    """The checkpoint the fit in ``root`` selected on dev (see :func:`smec.checkpoint.selected_checkpoint`)."""
+    from smec.checkpoint import selected_checkpoint as select
 
-    last = root / "checkpoints" / "last.ckpt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        for key, value in state.get("callbacks", {}).items():
-            if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
-                best = Path(value["best_model_path"])
-                if best.exists():
-                    return best
-        return last
-    bests = sorted((root / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if bests:
-        return bests[-1]
-    raise ComparisonError(f"{root}: no checkpoint found (expected checkpoints/last.ckpt)")
+    return select(root / "checkpoints", "test grid")
 
 
 def load_system(class_path: str, checkpoint: Path) -> Any:
-    """A compression system of ``class_path`` restored from a Lightning checkpoint, in eval mode on CPU."""
+    """A compression system of ``class_path`` restored from a Lightning checkpoint, in eval mode on CPU.
+
+    The checkpoint is read with ``weights_only=True`` (:func:`smec.checkpoint.load_checkpoint` first, for one
+    clear line on a file that is not a checkpoint); ``class_path`` must name a compression system.
+    """
     import importlib
 
+    import torch
+
+    from smec.checkpoint import SAFE_GLOBALS, load_checkpoint
+    from smec.systems.base import CompressionSystem
+
     module_name, _, cls_name = class_path.rpartition(".")
-    cls: Callable[..., Any] = getattr(importlib.import_module(module_name), cls_name)
-    model = cls.load_from_checkpoint(checkpoint, map_location="cpu")  # type: ignore[attr-defined]
+    try:
+        cls: Callable[..., Any] = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None  # type: ignore[assignment]
+    if not (isinstance(cls, type) and issubclass(cls, CompressionSystem)):
+        raise ExperimentError(
+            f"{checkpoint}: model.class_path {class_path!r} is not a smec compression system"
+        )
+    load_checkpoint(checkpoint, "test grid")
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        model = cls.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     model.eval()
     return model
 
 
 def remove_run(out: Path) -> None:
-    """Delete a comparison folder (``smec compare --fresh``)."""
-    if out.exists():
-        shutil.rmtree(out)
+    """Delete a comparison folder (``smec compare --fresh``): only one that holds a comparison (or nothing)."""
+    if not out.exists():
+        return
+    if not (out / "state.json").is_file() and any(out.iterdir()):
+        raise ExperimentError(
+            f"--fresh: {out} does not hold a comparison (no state.json): not deleting it; pick the run folder "
+            "with --out or delete it yourself"
+        )
+    shutil.rmtree(out)

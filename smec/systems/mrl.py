@@ -24,7 +24,7 @@ class MRLDecoderModule(CompressionSystem):
 
     Args:
         input_dim: width D of the frozen concatenation (linked from ``data.input_dim`` by the CLI).
-        output_dim: d_max, the decoder's width (default 512).
+        output_dim: d_max, the decoder's width (default 512), at most ``input_dim``.
         dims: nested sizes M trained by the loss, ascending, each <= output_dim (default 32…512).
         weights: per-size loss weights (default: equal, as in the paper's code).
         n_dims_per_step: train a random subset of the dims each step (-1: all, default).
@@ -94,6 +94,12 @@ class MRLDecoderModule(CompressionSystem):
             reconstruction_weight=reconstruction_weight,
             distance=distance,
         )
+        if self.output_dim > self.input_dim:
+            # Not a compressor: e.g. the recipe's 512-d decoder on a 64-d store would expand its input.
+            raise ConfigError(
+                f"model.output_dim={self.output_dim} is wider than the input (model.input_dim={self.input_dim}, "
+                f"the data's width): set model.init_args.output_dim and dims to at most {self.input_dim}"
+            )
         self.eval_dims = tuple(
             check_dims(eval_dims, output_dim, name="model.eval_dims") if eval_dims else dims
         )

@@ -137,7 +137,7 @@ class SMECModule(CompressionSystem):
     Args:
         input_dim: width D of the frozen concatenation (linked from ``data.input_dim`` by the CLI).
         dims: the compressed sizes of the chain below D, e.g. ``[512, 256, 128, 64, 32]`` (any order, sorted
-            largest first; D itself may be listed and is always the chain's start). Default None: halving from
+            largest first; D itself may be listed and is always the chain's start; a size above D is an error). Default None: halving from
             D down to the smallest size >= ``min_dim`` (the paper's D → D/2 → D/4 …).
         min_dim: floor for the default halving chain (default 32).
         block: stage block, ``linear`` (default; the paper's FC layer) or ``mlp`` (Linear → GELU → Linear).
@@ -354,9 +354,9 @@ class SMECModule(CompressionSystem):
     def _chain_dims(input_dim: int, dims: list[int] | None, min_dim: int) -> list[int]:
         """[D, d_1, …, d_T] from the ``dims`` / ``min_dim`` arguments (see the class docstring).
 
-        Sizes >= D in an explicit list are dropped with a warning rather than rejected: a recipe's chain is
-        written for one concatenation while D is linked from whatever data it runs on (e.g. [512, …, 32] on a
-        single 384-d model gives 384 → 256 → … → 32). If no size is left, the default halving chain is used.
+        D itself may be listed (it is the chain's start); a size above D, or a list with no size below D, is an
+        error: a chain wider than its input does not compress (a recipe written for a wider concatenation needs
+        its ``dims`` set for the data it runs on).
         """
         if not _is_int(min_dim) or min_dim < 1:
             raise ConfigError(f"model.min_dim must be a positive integer, got {min_dim!r}")
@@ -371,16 +371,15 @@ class SMECModule(CompressionSystem):
             raise ConfigError(f"model.dims must contain positive integers only, got {shown}")
         if len(set(shown)) != len(shown):
             raise ConfigError(f"model.dims must be unique, got {shown}")
+        above = sorted(m for m in shown if m > input_dim)
         below = sorted((m for m in shown if m < input_dim), reverse=True)
-        if below:
-            if any(m > input_dim for m in shown):
-                rank_zero_warn(f"model.dims: sizes above input_dim={input_dim} dropped from {shown}")
-            return [input_dim, *below]
-        fallback = halving_dims(input_dim, min(min_dim, input_dim // 2))
-        rank_zero_warn(
-            f"model.dims {shown} has no size below input_dim={input_dim}: using the halving chain {fallback}"
-        )
-        return fallback
+        if above or not below:
+            what = f"sizes {above} are wider than" if above else "no size is below"
+            raise ConfigError(
+                f"model.dims {shown}: {what} the input (model.input_dim={input_dim}, the data's width): the chain "
+                f"must compress, e.g. model.init_args.dims {halving_dims(input_dim, max(1, min(min_dim, input_dim // 2)))[1:]}"
+            )
+        return [input_dim, *below]
 
     # --- structure / evaluation contract ----------------------------------------------------------------
 
@@ -624,12 +623,9 @@ class SMECModule(CompressionSystem):
 
     def load_trained_stages(self, path: str) -> int:
         """Load the stages of a SMEC checkpoint whose chain this model's chain continues; return how many."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        except (OSError, KeyError, RuntimeError) as exc:
-            raise ConfigError(
-                f"model.extend_from: cannot read a Lightning checkpoint at {path}: {exc}"
-            ) from None
+        from smec.checkpoint import load_checkpoint
+
+        state = load_checkpoint(path, "model.extend_from")["state_dict"]  # weights_only: a user's file
         if "compressor.stage_dims" not in state:
             raise ConfigError(
                 f"model.extend_from: {path} is not a SMEC checkpoint (no compressor.stage_dims)"

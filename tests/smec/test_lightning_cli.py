@@ -323,3 +323,60 @@ def test_smec_fit_stopped_by_sigterm_exits_128_plus_15_with_one_line(tmp_path, c
     )
     saved = torch_load(last)
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 3}]
+
+
+def test_resume_with_its_own_config_and_a_longer_budget(tmp_path):
+    """Trainer settings (max_epochs raised) and the saved logger settings are not a checkpoint mismatch."""
+    from smec.lightning_cli import run_lightning_cli
+
+    store = build_store(tmp_path / "store")
+    first = run_lightning_cli(["fit", "--config", str(recipe(tmp_path, store, epochs=1))])
+    steps = first.trainer.global_step
+    saved = tmp_path / "run" / "config.yaml"
+    again = run_lightning_cli(
+        ["fit", "--config", str(saved), "--ckpt_path", "last", "--trainer.max_epochs", "2"]
+    )
+    assert again.trainer.global_step == 2 * steps  # resumed, not restarted
+    assert yaml.safe_load(saved.read_text())["trainer"]["max_epochs"] == 2
+
+
+def test_predict_and_validate_with_the_runs_config_leave_the_run_folder_alone(tmp_path, capsys):
+    """The fit's config.yaml is not rewritten (no `logger: false`, no extra writer callback), no logs added."""
+    from smec.lightning_cli import run_lightning_cli
+    from tests.cli_harness import tree
+
+    store = build_store(tmp_path / "store")
+    run_lightning_cli(["fit", "--config", str(recipe(tmp_path, store, epochs=2))])
+    run = tmp_path / "run"
+    before = tree(run)
+    for _ in range(2):  # a second call must not find a writer callback added by the first
+        run_lightning_cli(
+            [
+                "predict",
+                "--config",
+                str(run / "config.yaml"),
+                "--ckpt_path",
+                "best",
+                "--trainer.callbacks+=smec.prediction.StorePredictionWriter",
+                f"--trainer.callbacks.output_dir={tmp_path / 'predicted'}",
+                "--trainer.callbacks.overwrite=true",
+            ]
+        )
+    cli = run_lightning_cli(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", "last"])
+    assert tree(run) == before
+    assert cli.trainer.logger is None and "val/loss" in capsys.readouterr().out
+    assert EmbeddingStore(tmp_path / "predicted").array("mrl", "corpus").shape == (100, 8)
+
+
+def test_best_is_the_checkpoint_the_fit_selected(tmp_path):
+    from smec.checkpoint import selected_checkpoint
+    from smec.lightning_cli import run_lightning_cli
+
+    store = build_store(tmp_path / "store")
+    cfg = recipe(tmp_path, store, epochs=2)
+    run_lightning_cli(["fit", "--config", str(cfg)])
+    folder = tmp_path / "run" / "checkpoints"
+    best = selected_checkpoint(folder)
+    assert best.parent == folder and best.name.startswith("epoch=1")  # monitor None: the newest is "best"
+    cli = run_lightning_cli(["validate", "--config", str(cfg), "--ckpt_path", "best"])
+    assert cli.trainer.ckpt_path == str(best)

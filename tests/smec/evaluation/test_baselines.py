@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from smec.evaluation.baselines import PCA, OPQProductQuantizer, RandomRotation, Truncation, run_baselines
+from smec.evaluation.baselines import (
+    PCA,
+    GridWarning,
+    OPQProductQuantizer,
+    RandomRotation,
+    Truncation,
+    run_baselines,
+)
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
 
@@ -69,16 +76,21 @@ def test_run_baselines_grid(split):
     queries = np.hstack([models["a"][0], models["b"][0]])
     corpus = np.hstack([models["a"][1], models["b"][1]])
     ev = RetrievalEvaluator(qrels, qids, cids, input_dim=32, k=20)
-    rows = run_baselines(
-        ev,
-        {n: m[0] for n, m in models.items()},
-        {n: m[1] for n, m in models.items()},
-        queries,
-        corpus,
-        dims=[8, 24],
-        precisions=("float32", "binary"),
-        fit_sample_size=300,
-    )
+    with pytest.warns(GridWarning) as caught:
+        rows = run_baselines(
+            ev,
+            {n: m[0] for n, m in models.items()},
+            {n: m[1] for n, m in models.items()},
+            queries,
+            corpus,
+            dims=[8, 24],
+            precisions=("float32", "binary"),
+            fit_sample_size=300,
+        )
+    assert [str(w.message) for w in caught] == [  # one warning for the grid, naming what it left out
+        "left out of the grid: model:a at dims [24] (wider than its 16 dims; its full width is evaluated); "
+        "model:b at dims [24] (wider than its 16 dims; its full width is evaluated)"
+    ]
     got = {(r["method"], r["dim"], r["precision"]) for r in rows}
     assert ("model:a", 16, "binary") in got and ("model:b", 8, "float32") in got
     assert ("model:a", 24, "float32") not in got  # wider than the model

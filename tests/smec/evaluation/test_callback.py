@@ -128,3 +128,29 @@ def test_errors():
         RetrievalEvalCallback(dims=[8], every_n_epochs=0)
     with pytest.raises(EvaluationError, match="RetrievalEvalCallback needs at least one dim"):
         RetrievalEvalCallback(dims=[])
+
+
+@pytest.mark.parametrize("prefix_nested", [True, False], ids=["prefixes", "per-size"])
+def test_binary_at_sizes_that_are_not_whole_bytes_is_one_warning(prefix_nested):
+    from smec.evaluation.baselines import GridWarning
+    from smec.evaluation.callback import evaluate_system
+
+    class Module(TinySystem):
+        def embed(self, x, dim):
+            return self.proj(x)[:, :dim]
+
+    module = Module()
+    module.prefix_nested = prefix_nested
+    data = _eval_data()
+    ev = RetrievalEvaluator(data.qrels, data.query_ids, data.corpus_ids, input_dim=D, k=20)
+    with pytest.warns(GridWarning) as caught:
+        rows = evaluate_system(module, data.queries, data.corpus, ev, [4, 8, 12], ("float32", "binary"), "m")
+    assert [str(w.message) for w in caught] == [
+        "left out of the grid: m binary at dims [4, 12] (binary codes need a multiple of 8 dims)"
+    ]
+    assert sorted((r["dim"], r["precision"]) for r in rows) == [
+        (4, "float32"),
+        (8, "binary"),
+        (8, "float32"),
+        (12, "float32"),
+    ]

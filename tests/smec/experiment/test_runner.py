@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -152,6 +153,15 @@ def test_task_list_and_a_failing_fit(tmp_path):
     assert failed.returncode == 1
     assert "smec compare: error: 1 fit(s) failed: mrl/s0 (log: " in failed.stdout
     assert "model.dims" in (tmp_path / "run2/mrl/s0/fit.log").read_text()
+    # the fit left no checkpoint, so its record does not bind: with the mistake fixed, the same folder refits
+    bad["methods"][0]["args"]["model.init_args.dims"] = [2, 4, 8]
+    config.write_text(yaml.safe_dump(bad))
+    fixed = compare(config, tmp_path / "run2")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert (
+        "mrl/s0: its settings changed since a fit that left no checkpoint: starting it again" in fixed.stderr
+    )
+    assert (tmp_path / "run2/mrl/s0/test.json").exists()
 
 
 @pytest.mark.slow
@@ -237,3 +247,47 @@ def test_prepare_then_one_task_then_the_report(tmp_path):
     assert bad.returncode == 2 and "--task 3: the experiment has tasks 0..0" in bad.stderr
     report = compare(config, out)
     assert report.returncode == 0 and "fits: all 1 done" in report.stderr and (out / "report.md").exists()
+
+
+def test_a_fit_record_binds_only_once_the_fit_left_a_checkpoint(tmp_path):
+    """A fit that failed before its first checkpoint (a typo fixed since) runs again with the new settings."""
+    from smec.experiment.config import ExperimentError, load_experiment
+    from smec.experiment.runner import ComparisonRunner
+
+    config = experiment(tmp_path)
+    runner = ComparisonRunner(load_experiment(config), tmp_path / "run", progress=False)
+    (run,) = runner.fit_runs()
+    run.root.mkdir(parents=True)
+    (run.root / "fit.json").write_text('{"args": {"model.init_args.lrr": 0.01}, "recipes": {}, "seed": 0}')
+    runner.check_fit(run)  # nothing came of the failed fit: its record is replaced
+    assert json.loads((run.root / "fit.json").read_text()) == runner.fit_signature(run)
+    (run.root / "fit.json").write_text('{"args": {}, "recipes": {}, "seed": 0}')
+    (run.root / "checkpoints").mkdir()
+    (run.root / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(ExperimentError, match="was fitted with other settings"):
+        runner.check_fit(run)  # a checkpoint exists: these weights belong to the recorded settings
+
+
+def test_the_test_grid_loads_checkpoints_safely(tmp_path):
+    import torch
+
+    from smec.errors import ConfigError
+    from smec.experiment.config import ExperimentError
+    from smec.experiment.runner import load_system, selected_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "w"))
+
+    folder = tmp_path / "fit" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": {}, "callbacks": {"ModelCheckpoint{}": Evil()}}, folder / "last.ckpt")
+    with pytest.raises(ConfigError, match=r"^test grid: \S+last\.ckpt: refused to load: it holds \S*open"):
+        selected_checkpoint(tmp_path / "fit")
+    with pytest.raises(ConfigError, match=r"refused to load"):
+        load_system("smec.systems.mrl.MRLDecoderModule", folder / "last.ckpt")
+    assert not (tmp_path / "ran").exists()
+    with pytest.raises(
+        ExperimentError, match=r"model.class_path 'os.system' is not a smec compression system"
+    ):
+        load_system("os.system", folder / "last.ckpt")

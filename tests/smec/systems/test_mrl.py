@@ -96,3 +96,16 @@ def test_pca_init_starts_at_pca_of_the_corpus(tiny_store):
 def test_unknown_init_from():
     with pytest.raises(ConfigError, match=re.escape("model.init_from: 'svd' is not one of null, pca")):
         MRLDecoderModule(input_dim=10, output_dim=4, dims=[4], init_from="svd")
+
+
+def test_an_output_wider_than_the_input_is_refused():
+    """The recipe's 512-d decoder on a 64-d store would expand, not compress."""
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "model.output_dim=512 is wider than the input (model.input_dim=64, the data's width): set "
+            "model.init_args.output_dim and dims to at most 64"
+        ),
+    ):
+        MRLDecoderModule(input_dim=64)
+    assert MRLDecoderModule(input_dim=8, output_dim=8, dims=[4, 8]).output_dim == 8  # as wide: allowed

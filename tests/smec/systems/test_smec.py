@@ -209,15 +209,17 @@ def test_default_chain_halves_down_to_min_dim():
     assert SMECModule(input_dim=768).dims == [768, 384, 192, 96, 48]
     assert SMECModule(input_dim=768, min_dim=64).eval_dims == (96, 192, 384, 768)
     assert SMECModule(input_dim=768, dims=[32, 512, 768, 128]).dims == [768, 512, 128, 32]
-    # A recipe's chain on a smaller input: sizes above D are dropped; none left → the halving chain.
-    with pytest.warns(
-        UserWarning, match=re.escape("model.dims: sizes above input_dim=384 dropped from [512, 256")
+    # A recipe's chain on a smaller input does not compress it: an error naming the sizes, no silent chain.
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "model.dims [512, 256, 128]: sizes [512] are wider than the input (model.input_dim=384, the data's "
+            "width): the chain must compress, e.g. model.init_args.dims [192, 96, 48]"
+        ),
     ):
-        assert SMECModule(input_dim=384, dims=[512, 256, 128]).dims == [384, 256, 128]
-    with pytest.warns(
-        UserWarning, match=re.escape("has no size below input_dim=10: using the halving chain [10, 5]")
-    ):
-        assert SMECModule(input_dim=10, dims=[512, 256, 128, 64, 32]).dims == [10, 5]
+        SMECModule(input_dim=384, dims=[512, 256, 128])
+    with pytest.raises(ConfigError, match=re.escape("model.dims [10]: no size is below the input")):
+        SMECModule(input_dim=10, dims=[10])
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")

@@ -1,0 +1,196 @@
+"""Reading checkpoints safely, and checking that one belongs to the configuration it is used with.
+
+Every checkpoint a user hands to smec (``--ckpt_path`` of every training verb, ``model.extend_from``, the fits
+of `smec compare`) is read with ``torch.load(weights_only=True)``: the restricted unpickler builds tensors,
+containers and plain values only, so a crafted file cannot run code. The types our checkpoints hold beyond
+those are allow-listed in :data:`SAFE_GLOBALS` (today none: Lightning saves plain dicts, tensors and strings);
+anything else is refused with one line naming the file and the type.
+
+A checkpoint also records the hyper-parameters it was trained with. :func:`check_matches` compares them with the
+configuration of the current run (see :data:`IGNORED_MODEL_KEYS` and :data:`DATA_KEYS` for what counts), so a
+checkpoint from another configuration is an error instead of weights silently mixed with other settings.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from smec.errors import ConfigError
+
+SAFE_GLOBALS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
+"""Globals our checkpoints need beyond what ``weights_only=True`` builds by default (tensors, dicts, lists,
+tuples, str/int/float/bool/None, OrderedDict). Add a type here only when a checkpoint of ours holds it."""
+
+IGNORED_MODEL_KEYS = frozenset({"_instantiator", "eval_dims", "predict_dim", "extend_from"})
+"""Model hyper-parameters a checkpoint may disagree on: the bookkeeping of LightningCLI's instantiator, what the
+evaluator reports (``eval_dims``) or `smec predict` writes (``predict_dim``), and ``extend_from``, a path read
+only at the start of a fresh fit. Every other model hyper-parameter defines the weights or how they were
+trained, and must match."""
+
+DATA_KEYS = ("models", "normalization", "model_weights")
+"""Data hyper-parameters that define the model's input; they must match for every verb."""
+
+FIT_DATA_KEYS = ("store", "mode", "include_train_queries", "train_split")
+"""Further data hyper-parameters a resumed fit must share: the training rows themselves. Other data settings
+(batch size, seed, workers, block sizes, validation rows and splits) and every trainer, logger and callback
+setting may change, e.g. ``trainer.max_epochs`` raised to train longer or a fresh W&B id."""
+
+
+def load_checkpoint(path: str | os.PathLike[str], option: str) -> dict[str, Any]:
+    """The checkpoint at ``path`` read with ``weights_only=True`` (on CPU), or one ConfigError naming it.
+
+    Args:
+        path: the file.
+        option: the option or key that named it (``--ckpt_path``, ``model.extend_from``), for messages.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{option}: {path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"{option}: {path} is not a file (expected a Lightning checkpoint, *.ckpt)")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        if unsafe:
+            raise ConfigError(
+                f"{option}: {path}: refused to load: it holds {unsafe.group(1)}, which is not a type smec "
+                "checkpoints contain (loaded with weights_only=True, so nothing in it ran)"
+            ) from None
+        raise ConfigError(
+            f"{option}: {path} is not a Lightning checkpoint (not a file torch.save wrote)"
+        ) from None
+    except OSError as exc:
+        if exc.filename is None:  # torch reports a truncated archive as a bare OSError
+            raise ConfigError(f"{option}: {path} is not a Lightning checkpoint ({exc})") from None
+        raise
+    except (EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile):
+        reason = "an empty file" if path.stat().st_size == 0 else "not a file torch.save wrote"
+        raise ConfigError(f"{option}: {path} is not a Lightning checkpoint ({reason})") from None
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise ConfigError(f"{option}: {path} is not a Lightning checkpoint (no state_dict)")
+    return dict(checkpoint)
+
+
+def selected_checkpoint(folder: Path, option: str = "checkpoint") -> Path:
+    """The checkpoint a fit's ``ModelCheckpoint`` selected (best on its monitor), else ``last.ckpt``.
+
+    ``folder`` is the fit's checkpoint folder (``<trainer.default_root_dir>/checkpoints``). The best checkpoint
+    recorded in ``last.ckpt`` is looked up by file name inside ``folder``: the recorded path is absolute, so it
+    goes stale when the run folder moves, and a path read from a file must not lead outside the run.
+    """
+    last = folder / "last.ckpt"
+    if last.exists():
+        state = load_checkpoint(last, option)
+        for key, value in (state.get("callbacks") or {}).items():
+            best = value.get("best_model_path") if isinstance(value, Mapping) else None
+            if str(key).startswith("ModelCheckpoint") and isinstance(best, str) and best:
+                candidate = folder / Path(best).name
+                if candidate.is_file():
+                    return candidate
+        return last
+    bests = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if bests:
+        return bests[-1]
+    raise ConfigError(f"{option}: no checkpoint found in {folder} (expected {last})")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, mappings as dicts, recursively: hyper-parameters compare by value, not container type."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def differences(
+    checkpoint: Mapping[str, Any],
+    model_hparams: Mapping[str, Any],
+    data_hparams: Mapping[str, Any] | None,
+    *,
+    fit: bool,
+    store_models: Sequence[str] | None = None,
+) -> list[str]:
+    """``key: checkpoint X, config Y`` for every setting of the run that the checkpoint disagrees with.
+
+    Args:
+        checkpoint: the loaded checkpoint (its ``hyper_parameters`` and ``datamodule_hyper_parameters``).
+        model_hparams / data_hparams: the hyper-parameters of the run's model and datamodule.
+        fit: a resumed fit (the training data must match too, :data:`FIT_DATA_KEYS`).
+        store_models: every model of the run's store, what ``models: null`` stands for.
+    """
+    from datamodules.store import model_key
+
+    found: list[str] = []
+    saved_model = dict(checkpoint.get("hyper_parameters") or {})
+    mine = dict(model_hparams)
+    saved_class, my_class = saved_model.pop("_class_path", None), mine.pop("_class_path", None)
+    if saved_class is not None and my_class is not None and saved_class != my_class:
+        # Another system altogether: its arguments would only add noise to the message.
+        return [f"model.class_path: checkpoint {saved_class}, config {my_class}"]
+    for key in sorted(set(saved_model) | set(mine)):
+        if key in IGNORED_MODEL_KEYS:
+            continue
+        had, want = _plain(saved_model.get(key)), _plain(mine.get(key))
+        if had != want:
+            found.append(f"model.init_args.{key}: checkpoint {had!r}, config {want!r}")
+
+    saved_data = checkpoint.get("datamodule_hyper_parameters")
+    if saved_data is None or data_hparams is None:
+        return found
+
+    def models_of(value: Any) -> Any:
+        if value is None:
+            return list(store_models) if store_models is not None else None
+        return [model_key(str(m)) for m in value]
+
+    for key in (*DATA_KEYS, *(FIT_DATA_KEYS if fit else ())):
+        had, want = saved_data.get(key), data_hparams.get(key)
+        if key == "models":
+            had, want = models_of(had), models_of(want)
+        same = _same_path(had, want) if key == "store" else _plain(had) == _plain(want)
+        if not same:
+            found.append(f"data.init_args.{key}: checkpoint {_plain(had)!r}, config {_plain(want)!r}")
+    return found
+
+
+def check_matches(
+    path: str | os.PathLike[str],
+    checkpoint: Mapping[str, Any],
+    model_hparams: Mapping[str, Any],
+    data_hparams: Mapping[str, Any] | None,
+    *,
+    fit: bool,
+    store_models: Sequence[str] | None = None,
+) -> None:
+    """Raise one ConfigError listing every difference (:func:`differences`) between checkpoint and config."""
+    found = differences(checkpoint, model_hparams, data_hparams, fit=fit, store_models=store_models)
+    if not found:
+        return
+    own = Path(path).resolve().parent.parent / "config.yaml"
+    hint = (
+        f"run with its own config, --config {own}"
+        if own.is_file()
+        else "run with the config it was trained with"
+    )
+    raise ConfigError(
+        f"--ckpt_path {path} was trained with other settings than this config: {'; '.join(found)} ({hint})"
+    )
