@@ -728,7 +728,7 @@ def test_a_damaged_store(tmp_path, capsys, damage, expect):
 @pytest.mark.parametrize(
     ("extra", "expect"),
     [
-        (["--models", "zz"], "model 'zz' is not in this store"),
+        (["--models", "zz"], "--models ['zz']: not in"),
         (["--split", "dev"], "text set 'queries/dev' is not in this store"),
     ],
 )
