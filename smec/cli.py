@@ -28,7 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("smec.commands.eval", "evaluate baselines / compressed embeddings: nDCG@10 grid"),
     "compare": ("smec.commands.compare", "embed, baselines, fit every method and seed, test grid, report"),
     "export": ("smec.commands.export", "write a trained system as a sentence-transformers model folder"),
-    "mteb": ("smec.commands.mteb", "evaluate an exported model with MTEB (tasks, built-in datasets, BEIR folders)"),
+    "mteb": (
+        "smec.commands.mteb",
+        "evaluate an exported model with MTEB (tasks, built-in datasets, BEIR folders)",
+    ),
 }
 
 
