@@ -86,3 +86,21 @@ def test_bad_tasks_and_models_fail_before_anything_is_written(world, exported, t
         expect="not an exported smec model",
         watch=tmp_path,
     )
+
+
+def test_a_named_mteb_task_runs_through_mteb_and_keeps_its_scores(exported, tmp_path, capsys, monkeypatch):
+    """The named-task path (hub data in real use) with mteb's in-memory mock retrieval task."""
+    import mteb
+    from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask
+
+    monkeypatch.setattr(mteb, "get_task", lambda name: MockRetrievalTask())
+    out = tmp_path / "mteb"
+    outcome = run_smec(
+        capsys, ["mteb", "--model", exported("mrl", "int8"), "--tasks", "MockRetrievalTask", "--out", out]
+    )
+    assert outcome.code == 0, outcome.err
+    result = json.loads((out / "mteb" / "MockRetrievalTask.json").read_text())
+    [row] = json.loads((out / "MockRetrievalTask" / "results.json").read_text())["rows"]
+    first = result["scores"][row["split"]][0]
+    assert row["main_score"] == pytest.approx(first["main_score"]) and row["main_score_name"] == "ndcg_at_10"
+    assert row["ndcg@10"] == first["ndcg_at_10"] and row["precision"] == "int8" and "per_query" not in row
