@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rows per compressor call (default: the checkpoint's data batch size, as `smec predict`)",
     )
     parser.add_argument(
+        "--dataset",
+        default=None,
+        help="the data the store was embedded from, to check the base models still reproduce it "
+        "(default: the store's dataset when it is built in)",
+    )
+    parser.add_argument("--no-check", action="store_true", help="skip that check")
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing exported model in --out"
     )
 
@@ -60,11 +67,18 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         binary_threshold=args.binary_threshold,
         chunk_rows=args.chunk_rows,
+        dataset=args.dataset,
+        check=not args.no_check,
         overwrite=args.overwrite,
     )
     trained = (
         "" if record["dim"] in record["trained_dims"] else f" (not a trained size: {record['trained_dims']})"
     )
+    if record["check"]:
+        c = record["check"]
+        print(
+            f"checked: the base models reproduce the store on {c['texts']} texts (max abs diff {c['max_abs_diff']:.2g})"
+        )
     print(
         f"exported {record['method']} {record['precision']}@{record['dim']}{trained} of "
         f"{' + '.join(record['base_models'])} ({record['input_dim']}-d, {record['compression']:.3g}x) -> {args.out}\n"

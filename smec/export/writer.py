@@ -31,6 +31,9 @@ from smec.errors import ConfigError
 EXPORT_FILE = "smec_export.json"
 EXPORT_FORMAT = 1
 DEFAULT_FIT_SAMPLE = 10_000  # `smec eval --fit-sample`'s default
+CHECK_ROWS = 64
+# One float16 step of the store's rounding moves a coordinate by ~1e-3; another model moves it by ~1e-1.
+CHECK_TOLERANCE = 1e-2
 
 
 def _sha256(path: Path) -> str:
@@ -95,6 +98,52 @@ def fit_quantizer(
     return ScalarQuantizer(8 if precision == "int8" else 4).fit(sample)
 
 
+def check_encoders(
+    encoders: Any,
+    store: Any,
+    keys: Sequence[str],
+    normalization: str,
+    weights: Sequence[float] | None,
+    dataset: str,
+    rows: int = CHECK_ROWS,
+) -> dict[str, Any]:
+    """Re-embed the first ``rows`` corpus texts and queries of ``dataset``; they must give the store's rows.
+
+    Catches a base model that changed since `smec embed` (an upgraded package, another model at the same path)
+    before it is exported under the trained compressor. ``dataset`` must be the data the store was embedded from.
+    """
+    import torch
+
+    from datamodules.datasets import load_dataset
+    from datamodules.embedding import combine_torch
+    from datamodules.errors import EncoderError
+
+    data = load_dataset(dataset)
+    if data.fingerprint != store.meta["dataset"].get("fingerprint"):
+        raise ConfigError(
+            f"--dataset {dataset}: not the data the store {store.path} was embedded from (fingerprints differ)"
+        )
+    splits = [s for s in store.splits if s in data.queries]
+    split = "test" if "test" in splits else splits[0]
+    worst, checked = 0.0, 0
+    for text_set, texts, side in (
+        ("corpus", data.corpus.texts, "document"),
+        (f"queries/{split}", data.queries[split].texts, "query"),
+    ):
+        n = min(rows, len(texts))
+        stored = [torch.from_numpy(store.array(k, text_set).read(0, n)) for k in keys]
+        expected = combine_torch(stored, normalization, weights)
+        worst = max(worst, float((encoders.embed(texts[:n], side) - expected).abs().max()))
+        checked += n
+    if worst > CHECK_TOLERANCE:
+        raise EncoderError(
+            f"the base models {list(keys)} no longer reproduce the store {store.path}: max abs difference "
+            f"{worst:.3g} on {checked} texts of {data.name} (tolerance {CHECK_TOLERANCE}); did a model change "
+            "since `smec embed`?"
+        )
+    return {"dataset": data.name, "texts": checked, "max_abs_diff": worst}
+
+
 def export_model(
     ckpt_path: str | Path,
     out: str | Path,
@@ -107,6 +156,8 @@ def export_model(
     seed: int = 0,
     binary_threshold: str = "median",
     chunk_rows: int | None = None,
+    dataset: str | None = None,
+    check: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the exported model of checkpoint ``ckpt_path`` to ``out``; returns its ``smec_export.json`` record.
@@ -119,12 +170,15 @@ def export_model(
         fit_sample / seed: the calibration sample (``smec eval --fit-sample``; None = the whole corpus).
         binary_threshold: ``median`` (default, as ``smec eval``) or ``sign``.
         chunk_rows: rows per compressor call (default: the data module's batch size, which `smec predict` used).
+        dataset / check: the data the store was embedded from (default: the store's dataset when it is a
+            built-in one); with ``check``, :func:`check_encoders` runs on it before anything is written.
         overwrite: replace an existing ``out``.
     """
+    from datamodules.datasets import BUILTIN_DATASETS
     from datamodules.store import EmbeddingStore
     from smec.evaluation.quantize import BITS_PER_DIM, check_binary_dim, check_precision, compression_factor
     from smec.export.checkpoint import load_system, read_checkpoint
-    from smec.export.encoders import encoder_entry, load_base_encoder
+    from smec.export.encoders import BaseEncoders, encoder_entry, load_base_encoder
 
     check_precision(precision)
     ckpt_path, out = Path(ckpt_path), Path(out)
@@ -174,7 +228,14 @@ def export_model(
         encoder_entry(k, infos[k], emb_store.array(k, "corpus").dtype, where=str(emb_store.path))
         for k in keys
     ]
-    loaded = [load_base_encoder(e["spec"], e["load"], "cpu") for e in entries]
+    encoders = BaseEncoders(
+        entries, normalization, weights, loaded=[load_base_encoder(e["spec"], e["load"]) for e in entries]
+    )
+    if dataset is None and emb_store.dataset in BUILTIN_DATASETS:
+        dataset = emb_store.dataset
+    checked = None
+    if check and dataset is not None:
+        checked = check_encoders(encoders, emb_store, keys, normalization, weights, dataset)
 
     quantizer = None
     if precision != "float32":
@@ -211,20 +272,16 @@ def export_model(
             "threshold": binary_threshold if precision == "binary" else None,
         },
         "chunk_rows": batch_rows,
+        "check": checked,
         "load": "SentenceTransformer(path, trust_remote_code=True)",
     }
-    model = build_model(
-        entries, loaded, normalization, weights, system, ckpt, dim, batch_rows, precision, quantizer, record
-    )
+    model = build_model(encoders, system, ckpt, dim, batch_rows, precision, quantizer, record)
     _save_atomically(model, out, record, overwrite)
     return record
 
 
 def build_model(
-    entries: Sequence[dict[str, Any]],
-    loaded: Sequence[Any],
-    normalization: str,
-    weights: Sequence[float] | None,
+    encoders: Any,
     system: Any,
     ckpt: dict[str, Any],
     dim: int,
@@ -238,7 +295,6 @@ def build_model(
     from sentence_transformers.base.modules import Normalize
 
     from smec.export.compressor import Compressor
-    from smec.export.encoders import BaseEncoders
     from smec.export.quantizer import Quantizer
 
     last: Any
@@ -255,7 +311,7 @@ def build_model(
             calibration["seed"],
         )
     modules = [
-        BaseEncoders(entries, normalization, weights, loaded=loaded),
+        encoders,
         Compressor(system, dim, chunk_rows, method=record["method"], checkpoint=ckpt),
         last,
     ]

@@ -138,7 +138,14 @@ def exported(world, tmp_path_factory):
     def get(method: str, precision: str) -> Path:
         if (method, precision) not in done:
             out = root / f"{method}-{precision}"
-            export_model(world.ckpt[method], out, dim=DIM, precision=precision, fit_sample=FIT_SAMPLE)
+            export_model(
+                world.ckpt[method],
+                out,
+                dim=DIM,
+                precision=precision,
+                fit_sample=FIT_SAMPLE,
+                dataset=str(world.beir),
+            )
             done[method, precision] = out
         return done[method, precision]
 

@@ -12,8 +12,9 @@ from datamodules.store import EmbeddingStore
 from smec.evaluation.calibration import calibration_rows
 from smec.evaluation.quantize import BinaryQuantizer, ScalarQuantizer, l2_normalize
 from smec.export import load
+from smec.export.writer import CHECK_TOLERANCE, check_encoders
 from tests.cli_harness import assert_fails_cleanly, run_smec
-from tests.smec.export.conftest import DIM, FIT_SAMPLE
+from tests.smec.export.conftest import DIM, FAKE, FIT_SAMPLE
 
 
 def predicted(world, method: str, text_set: str) -> np.ndarray:
@@ -77,6 +78,8 @@ def test_the_record_and_the_folder_layout(world, exported):
         and record["compression"] == 32 * 24 / (8 * DIM)
     )
     assert record["calibration"] == {"fit_sample": FIT_SAMPLE, "seed": 0, "threshold": None}
+    assert record["check"]["dataset"] == "beir" and record["check"]["texts"] == 64 + 25
+    assert record["check"]["max_abs_diff"] <= CHECK_TOLERANCE
     modules = [m["type"] for m in json.loads((out / "modules.json").read_text())]
     assert modules == [
         "smec.export.encoders.BaseEncoders",
@@ -195,3 +198,45 @@ def test_overwrite_replaces_an_export(world, tmp_path, capsys):
 
 class _Opaque:
     pass
+
+
+def negated():
+    """A plug-in that no longer gives the fake encoder's vectors (a base model that changed since embedding)."""
+    from tests.datamodules.fake_encoder import make
+
+    inner = make()
+
+    class Negated:
+        dim = inner.dim
+
+        def encode_queries(self, texts, batch_size=64):
+            return -inner.encode_queries(texts)
+
+        def encode_documents(self, texts, batch_size=64):
+            return -inner.encode_documents(texts)
+
+    return Negated()
+
+
+def test_a_base_model_that_changed_since_embedding_is_caught(world, tmp_path):
+    from datamodules.datasets import load_dataset as load
+    from datamodules.errors import EncoderError
+    from smec.export.encoders import BaseEncoders
+
+    store = EmbeddingStore(world.store)
+    key = "tests.datamodules.fake_encoder--make"
+    entry = {"key": key, "kind": "plugin", "dim": 8, "dtype": "float16", "folder": None, "load": {}}
+    same = BaseEncoders([{**entry, "spec": FAKE}])
+    assert check_encoders(same, store, [key], "l2-concat-l2", None, str(world.beir))["max_abs_diff"] == 0.0
+    changed = BaseEncoders([{**entry, "spec": "tests.smec.export.test_writer:negated"}])
+    with pytest.raises(EncoderError, match=r"no longer reproduce the store .* max abs difference"):
+        check_encoders(changed, store, [key], "l2-concat-l2", None, str(world.beir))
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("corpus.jsonl", "queries.jsonl"):
+        (other / f).write_text((world.beir / f).read_text())
+    (other / "qrels").mkdir()
+    (other / "qrels" / "test.tsv").write_text((world.beir / "qrels" / "test.tsv").read_text())
+    assert load(str(other)).corpus.texts == load(str(world.beir)).corpus.texts
+    with pytest.raises(ValueError, match=r"not the data the store .* was embedded from \(fingerprints differ\)"):
+        check_encoders(same, store, [key], "l2-concat-l2", None, str(other))
