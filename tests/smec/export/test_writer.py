@@ -238,5 +238,7 @@ def test_a_base_model_that_changed_since_embedding_is_caught(world, tmp_path):
     (other / "qrels").mkdir()
     (other / "qrels" / "test.tsv").write_text((world.beir / "qrels" / "test.tsv").read_text())
     assert load(str(other)).corpus.texts == load(str(world.beir)).corpus.texts
-    with pytest.raises(ValueError, match=r"not the data the store .* was embedded from \(fingerprints differ\)"):
+    with pytest.raises(
+        ValueError, match=r"not the data the store .* was embedded from \(fingerprints differ\)"
+    ):
         check_encoders(same, store, [key], "l2-concat-l2", None, str(other))
