@@ -101,9 +101,23 @@ def test_demo_models_export_at_96_and_mteb_equals_smec_eval(tmp_path, capsys):
         t0 = time.perf_counter()
         folder = tmp_path / f"export-{precision}"
         outcome = run_smec(
-            capsys, ["export", "--ckpt", ckpt, "--out", folder, "--dim", DIM, "--precision", precision]
+            capsys,
+            [
+                "export",
+                "--ckpt",
+                ckpt,
+                "--out",
+                folder,
+                "--dim",
+                DIM,
+                "--precision",
+                precision,
+                "--dataset",
+                beir,
+            ],
         )
         assert outcome.code == 0, outcome.err
+        measured[f"{precision} check"] = json.loads((folder / "smec_export.json").read_text())["check"]
         measured[f"{precision} folder MiB"] = (
             sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
         )
