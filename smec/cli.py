@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("smec.commands.embed", "embed a dataset with frozen models into an on-disk store"),
     "eval": ("smec.commands.eval", "evaluate baselines / compressed embeddings: nDCG@10 grid"),
     "compare": ("smec.commands.compare", "embed, baselines, fit every method and seed, test grid, report"),
+    "export": ("smec.commands.export", "write a trained system as a sentence-transformers model folder"),
+    "mteb": (
+        "smec.commands.mteb",
+        "evaluate an exported model with MTEB (tasks, built-in datasets, BEIR folders)",
+    ),
 }
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from smec.evaluation.calibration import calibration_positions
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.metrics import NO_RELEVANT_POLICIES, Qrels, evaluate_ranking, order_run
 from smec.evaluation.quantize import (
@@ -136,12 +137,8 @@ class RetrievalEvaluator:
         self.no_relevant = no_relevant
         # Corpus rows in doc-id-descending order: search breaks ties by row, trec_eval by doc id descending.
         self._perm = np.argsort(self.qrels.tie_rank)
-        n_docs = len(self.corpus_ids)
         # Positions (in the doc-id-descending order) of the corpus rows that calibrate quantisers; None = all.
-        self._calibration_pos: np.ndarray | None = None
-        if calibration_size is not None and calibration_size < n_docs:
-            rows = np.random.default_rng(seed).choice(n_docs, size=calibration_size, replace=False)
-            self._calibration_pos = np.sort(self.qrels.tie_rank[rows])
+        self._calibration_pos = calibration_positions(self.qrels.tie_rank, calibration_size, seed)
         keep = self.qrels.judged & ((self.qrels.n_relevant > 0) | (no_relevant == "zero"))
         # One list shared by every row, so paired_difference can check alignment by identity.
         self.scored_query_ids = [q for q, kept in zip(self.query_ids, keep) if kept]

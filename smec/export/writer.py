@@ -1,0 +1,381 @@
+"""`smec export`: a trained checkpoint -> a sentence-transformers folder that encodes text as `smec eval` scores it.
+
+The folder's pipeline (``modules.json``):
+
+0. :class:`~smec.export.encoders.BaseEncoders` — the base models with their query / document prompts, the
+   store's rounding, per-model L2 + weights + concatenation + renormalisation;
+1. :class:`~smec.export.compressor.Compressor` — the trained system's ``embed(x, dim)``;
+2. float32: sentence-transformers' standard ``Normalize``; int8 / int4 / binary:
+   :class:`~smec.export.quantizer.Quantizer`, fitted here on the corpus rows `smec eval` calibrates on.
+
+``smec_export.json`` records where it came from (checkpoint, store, models, size, precision, calibration). The
+folder is written under a temporary name and renamed into place, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smec.errors import ConfigError
+
+EXPORT_FILE = "smec_export.json"
+EXPORT_FORMAT = 1
+DEFAULT_FIT_SAMPLE = 10_000  # `smec eval --fit-sample`'s default
+CHECK_ROWS = 64
+# One float16 step of the store's rounding moves a coordinate by ~1e-3; another model moves it by ~1e-1.
+CHECK_TOLERANCE = 1e-2
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _output_width(system: Any) -> int:
+    import torch
+
+    with torch.no_grad():
+        return int(system.compress(torch.zeros(1, int(system.input_dim))).shape[1])
+
+
+def compress_corpus(
+    system: Any,
+    store: Any,
+    keys: Sequence[str],
+    dim: int,
+    normalization: str,
+    weights: Sequence[float] | None,
+    batch_rows: int,
+) -> np.ndarray:
+    """``system.embed(x, dim)`` of every corpus row, computed as `smec predict` computes it.
+
+    Same rows (the store's), same combination (the data module's ``combine_torch``), same batches (consecutive
+    ``batch_rows`` rows in store order), so the result equals the predicted store that `smec eval` would read.
+    """
+    import torch
+
+    from datamodules.embedding import combine_torch
+
+    arrays = [store.array(k, "corpus") for k in keys]
+    n = len(arrays[0])
+    out = np.empty((n, dim), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, n, batch_rows):
+            stop = min(n, start + batch_rows)
+            x = combine_torch([torch.from_numpy(a.read(start, stop)) for a in arrays], normalization, weights)
+            out[start:stop] = system.embed(x, dim).float().numpy()
+    return out
+
+
+def fit_quantizer(
+    corpus: np.ndarray,
+    corpus_ids: Sequence[str],
+    precision: str,
+    fit_sample: int | None,
+    seed: int,
+    threshold: str,
+) -> Any:
+    """The quantiser `smec eval` fits for ``precision`` on these compressed corpus rows."""
+    from smec.evaluation.calibration import calibration_rows
+    from smec.evaluation.quantize import BinaryQuantizer, ScalarQuantizer, l2_normalize
+
+    sample = l2_normalize(corpus[calibration_rows(corpus_ids, fit_sample, seed)])
+    if precision == "binary":
+        return BinaryQuantizer(threshold).fit(sample)
+    return ScalarQuantizer(8 if precision == "int8" else 4).fit(sample)
+
+
+def check_encoders(
+    encoders: Any,
+    store: Any,
+    keys: Sequence[str],
+    normalization: str,
+    weights: Sequence[float] | None,
+    dataset: str,
+    rows: int = CHECK_ROWS,
+) -> dict[str, Any]:
+    """Re-embed the first ``rows`` corpus texts and queries of ``dataset``; they must give the store's rows.
+
+    Catches a base model that changed since `smec embed` (an upgraded package, another model at the same path)
+    before it is exported under the trained compressor. ``dataset`` must be the data the store was embedded from.
+    """
+    import torch
+
+    from datamodules.datasets import load_dataset
+    from datamodules.embedding import combine_torch
+    from datamodules.errors import EncoderError
+
+    data = load_dataset(dataset)
+    if data.fingerprint != store.meta["dataset"].get("fingerprint"):
+        raise ConfigError(
+            f"--dataset {dataset}: not the data the store {store.path} was embedded from (fingerprints differ)"
+        )
+    splits = [s for s in store.splits if s in data.queries]
+    split = "test" if "test" in splits else splits[0]
+    worst, checked = 0.0, 0
+    for text_set, texts, side in (
+        ("corpus", data.corpus.texts, "document"),
+        (f"queries/{split}", data.queries[split].texts, "query"),
+    ):
+        n = min(rows, len(texts))
+        stored = [torch.from_numpy(store.array(k, text_set).read(0, n)) for k in keys]
+        expected = combine_torch(stored, normalization, weights)
+        worst = max(worst, float((encoders.embed(texts[:n], side) - expected).abs().max()))
+        checked += n
+    if worst > CHECK_TOLERANCE:
+        raise EncoderError(
+            f"the base models {list(keys)} no longer reproduce the store {store.path}: max abs difference "
+            f"{worst:.3g} on {checked} texts of {data.name} (tolerance {CHECK_TOLERANCE}); did a model change "
+            "since `smec embed`?"
+        )
+    return {"dataset": data.name, "texts": checked, "max_abs_diff": worst}
+
+
+def export_model(
+    ckpt_path: str | Path,
+    out: str | Path,
+    *,
+    dim: int | None = None,
+    precision: str = "float32",
+    store: str | Path | None = None,
+    models: Sequence[str] | None = None,
+    fit_sample: int | None = DEFAULT_FIT_SAMPLE,
+    seed: int = 0,
+    binary_threshold: str = "median",
+    chunk_rows: int | None = None,
+    dataset: str | None = None,
+    check: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the exported model of checkpoint ``ckpt_path`` to ``out``; returns its ``smec_export.json`` record.
+
+    Args:
+        dim: the size to export (default: the system's largest evaluated size).
+        precision: ``float32`` (L2-normalised vectors), ``int8`` / ``int4`` / ``binary`` (uint8 codes).
+        store / models: the embedding store and model keys the system was trained on (default: the
+            checkpoint's data module settings).
+        fit_sample / seed: the calibration sample (``smec eval --fit-sample``; None = the whole corpus).
+        binary_threshold: ``median`` (default, as ``smec eval``) or ``sign``.
+        chunk_rows: rows per compressor call (default: the data module's batch size, which `smec predict` used).
+        dataset / check: the data the store was embedded from (default: the store's dataset when it is a
+            built-in one); with ``check``, :func:`check_encoders` runs on it before anything is written.
+        overwrite: replace an existing ``out``.
+    """
+    from datamodules.datasets import BUILTIN_DATASETS
+    from datamodules.store import EmbeddingStore
+    from smec.evaluation.quantize import BITS_PER_DIM, check_binary_dim, check_precision, compression_factor
+    from smec.export.checkpoint import load_system, read_checkpoint
+    from smec.export.encoders import BaseEncoders, encoder_entry, load_base_encoder
+
+    check_precision(precision)
+    ckpt_path, out = Path(ckpt_path), Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out}: already exists; choose a new folder or pass --overwrite")
+    if out.exists() and not (out / EXPORT_FILE).is_file():
+        raise ConfigError(f"--out {out}: exists and is not an exported model; refusing to replace it")
+    if fit_sample is not None and fit_sample < 1:
+        raise ConfigError(f"--fit-sample must be a positive integer, got {fit_sample}")
+    ckpt = read_checkpoint(ckpt_path)
+    data = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    store_path = store if store is not None else data.get("store")
+    if store_path is None:
+        raise ConfigError(f"{ckpt_path}: the checkpoint names no embedding store; pass --store")
+    if not Path(store_path).is_dir():
+        raise ConfigError(
+            f"--store {store_path}: no such store folder (the store the system was trained on; pass --store "
+            "if it moved)"
+        )
+    emb_store = EmbeddingStore(store_path)
+    keys = list(models or data.get("models") or emb_store.models)
+    for k in keys:
+        emb_store.model_dim(k)  # one clear error for a model the store does not hold
+    normalization = data.get("normalization") or "l2-concat-l2"
+    weights = data.get("model_weights")
+    batch_rows = int(chunk_rows or data.get("batch_size") or 256)
+    if batch_rows < 1:
+        raise ConfigError(f"--chunk-rows must be a positive integer, got {batch_rows}")
+
+    system = load_system(ckpt_path, ckpt)
+    input_dim = sum(emb_store.model_dim(k) for k in keys)
+    if int(system.input_dim) != input_dim:
+        raise ConfigError(
+            f"{ckpt_path}: the system compresses {system.input_dim}-d inputs, but the store's models {keys} "
+            f"concatenate to {input_dim} dims (--store / --models)"
+        )
+    eval_dims = sorted(int(d) for d in getattr(system, "eval_dims", ()) or ())
+    width = _output_width(system)
+    dim = int(dim if dim is not None else (eval_dims[-1] if eval_dims else width))
+    if not 1 <= dim <= width:
+        raise ConfigError(f"--dim {dim}: the system's output has {width} dims (trained sizes: {eval_dims})")
+    if precision == "binary":
+        check_binary_dim(dim)
+
+    infos = {k: emb_store.meta["models"][k]["model"] for k in keys}
+    entries = [
+        encoder_entry(k, infos[k], emb_store.array(k, "corpus").dtype, where=str(emb_store.path))
+        for k in keys
+    ]
+    encoders = BaseEncoders(
+        entries, normalization, weights, loaded=[load_base_encoder(e["spec"], e["load"]) for e in entries]
+    )
+    if dataset is None and emb_store.dataset in BUILTIN_DATASETS:
+        dataset = emb_store.dataset
+    checked = None
+    if check and dataset is not None:
+        checked = check_encoders(encoders, emb_store, keys, normalization, weights, dataset)
+
+    quantizer = None
+    if precision != "float32":
+        corpus = compress_corpus(system, emb_store, keys, dim, normalization, weights, batch_rows)
+        quantizer = fit_quantizer(
+            corpus, emb_store.ids("corpus"), precision, fit_sample, seed, binary_threshold
+        )
+
+    bits = BITS_PER_DIM[precision] * dim
+    record = {
+        "format": EXPORT_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoint": str(ckpt_path.resolve()),
+        "checkpoint_sha256": _sha256(ckpt_path),
+        "method": str(getattr(system, "method_name", type(system).__name__)),
+        "class_path": f"{type(system).__module__}.{type(system).__qualname__}",
+        "dim": dim,
+        "trained_dims": eval_dims,
+        "precision": precision,
+        "bits": bits,
+        "input_dim": input_dim,
+        "compression": compression_factor(input_dim, bits),
+        "store": str(emb_store.path.resolve()),
+        "dataset": emb_store.dataset,
+        "dataset_fingerprint": emb_store.meta["dataset"].get("fingerprint"),
+        "base_models": keys,
+        "normalization": normalization,
+        "model_weights": weights,
+        "calibration": None
+        if quantizer is None
+        else {
+            "fit_sample": fit_sample,
+            "seed": seed,
+            "threshold": binary_threshold if precision == "binary" else None,
+        },
+        "chunk_rows": batch_rows,
+        "check": checked,
+        "load": "SentenceTransformer(path, trust_remote_code=True)",
+    }
+    model = build_model(encoders, system, ckpt, dim, batch_rows, precision, quantizer, record)
+    _save_atomically(model, out, record, overwrite)
+    return record
+
+
+def build_model(
+    encoders: Any,
+    system: Any,
+    ckpt: dict[str, Any],
+    dim: int,
+    chunk_rows: int,
+    precision: str,
+    quantizer: Any,
+    record: dict[str, Any],
+) -> Any:
+    """The in-memory sentence-transformers model (see the module docstring for its modules)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize
+
+    from smec.export.compressor import Compressor
+    from smec.export.quantizer import Quantizer
+
+    last: Any
+    if precision == "float32":
+        last = Normalize()
+    else:
+        calibration = record["calibration"]
+        last = Quantizer(
+            precision,
+            dim,
+            quantizer,
+            calibration["threshold"],
+            calibration["fit_sample"],
+            calibration["seed"],
+        )
+    modules = [
+        encoders,
+        Compressor(system, dim, chunk_rows, method=record["method"], checkpoint=ckpt),
+        last,
+    ]
+    return SentenceTransformer(modules=modules, device="cpu")
+
+
+def _save_atomically(model: Any, out: Path, record: dict[str, Any], overwrite: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        model.save(str(tmp), create_model_card=False)
+        (tmp / "README.md").write_text(model_card(record), encoding="utf-8")
+        (tmp / EXPORT_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        if out.exists() and overwrite:
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def model_card(record: dict[str, Any]) -> str:
+    """The folder's README.md."""
+    models = ", ".join(record["base_models"])
+    codes = {
+        "float32": f"L2-normalised float32 vectors ({record['dim']}-d); cosine / inner product",
+        "int8": f"uint8 codes, one per dimension ({record['dim']} bytes)",
+        "int4": f"uint8, two 4-bit codes per byte ({-(-record['dim'] // 2)} bytes)",
+        "binary": f"packed sign bits ({record['dim'] // 8} bytes)",
+    }[record["precision"]]
+    lines = [
+        f"# smec export: {record['method']} at {record['dim']} dims, {record['precision']}",
+        "",
+        f"Base models (concatenated in this order): {models} -> {record['input_dim']}-d; compressed by "
+        f"`{record['class_path']}` to {record['dim']} dims; output: {codes}. Compression "
+        f"{record['compression']:.3g}x of the float32 concatenation.",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        "model = SentenceTransformer(path, trust_remote_code=True)  # imports smec.export from the installed smec",
+        "q = model.encode_query(queries, batch_size=64)",
+        "d = model.encode_document(documents, batch_size=64)",
+        "```",
+        "",
+        "`trust_remote_code=True` is needed because the modules are smec classes (sentence-transformers >= 6 asks "
+        "for it for any class outside its own package); the folder itself contains no code. `encode` equals what "
+        "`smec predict` wrote for the same texts, normalised / quantised as `smec eval` scores it.",
+    ]
+    if record["precision"] != "float32":
+        lines += [
+            "",
+            "Score codes with the quantizer module, as `smec eval` does: "
+            "`model[-1].similarity(q, d)` (int: decoded, renormalised inner product; binary: 1 - 2 * hamming / dim). "
+            "`model.similarity` would compare the raw codes.",
+        ]
+    cal = record.get("calibration")
+    if cal:
+        lines += [
+            "",
+            f"Quantizer fitted on {cal['fit_sample']} corpus rows of `{record['store']}` (seed {cal['seed']}).",
+        ]
+    return "\n".join(lines) + "\n"
