@@ -1,0 +1,136 @@
+"""Additive quantisers at the int8 budgets: faiss LSQ (local search quantisation) and RQ (residual quantisation).
+
+Both code a vector as a sum of M codewords, one from each of M codebooks of 256 entries (``LSQ{M}x8`` /
+``RQ{M}x8``), so a code is M bytes whatever the input width: 48 or 96 bytes are the 96x / 48x budgets of a
+1152-d float32 input. With the inner-product metric faiss stores no norm (search type ``ST_LUT_nonorm``), so
+``sa_code_size() == M``.
+
+* RQ trains codebook m by k-means on the residuals left by codebooks 1..m-1 and encodes by beam search
+  (``beam_size`` candidates kept per step).
+* LSQ trains all M codebooks jointly, alternating least-squares codebook updates with an iterated local search
+  (ICM with random perturbations) over the codes; encoding runs that search too.
+
+Scoring is asymmetric: the float query against the decoded corpus by inner product, through look-up tables
+(one 256-entry table per codebook).
+
+Cost: both are far slower to fit than PQ (every step works in the full input width). Measured on the 2-core
+machine (busy with other jobs; ``experiments/bench/additive_fit.py``; 10,000 training rows): see the defaults
+below. Fits scale linearly with the input width, so at these budgets they are meant to run on a reduced
+representation (PCA or a method's output at 128-384 dims); on the 1152-d concatenation they take minutes.
+The defaults trade quality for time (faiss's own: RQ beam 5 with progressive-dimension k-means, 10 rounds;
+LSQ 25 training rounds, 16 encoding rounds), each documented where it is set.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from smec.evaluation.codes.base import Code, sorted_by_score
+from smec.evaluation.errors import EvaluationError
+
+ADDITIVE_KINDS = ("lsq", "rq")
+
+
+class AdditiveCode(Code):
+    """faiss ``LSQ{M}x8`` or ``RQ{M}x8`` with the inner-product metric (M bytes per vector).
+
+    Args:
+        kind: ``"rq"`` or ``"lsq"``.
+        m: number of codebooks = bytes per vector (8-bit codebooks).
+        max_train: rows of the corpus sample used for training (a seeded subsample above it); default 5000,
+            which leaves ~20 rows per centroid.
+        iterations: RQ: k-means rounds per codebook (default 8); LSQ: training rounds (default 4).
+        beam_size: RQ only, beam width of the encoder (default 2).
+        encode_iters: LSQ only, local-search rounds when encoding (default 4).
+        rescore, seed: see ``Code`` (seed: k-means / LSQ initialisation and the training subsample).
+    """
+
+    family = "additive"
+    symmetric = False
+
+    def __init__(
+        self,
+        kind: str = "rq",
+        m: int = 48,
+        *,
+        max_train: int = 5000,
+        iterations: int | None = None,
+        beam_size: int = 2,
+        encode_iters: int = 4,
+        rescore: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if kind not in ADDITIVE_KINDS:
+            raise EvaluationError(f"additive: kind must be one of {list(ADDITIVE_KINDS)}, got {kind!r}")
+        if m < 1:
+            raise EvaluationError(f"{kind}: m (codebooks = bytes per vector) must be >= 1, got {m}")
+        if iterations is None:
+            iterations = 8 if kind == "rq" else 4
+        for what, value in (("max_train", max_train), ("iterations", iterations)):
+            if value < 1:
+                raise EvaluationError(f"{kind}: {what} must be >= 1, got {value}")
+        if kind == "rq" and beam_size < 1:
+            raise EvaluationError(f"rq: beam_size must be >= 1, got {beam_size}")
+        if kind == "lsq" and encode_iters < 1:
+            raise EvaluationError(f"lsq: encode_iters must be >= 1, got {encode_iters}")
+        self.kind = kind
+        self.m = int(m)
+        self.max_train = int(max_train)
+        self.iterations = int(iterations)
+        self.beam_size = int(beam_size)
+        self.encode_iters = int(encode_iters)
+        super().__init__(rescore=rescore, seed=seed)
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def bytes_for_dim(self, dim: int) -> int:
+        return self.m
+
+    def _scoring(self) -> str:
+        return f"{self.kind}-lut"
+
+    def _fit(self, x: np.ndarray) -> None:
+        if x.shape[0] < 256:
+            raise EvaluationError(
+                f"{self.kind}: needs at least 256 training vectors (256 codewords), got {x.shape[0]}"
+            )
+        if x.shape[0] > self.max_train:
+            rows = np.sort(np.random.default_rng(self.seed).choice(x.shape[0], self.max_train, replace=False))
+            x = np.ascontiguousarray(x[rows])
+        d = x.shape[1]
+        if self.kind == "rq":
+            index = faiss.IndexResidualQuantizer(d, self.m, 8, faiss.METRIC_INNER_PRODUCT)
+            rq = index.rq
+            # Plain k-means per step: faiss's default progressive-dimension k-means cost 4x more time here.
+            rq.train_type = faiss.ResidualQuantizer.Train_default
+            rq.max_beam_size = self.beam_size
+            rq.cp.niter = self.iterations
+            rq.cp.seed = self.seed
+        else:
+            index = faiss.IndexLocalSearchQuantizer(d, self.m, 8, faiss.METRIC_INNER_PRODUCT)
+            lsq = index.lsq
+            lsq.train_iters = self.iterations
+            lsq.encode_ils_iters = self.encode_iters
+            lsq.random_seed = self.seed
+        index.train(x)
+        self._index = index
+
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The trained ``IndexResidualQuantizer`` / ``IndexLocalSearchQuantizer``."""
+        self._fitted_dim()
+        return self._index
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        return self._index.sa_encode(x)
+
+    def _add(self, x: np.ndarray) -> None:
+        self._index.reset()
+        self._index.add(x)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, idx = self._index.search(queries, k)
+        return sorted_by_score(scores, idx)

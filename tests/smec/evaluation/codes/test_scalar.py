@@ -1,0 +1,77 @@
+import faiss
+import numpy as np
+import pytest
+
+from smec.evaluation.codes import LearnedRangeSQ
+from smec.evaluation.errors import EvaluationError
+from smec.evaluation.quantize import ScalarQuantizer
+from tests.smec.evaluation.codes.conftest import brute_force, make_vectors
+
+
+@pytest.mark.parametrize(("bits", "factory"), [(8, "SQ8"), (4, "SQ4")])
+@pytest.mark.parametrize("dim", [32, 33])
+def test_bytes_match_faiss_sa_code_size(bits, factory, dim):
+    x = make_vectors(200, dim)
+    code = LearnedRangeSQ(bits, rangestat="optim").fit(x)
+    reference = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    assert code.bytes_per_vector == code.faiss_index.sa_code_size() == reference.sa_code_size()
+    assert code.encode(x).shape == (200, code.bytes_per_vector)
+
+
+def test_quantile_range_is_the_trimmed_sample_range():
+    x = make_vectors(1000, 8)
+    code = LearnedRangeSQ(8, rangestat_arg=0.01).fit(x)
+    trained = faiss.vector_to_array(code.faiss_index.sq.trained)
+    ordered = np.sort(x, axis=0)
+    np.testing.assert_allclose(trained[:8], ordered[10], rtol=1e-6)
+    # The top is the 10th-largest value up to one rank (faiss stores vmin and vmax - vmin in float32).
+    top = trained[:8] + trained[8:]
+    assert np.all(top >= ordered[1000 - 2 - 10] - 1e-6) and np.all(top <= ordered[1000 - 1 - 10] + 1e-6)
+    assert code.scoring == "sq-q0.01-asym"
+
+
+def test_optim_range_reconstructs_better_than_min_max():
+    x = make_vectors(2000, 16)
+    x[0] *= 5  # one outlier stretches every min-max range
+    minmax = ScalarQuantizer(4).fit(x)
+    optim = LearnedRangeSQ(4, rangestat="optim").fit(x)
+    err_minmax = np.square(minmax.decode(minmax.encode(x)) - x).mean()
+    err_optim = np.square(optim.decode(optim.encode(x)) - x).mean()
+    assert err_optim < 0.8 * err_minmax
+
+
+@pytest.mark.parametrize("scoring", ["asymmetric", "symmetric"])
+def test_search_equals_brute_force_on_decoded_vectors(corpus, queries, scoring):
+    code = LearnedRangeSQ(4, scoring=scoring).fit(corpus).index(corpus)
+    scores, idx = code.search(queries, 15)
+    decoded = code.decode(code.encode(corpus))
+    q = queries if scoring == "asymmetric" else code.decode(code.encode(queries))
+    want_s, want_i = brute_force(q @ decoded.T, 15)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(scores, want_s, rtol=1e-5, atol=1e-6)
+    assert code.symmetric is (scoring == "symmetric")
+
+
+def test_deterministic(corpus):
+    a = LearnedRangeSQ(8, rangestat="optim").fit(corpus).encode(corpus)
+    np.testing.assert_array_equal(LearnedRangeSQ(8, rangestat="optim").fit(corpus).encode(corpus), a)
+
+
+def test_bad_parameters():
+    with pytest.raises(EvaluationError, match=r"^sq: bits must be 8 or 4, got 6$"):
+        LearnedRangeSQ(6)
+    with pytest.raises(
+        EvaluationError, match=r"^sq: rangestat must be one of \['quantiles', 'optim'\], got 'minmax'$"
+    ):
+        LearnedRangeSQ(8, rangestat="minmax")
+    with pytest.raises(EvaluationError, match=r"^sq: rangestat 'optim' takes no rangestat_arg"):
+        LearnedRangeSQ(8, rangestat="optim", rangestat_arg=0.01)
+    with pytest.raises(
+        EvaluationError,
+        match=r"^sq: rangestat_arg \(fraction clipped at each end\) must be in \[0, 0.5\), got 0.5$",
+    ):
+        LearnedRangeSQ(8, rangestat_arg=0.5)
+    with pytest.raises(
+        EvaluationError, match=r"^sq: scoring must be one of \['asymmetric', 'symmetric'\], got 'deq'$"
+    ):
+        LearnedRangeSQ(8, scoring="deq")
