@@ -23,11 +23,12 @@ CODES: dict[str, tuple[type[Code], dict[str, Any]]] = {
     "rabitq2": (RaBitQ, {"bits": 2}),
     "rabitq4": (RaBitQ, {"bits": 4}),
     "sq8-quantiles": (LearnedRangeSQ, {"bits": 8, "rangestat": "quantiles"}),
-    "sq8-optim": (LearnedRangeSQ, {"bits": 8, "rangestat": "optim"}),
     "sq4-quantiles": (LearnedRangeSQ, {"bits": 4, "rangestat": "quantiles"}),
     "sq4-optim": (LearnedRangeSQ, {"bits": 4, "rangestat": "optim"}),
     "rq": (AdditiveCode, {"kind": "rq"}),
     "lsq": (AdditiveCode, {"kind": "lsq"}),
+    "prq": (AdditiveCode, {"kind": "rq"}),  # with splits=S > 1
+    "plsq": (AdditiveCode, {"kind": "lsq"}),
 }
 
 
@@ -40,6 +41,10 @@ def make_code(name: str, **params: Any) -> Code:
     if name not in CODES:
         raise EvaluationError(f"unknown code {name!r}: expected one of {sorted(CODES)}")
     cls, fixed = CODES[name]
+    if name in ("prq", "plsq") and params.get("splits", 1) < 2:
+        raise EvaluationError(
+            f"code {name!r} is a product quantiser: give splits >= 2 (e.g. splits=12 with m=48)"
+        )
     clash = sorted(set(fixed) & set(params))
     if clash:
         raise EvaluationError(f"code {name!r} fixes {clash}; choose another code name instead")

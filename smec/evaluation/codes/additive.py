@@ -40,9 +40,12 @@ class AdditiveCode(Code):
         m: number of codebooks = bytes per vector (8-bit codebooks).
         max_train: rows of the corpus sample used for training (a seeded subsample above it); default 5000,
             which leaves ~20 rows per centroid.
-        iterations: RQ: k-means rounds per codebook (default 8); LSQ: training rounds (default 4).
-        beam_size: RQ only, beam width of the encoder (default 2).
+        iterations: RQ: k-means rounds per codebook (default 5); LSQ: training rounds (default 4).
+        beam_size: RQ only, beam width of the encoder (default 1: greedy).
         encode_iters: LSQ only, local-search rounds when encoding (default 4).
+        splits: 1 (default) or the number of sub-spaces of a product quantiser (faiss ``PRQ{splits}x{m/splits}x8``
+            / ``PLSQ...``): the input is cut into ``splits`` equal slices, each coded with ``m / splits``
+            codebooks; what makes LSQ affordable at these budgets.
         rescore, seed: see ``Code`` (seed: k-means / LSQ initialisation and the training subsample).
     """
 
@@ -56,8 +59,9 @@ class AdditiveCode(Code):
         *,
         max_train: int = 5000,
         iterations: int | None = None,
-        beam_size: int = 2,
+        beam_size: int = 1,
         encode_iters: int = 4,
+        splits: int = 1,
         rescore: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -66,7 +70,7 @@ class AdditiveCode(Code):
         if m < 1:
             raise EvaluationError(f"{kind}: m (codebooks = bytes per vector) must be >= 1, got {m}")
         if iterations is None:
-            iterations = 8 if kind == "rq" else 4
+            iterations = 5 if kind == "rq" else 4
         for what, value in (("max_train", max_train), ("iterations", iterations)):
             if value < 1:
                 raise EvaluationError(f"{kind}: {what} must be >= 1, got {value}")
@@ -74,7 +78,10 @@ class AdditiveCode(Code):
             raise EvaluationError(f"rq: beam_size must be >= 1, got {beam_size}")
         if kind == "lsq" and encode_iters < 1:
             raise EvaluationError(f"lsq: encode_iters must be >= 1, got {encode_iters}")
+        if splits < 1 or m % splits:
+            raise EvaluationError(f"{kind}: splits must be a positive divisor of m={m}, got {splits}")
         self.kind = kind
+        self.splits = int(splits)
         self.m = int(m)
         self.max_train = int(max_train)
         self.iterations = int(iterations)
@@ -84,13 +91,19 @@ class AdditiveCode(Code):
 
     @property
     def name(self) -> str:
-        return self.kind
+        return self.kind if self.splits == 1 else f"p{self.kind}"
 
     def bytes_for_dim(self, dim: int) -> int:
         return self.m
 
     def _scoring(self) -> str:
-        return f"{self.kind}-lut"
+        if self.splits == 1:
+            return f"{self.kind}-lut"
+        return f"p{self.kind}{self.splits}x{self.m // self.splits}-lut"
+
+    def _check_dim(self, dim: int) -> None:
+        if dim % self.splits:
+            raise EvaluationError(f"{self.name}: input dim {dim} is not divisible by splits={self.splits}")
 
     def _fit(self, x: np.ndarray) -> None:
         if x.shape[0] < 256:
@@ -101,20 +114,37 @@ class AdditiveCode(Code):
             rows = np.sort(np.random.default_rng(self.seed).choice(x.shape[0], self.max_train, replace=False))
             x = np.ascontiguousarray(x[rows])
         d = x.shape[1]
+        metric = faiss.METRIC_INNER_PRODUCT
+        per_split = self.m // self.splits
         if self.kind == "rq":
-            index = faiss.IndexResidualQuantizer(d, self.m, 8, faiss.METRIC_INNER_PRODUCT)
-            rq = index.rq
-            # Plain k-means per step: faiss's default progressive-dimension k-means cost 4x more time here.
-            rq.train_type = faiss.ResidualQuantizer.Train_default
-            rq.max_beam_size = self.beam_size
-            rq.cp.niter = self.iterations
-            rq.cp.seed = self.seed
+            if self.splits == 1:
+                index = faiss.IndexResidualQuantizer(d, self.m, 8, metric)
+                quantizers = [index.rq]
+            else:
+                index = faiss.IndexProductResidualQuantizer(d, self.splits, per_split, 8, metric)
+                quantizers = [
+                    faiss.downcast_AdditiveQuantizer(index.prq.subquantizer(i)) for i in range(self.splits)
+                ]
+            for i, rq in enumerate(quantizers):
+                # Plain k-means per step: faiss's default progressive-dimension k-means cost 4x more time here.
+                rq.train_type = faiss.ResidualQuantizer.Train_default
+                rq.max_beam_size = self.beam_size
+                rq.cp.niter = self.iterations
+                rq.cp.seed = self.seed + i
         else:
-            index = faiss.IndexLocalSearchQuantizer(d, self.m, 8, faiss.METRIC_INNER_PRODUCT)
-            lsq = index.lsq
-            lsq.train_iters = self.iterations
-            lsq.encode_ils_iters = self.encode_iters
-            lsq.random_seed = self.seed
+            if self.splits == 1:
+                index = faiss.IndexLocalSearchQuantizer(d, self.m, 8, metric)
+                quantizers = [index.lsq]
+            else:
+                index = faiss.IndexProductLocalSearchQuantizer(d, self.splits, per_split, 8, metric)
+                quantizers = [
+                    faiss.downcast_AdditiveQuantizer(index.plsq.subquantizer(i)) for i in range(self.splits)
+                ]
+            for i, lsq in enumerate(quantizers):
+                lsq.train_iters = self.iterations
+                lsq.encode_ils_iters = self.encode_iters
+                lsq.random_seed = self.seed + i
+        self._quantizers = quantizers  # views into the index: keep the wrappers with it
         index.train(x)
         self._index = index
 

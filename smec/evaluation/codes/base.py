@@ -97,7 +97,7 @@ class Code:
     # ---------------------------------------------------------------- what subclasses provide
     @property
     def name(self) -> str:
-        """Short label used as the row's precision, e.g. ``"itq"``, ``"rabitq2"``, ``"sq8-optim"``."""
+        """Short label used as the row's precision, e.g. ``"itq"``, ``"rabitq2"``, ``"sq4-optim"``."""
         raise NotImplementedError
 
     def bytes_for_dim(self, dim: int) -> int:

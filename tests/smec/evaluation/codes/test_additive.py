@@ -25,6 +25,24 @@ def test_bytes_match_faiss_sa_code_size(sample, kind):
     assert code.encode(sample).shape == (400, m)
 
 
+@pytest.mark.parametrize(("kind", "factory"), [("rq", "PRQ2x2x8"), ("lsq", "PLSQ2x2x8")])
+def test_product_variants_split_the_input(sample, kind, factory):
+    code = AdditiveCode(kind, 4, splits=2, **FAST).fit(sample)
+    reference = faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT)
+    assert code.bytes_per_vector == code.faiss_index.sa_code_size() == reference.sa_code_size() == 4
+    assert code.name == f"p{kind}" and code.scoring == f"p{kind}2x2-lut"
+    queries = sample[:10]
+    scores, idx = code.index(sample).search(queries, 8)
+    decoded = code.faiss_index.sa_decode(code.encode(sample))
+    want_s, want_i = brute_force(queries @ decoded.T, 8)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(scores, want_s, rtol=1e-4, atol=1e-5)
+    with pytest.raises(EvaluationError, match=r"^prq: input dim 15 is not divisible by splits=2$"):
+        AdditiveCode("rq", 4, splits=2).fit(sample[:, :15])
+    with pytest.raises(EvaluationError, match=r"^lsq: splits must be a positive divisor of m=4, got 3$"):
+        AdditiveCode("lsq", 4, splits=3)
+
+
 @pytest.mark.parametrize("kind", ["rq", "lsq"])
 def test_search_equals_brute_force_on_decoded_vectors(sample, kind):
     code = AdditiveCode(kind, M[kind], **FAST).fit(sample).index(sample)

@@ -56,9 +56,12 @@ def test_describe_keeps_rescoring_memory_apart(corpus):
 
 
 def test_registry_builds_every_code(corpus):
+    extra = {"rq": {"m": 4}, "lsq": {"m": 4}, "prq": {"m": 4, "splits": 2}, "plsq": {"m": 4, "splits": 2}}
     for name in CODES:
-        code = make_code(name, m=4) if name in ("rq", "lsq") else make_code(name)
+        code = make_code(name, **extra.get(name, {}))
         assert code.name == name
+    with pytest.raises(EvaluationError, match=r"^code 'plsq' is a product quantiser: give splits >= 2"):
+        make_code("plsq", m=8)
     with pytest.raises(EvaluationError, match=r"^unknown code 'pq': expected one of \['itq', 'lsq', "):
         make_code("pq")
     with pytest.raises(
