@@ -12,8 +12,8 @@ models) and on its PCA (fit on 10,000 corpus rows), at each budget B bytes per v
   (``--opq``, minutes on 2 cores);
 * ITQ at 8 B bits on the PCA (on the concatenation faiss ``ITQ{8B}`` would do the same PCA itself), RaBitQ
   1/2/4-bit (on the concatenation: after a random projection to the width that fits), SQ8/SQ4 with quantile ranges and SQ4 with
-  optimised ranges at B / 2 B dims, RQ with M = B codebooks for B >= 48 on PCA-``--rq-dim`` (``--rq-concat``: also on the full
-  concatenation, minutes each); rescoring variants (shortlist 200, float32 vectors of the code's input: their
+  optimised ranges at B / 2 B dims, RQ with M = B codebooks and product LSQ (B / 3 slices of 3 codebooks) for B >= 48 on
+  PCA-``--rq-dim`` (``--rq-concat``: RQ on the full concatenation too, minutes each); rescoring variants (shortlist 200, float32 vectors of the code's input: their
   4 d bytes are listed apart, not in B).
 
 Writes ``rivals.md`` (one table, best per budget in bold) and ``rivals.json`` (rows without per-query values)
@@ -48,6 +48,9 @@ def main() -> None:
     p.add_argument(
         "--rq-concat", action="store_true", help="also RQ on the full concatenation (minutes each)"
     )
+    p.add_argument(
+        "--additive-only", action="store_true", help="only the RQ / PLSQ rows (their fits are the slow part)"
+    )
     p.add_argument("--out", default="runs/rivals-probe")
     args = p.parse_args()
 
@@ -75,9 +78,21 @@ def main() -> None:
             flush=True,
         )
 
+    def additive(q: Any, c: Any, budget: int) -> None:
+        rq_dim = min(args.rq_dim, width)
+        add(evaluate_code(ev, make_code("rq", m=budget), "pca", q, c, rq_dim), budget, "pca")
+        # Plain LSQ at m = budget solves a (256 m)^2 system per round: product LSQ, 3 codebooks per slice.
+        if budget % 3 == 0 and rq_dim % (budget // 3) == 0:
+            code = make_code("plsq", m=budget, splits=budget // 3)
+            add(evaluate_code(ev, code, "pca", q, c, rq_dim), budget, "pca")
+
     for budget in args.budgets:
         print(f"budget {budget} bytes = {32 * width / (8 * budget):g}x", flush=True)
         for rep, (q, c) in reps.items():
+            if args.additive_only:
+                if budget >= 48 and rep == "pca":
+                    additive(q, c, budget)
+                continue
             # ---- the grid's existing rows, through the evaluator itself
             for precision, dim in (("binary", 8 * budget), ("int8", budget), ("int4", 2 * budget)):
                 if dim > width:
@@ -133,12 +148,10 @@ def main() -> None:
                 ):
                     code = make_code(name, **params)
                     add(evaluate_code(ev, code, rep, q, c, dim_for_budget(code, budget, width)), budget, rep)
-            if budget >= 48:
-                rq_dim = min(args.rq_dim, width)
-                if rep == "pca":
-                    add(evaluate_code(ev, make_code("rq", m=budget), rep, q, c, rq_dim), budget, rep)
-                elif args.rq_concat:
-                    add(evaluate_code(ev, make_code("rq", m=budget), rep, q, c), budget, rep)
+            if budget >= 48 and rep == "pca":
+                additive(q, c, budget)
+            elif budget >= 48 and args.rq_concat:
+                add(evaluate_code(ev, make_code("rq", m=budget), rep, q, c), budget, rep)
     print(f"done in {time.perf_counter() - start:.0f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

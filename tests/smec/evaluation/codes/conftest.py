@@ -1,4 +1,4 @@
-"""Tiny deterministic vectors for the code tests: anisotropic Gaussian rows, L2-normalised."""
+"""Fixtures of the code tests: a 600 x 32 corpus and 20 noisy queries (see vectors.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from smec.evaluation.quantize import l2_normalize
-
-
-def make_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    """(n, dim) L2-normalised rows with decaying per-dimension scales (some directions matter more)."""
-    rng = np.random.default_rng(seed)
-    return l2_normalize(
-        rng.standard_normal((n, dim)).astype(np.float32) * np.linspace(2.0, 0.2, dim, dtype=np.float32)
-    )
+from tests.smec.evaluation.codes.vectors import make_vectors
 
 
 @pytest.fixture
@@ -25,9 +18,3 @@ def corpus() -> np.ndarray:
 def queries(corpus) -> np.ndarray:
     rng = np.random.default_rng(1)
     return l2_normalize(corpus[:20] + 0.3 * rng.standard_normal((20, 32)).astype(np.float32))
-
-
-def brute_force(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top k of a full (nq, nc) score matrix: score descending, ties by row ascending."""
-    order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)[:, :k]
-    return np.take_along_axis(scores, order, 1), order.astype(np.int64)

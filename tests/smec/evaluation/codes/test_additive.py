@@ -4,7 +4,7 @@ import pytest
 
 from smec.evaluation.codes import AdditiveCode
 from smec.evaluation.errors import EvaluationError
-from tests.smec.evaluation.codes.conftest import brute_force, make_vectors
+from tests.smec.evaluation.codes.vectors import brute_force, make_vectors
 
 FAST = {"iterations": 2, "encode_iters": 1, "beam_size": 1}
 # LSQ solves a (256 m)^2 linear system per training round: keep m tiny so the tests stay fast.

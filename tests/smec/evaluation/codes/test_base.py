@@ -14,7 +14,7 @@ from smec.evaluation.codes import (
 )
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.search import search_inner_product
-from tests.smec.evaluation.codes.conftest import make_vectors
+from tests.smec.evaluation.codes.vectors import make_vectors
 
 
 @pytest.mark.parametrize(

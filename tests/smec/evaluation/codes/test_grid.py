@@ -5,7 +5,7 @@ from smec.evaluation.codes import make_code
 from smec.evaluation.codes.grid import evaluate_code
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
-from tests.smec.evaluation.codes.conftest import make_vectors
+from tests.smec.evaluation.codes.vectors import make_vectors
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 
 from smec.evaluation.codes import ITQBinary
 from smec.evaluation.errors import EvaluationError
-from tests.smec.evaluation.codes.conftest import brute_force, make_vectors
+from tests.smec.evaluation.codes.vectors import brute_force, make_vectors
 
 
 @pytest.mark.parametrize(("dim", "out_dim", "factory"), [(32, None, "ITQ,LSH"), (48, 16, "ITQ16,LSH")])

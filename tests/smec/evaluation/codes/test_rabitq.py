@@ -4,7 +4,7 @@ import pytest
 
 from smec.evaluation.codes import RaBitQ, rabitq_code_size
 from smec.evaluation.errors import EvaluationError
-from tests.smec.evaluation.codes.conftest import make_vectors
+from tests.smec.evaluation.codes.vectors import make_vectors
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4])

@@ -5,7 +5,7 @@ import pytest
 from smec.evaluation.codes import LearnedRangeSQ
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.quantize import ScalarQuantizer
-from tests.smec.evaluation.codes.conftest import brute_force, make_vectors
+from tests.smec.evaluation.codes.vectors import brute_force, make_vectors
 
 
 @pytest.mark.parametrize(("bits", "factory"), [(8, "SQ8"), (4, "SQ4")])
