@@ -10,11 +10,12 @@ models) and on its PCA (fit on 10,000 corpus rows), at each budget B bytes per v
 * existing rows, through the evaluator itself: binary (median and sign thresholds) at 8 B dims, int8 at B
   dims and int4 at 2 B dims (min-max ranges, symmetric and asymmetric scoring); OPQ + PQ at 8 B bits for B >= 48
   (``--opq``, minutes on 2 cores);
-* ITQ at 8 B bits on the PCA (on the concatenation faiss ``ITQ{8B}`` would do the same PCA itself), RaBitQ
-  1/2/4-bit (on the concatenation: after a random projection to the width that fits), SQ8/SQ4 with quantile ranges and SQ4 with
-  optimised ranges at B / 2 B dims, RQ with M = B codebooks and product LSQ (B / 3 slices of 3 codebooks) for B >= 48 on
-  PCA-``--rq-dim`` (``--rq-concat``: RQ on the full concatenation too, minutes each); rescoring variants (shortlist 200, float32 vectors of the code's input: their
-  4 d bytes are listed apart, not in B).
+* ITQ at 8 B bits on the PCA (on the concatenation faiss ``ITQ{8B}`` would do the same PCA itself); RaBitQ
+  1/2/4-bit (on the concatenation: after a random projection to the width that fits); SQ8/SQ4 with quantile
+  and optimised ranges at B / 2 B dims; for B >= 48, RQ with M = B codebooks and product LSQ (B / 3 slices of
+  3 codebooks) on PCA-``--rq-dim`` (``--rq-concat``: RQ on the full concatenation too, minutes each);
+  rescoring variants (shortlist 200, with the float32 vectors of the code's input: their 4 d bytes are listed
+  apart, not in B).
 
 Writes ``rivals.md`` (one table, best per budget in bold) and ``rivals.json`` (rows without per-query values)
 under ``--out``, and prints the table.
@@ -125,7 +126,7 @@ def main() -> None:
             else:
                 specs.append(("itq", {}))
                 specs += [(name, {}) for name in ("rabitq", "rabitq2", "rabitq4")]
-            specs += [(n, {}) for n in ("sq8-quantiles", "sq4-quantiles", "sq4-optim")]
+            specs += [(n, {}) for n in ("sq8-quantiles", "sq8-optim", "sq4-quantiles", "sq4-optim")]
             for name, params in specs:
                 code = make_code(name, **params)
                 dim = width if "out_dim" in params else dim_for_budget(code, budget, width)

@@ -23,6 +23,7 @@ CODES: dict[str, tuple[type[Code], dict[str, Any]]] = {
     "rabitq2": (RaBitQ, {"bits": 2}),
     "rabitq4": (RaBitQ, {"bits": 4}),
     "sq8-quantiles": (LearnedRangeSQ, {"bits": 8, "rangestat": "quantiles"}),
+    "sq8-optim": (LearnedRangeSQ, {"bits": 8, "rangestat": "optim"}),
     "sq4-quantiles": (LearnedRangeSQ, {"bits": 4, "rangestat": "quantiles"}),
     "sq4-optim": (LearnedRangeSQ, {"bits": 4, "rangestat": "optim"}),
     "rq": (AdditiveCode, {"kind": "rq"}),

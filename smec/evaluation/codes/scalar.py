@@ -7,11 +7,14 @@ from its corpus min and max, so one outlier widens every step. These codes learn
 * ``"quantiles"`` (``RS_quantiles``): ``[x_(o), x_(n-1-o)]``, the o-th smallest and largest sample values with
   ``o = floor(rangestat_arg * n)``; values outside are clipped. ``rangestat_arg`` is the fraction cut at each
   end (default 0.001: 10 of 10,000 sample values per side; 0 = min–max).
-* ``"optim"`` (``RS_optim``, SQ4 only): the uniform grid ``b + a * {0 .. 15}`` that minimises the squared
+* ``"optim"`` (``RS_optim``): the uniform grid ``b + a * {0 .. 2^bits - 1}`` that minimises the squared
   reconstruction error of the sample, by alternating assignment and least-squares refits of (a, b) from the
-  min–max grid (faiss, up to 2000 rounds; no argument). At 8 bits faiss's float32 sums over 256 levels lose
-  the normal equations: on the demo's concatenation a quarter of the dims came back NaN (nDCG 0), so SQ8 with
-  ``"optim"`` is refused, and any fit whose ranges are not finite raises.
+  min–max grid (faiss, up to 2000 rounds; no argument). faiss solves the 2 x 2 normal equations from float32
+  sums, which break down when a dimension's sample collapses onto few levels: on the demo's concatenation
+  SQ8 came back with NaN or far-off ranges on 24 of 96 dims (nDCG 0 if used), SQ4 with NaN on 2 of 192. Those
+  dims (range not finite, not positive, or reaching more than one sample span beyond the sample's min / max)
+  get the ``"quantiles"`` range at 0.001 instead; ``fallback_dims`` counts them and the row's scoring label
+  names them, e.g. ``sq-optim(q0.001 on 2 dims)-asym``.
 
 Decoding is the bin centre, as for the min–max quantiser. Bytes per vector: d (SQ8) or ``ceil(d / 2)`` (SQ4),
 no per-vector factor.
@@ -30,6 +33,8 @@ from smec.evaluation.codes.base import Code, sorted_by_score
 from smec.evaluation.errors import EvaluationError
 
 RANGESTATS = {"quantiles": "RS_quantiles", "optim": "RS_optim"}
+# The range of the dims where faiss's RS_optim fails (see the module doc).
+FALLBACK_QUANTILE = 0.001
 SQ_SCORINGS = ("asymmetric", "symmetric")
 
 
@@ -61,11 +66,6 @@ class LearnedRangeSQ(Code):
             raise EvaluationError(f"sq: bits must be 8 or 4, got {bits!r}")
         if rangestat not in RANGESTATS:
             raise EvaluationError(f"sq: rangestat must be one of {list(RANGESTATS)}, got {rangestat!r}")
-        if rangestat == "optim" and bits == 8:
-            raise EvaluationError(
-                "sq: rangestat 'optim' is only offered for 4 bits: faiss's RS_optim diverges at 256 levels "
-                "(NaN ranges); use 'quantiles' for SQ8"
-            )
         if rangestat == "optim" and rangestat_arg is not None:
             raise EvaluationError("sq: rangestat 'optim' takes no rangestat_arg (it is only for 'quantiles')")
         if rangestat_arg is None:
@@ -80,6 +80,7 @@ class LearnedRangeSQ(Code):
         self.rangestat = rangestat
         self.rangestat_arg = float(rangestat_arg)
         self.sq_scoring = scoring
+        self.fallback_dims = 0
         super().__init__(rescore=rescore, seed=seed)
 
     @property
@@ -95,20 +96,38 @@ class LearnedRangeSQ(Code):
 
     def _scoring(self) -> str:
         stat = f"q{self.rangestat_arg:g}" if self.rangestat == "quantiles" else "optim"
+        if self.fallback_dims:
+            stat += f"(q{FALLBACK_QUANTILE:g} on {self.fallback_dims} dims)"
         return f"sq-{stat}-{'sym' if self.symmetric else 'asym'}"
 
-    def _fit(self, x: np.ndarray) -> None:
+    def _train(self, x: np.ndarray, rangestat: str, arg: float) -> faiss.IndexScalarQuantizer:
         qtype = faiss.ScalarQuantizer.QT_8bit if self.bits == 8 else faiss.ScalarQuantizer.QT_4bit
         index = faiss.IndexScalarQuantizer(x.shape[1], qtype, faiss.METRIC_INNER_PRODUCT)
-        index.sq.rangestat = getattr(faiss.ScalarQuantizer, RANGESTATS[self.rangestat])
-        index.sq.rangestat_arg = self.rangestat_arg
+        index.sq.rangestat = getattr(faiss.ScalarQuantizer, RANGESTATS[rangestat])
+        index.sq.rangestat_arg = arg
         index.train(x)
-        trained = faiss.vector_to_array(index.sq.trained)
-        if not np.isfinite(trained).all():
-            raise EvaluationError(
-                f"{self.name}: faiss returned non-finite ranges for {int((~np.isfinite(trained)).sum())} values; "
-                "use rangestat 'quantiles'"
-            )
+        return index
+
+    def _fit(self, x: np.ndarray) -> None:
+        index = self._train(x, self.rangestat, self.rangestat_arg)
+        self.fallback_dims = 0
+        if self.rangestat == "optim":
+            d = x.shape[1]
+            trained = faiss.vector_to_array(index.sq.trained)
+            vmin, vdiff = trained[:d], trained[d:]
+            lo, hi = x.min(axis=0), x.max(axis=0)
+            span = hi - lo
+            with np.errstate(invalid="ignore"):
+                failed = ~(np.isfinite(vmin) & np.isfinite(vdiff) & (vdiff > 0))
+                failed |= (vmin < lo - span) | (vmin + vdiff > hi + span)
+            if failed.any():
+                # Hold the fallback index while reading: swig's .sq view does not keep its owner alive.
+                quantile_index = self._train(x, "quantiles", FALLBACK_QUANTILE)
+                fallback = faiss.vector_to_array(quantile_index.sq.trained)
+                trained[:d][failed] = fallback[:d][failed]
+                trained[d:][failed] = fallback[d:][failed]
+                faiss.copy_array_to_vector(trained.astype(np.float32), index.sq.trained)
+                self.fallback_dims = int(failed.sum())
         self._index = index
 
     @property
