@@ -17,8 +17,10 @@ models) and on its PCA (fit on 10,000 corpus rows), at each budget B bytes per v
   rescoring variants (shortlist 200, with the float32 vectors of the code's input: their 4 d bytes are listed
   apart, not in B).
 
-Writes ``rivals.md`` (one table, best per budget in bold) and ``rivals.json`` (rows without per-query values)
-under ``--out``, and prints the table.
+Writes ``rivals.md`` (one table, best per budget in bold, each row's paired difference ± SE against the best
+row of the grid's existing precisions at that budget) and ``rivals.json`` (rows without per-query values) under
+``--out``, and prints the table. OPQ + PQ rows come from ``--opq`` (fitted here) or ``--reference`` (read from a
+results.json of the same store and split).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from smec.evaluation.baselines import PCA, OPQProductQuantizer
 from smec.evaluation.codes import dim_for_budget, make_code
 from smec.evaluation.codes.grid import evaluate_code
 from smec.evaluation.evaluator import RetrievalEvaluator
+from smec.evaluation.results import read_results
+from smec.evaluation.stats import paired_difference
+
+EXISTING = ("binary", "int8", "int4", "pq")  # the grid's precisions today
 
 
 def main() -> None:
@@ -45,6 +51,12 @@ def main() -> None:
     )
     p.add_argument("--budgets", nargs="+", type=int, default=[96, 48, 24, 12, 6], help="bytes per vector")
     p.add_argument("--opq", action="store_true", help="also OPQ + PQ at 8 B bits for B >= 48 (slow)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="a results.json of the same store and split (e.g. smec compare's baselines/results.json) whose "
+        "opq-pq rows join the table instead of --opq",
+    )
     p.add_argument("--rq-dim", type=int, default=256, help="PCA width RQ is fitted on (default 256)")
     p.add_argument(
         "--rq-concat", action="store_true", help="also RQ on the full concatenation (minutes each)"
@@ -68,6 +80,13 @@ def main() -> None:
     reps = {"concat": (queries, corpus), "pca": (pca.transform(queries), pca.transform(corpus))}
     print(f"{'+'.join(keys)}: {width}-d, {len(corpus)} docs, {len(queries)} {args.split} queries", flush=True)
     rows: list[dict[str, Any]] = []
+    reference = []
+    if args.reference:
+        reference, _ = read_results(Path(args.reference))
+        if reference and list(reference[0]["query_ids"]) != list(ev.scored_query_ids):
+            raise SystemExit(
+                f"{args.reference}: scored on other queries than this store's {args.split} split"
+            )
 
     def add(row: dict[str, Any], budget: int, rep: str) -> None:
         row.update(budget=budget, rep=rep, bytes=row.get("bytes", row["bits"] // 8))
@@ -115,6 +134,10 @@ def main() -> None:
             if args.opq and rep == "concat" and budget >= 48:
                 opq = OPQProductQuantizer(8 * budget).fit(corpus)
                 add(opq.evaluate(ev, queries, corpus), budget, rep)
+            elif reference and rep == "concat":
+                for row in reference:
+                    if row["method"] == "opq-pq" and row["bits"] == 8 * budget:
+                        add(dict(row, scoring=row["scoring"] + " (--reference)"), budget, rep)
             # ---- the new codes
             specs: list[tuple[str, dict[str, Any]]] = []
             if rep == "concat":
@@ -146,6 +169,7 @@ def main() -> None:
                     ("sq4-quantiles", {"rangestat_arg": 0.0001}),
                     ("sq4-quantiles", {"rangestat_arg": 0.01}),
                     ("sq4-optim", {"scoring": "symmetric"}),
+                    ("itq", {"max_iter": 50}),
                 ):
                     code = make_code(name, **params)
                     add(evaluate_code(ev, code, rep, q, c, dim_for_budget(code, budget, width)), budget, rep)
@@ -158,26 +182,36 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     keep = [{k: v for k, v in r.items() if k not in ("per_query", "query_ids")} for r in rows]
     (out / "rivals.json").write_text(json.dumps(keep, indent=1))
-    table = markdown(keep, width)
+    table = markdown(rows, width)
     (out / "rivals.md").write_text(table)
     print(table)
 
 
 def markdown(rows: list[dict[str, Any]], width: int) -> str:
+    """One table, budgets descending, rows by nDCG@10; each row's paired difference against the best row of
+    the grid's existing precisions at that budget (binary / int8 / int4 / OPQ+PQ)."""
     lines = [
-        "| budget | CF | rep | code | dim | bytes | extra bytes | scoring | nDCG@10 ± SE | fit s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| budget | CF | rep | code | dim | bytes | extra bytes | scoring | nDCG@10 ± SE | vs best existing | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for budget in sorted({r["budget"] for r in rows}, reverse=True):
         group = sorted((r for r in rows if r["budget"] == budget), key=lambda r: -r["ndcg@10"])
         best = max(r["ndcg@10"] for r in group if r["extra_bytes"] == 0)
+        existing = [r for r in group if r["precision"] in EXISTING]
+        anchor = existing[0] if existing else None
         for r in group:
             score = f"{r['ndcg@10']:.3f} ± {r['ndcg@10_se']:.3f}"
             if r["ndcg@10"] == best and r["extra_bytes"] == 0:
                 score = f"**{score}**"
+            if anchor is None or r is anchor:
+                versus = "(best existing)" if r is anchor else ""
+            else:
+                diff, se = paired_difference(r, anchor)
+                versus = f"{diff:+.3f} ± {se:.3f}"
             lines.append(
                 f"| {budget} | {32 * width / (8 * r['bytes']):.0f}× | {r['rep']} | {r['precision']} | {r['dim']} | "
-                f"{r['bytes']} | {r['extra_bytes'] or ''} | {r['scoring']} | {score} | {r.get('fit_s', '')} |"
+                f"{r['bytes']} | {r['extra_bytes'] or ''} | {r['scoring']} | {score} | {versus} | "
+                f"{r.get('fit_s', '')} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -11,7 +11,7 @@ from its corpus min and max, so one outlier widens every step. These codes learn
   reconstruction error of the sample, by alternating assignment and least-squares refits of (a, b) from the
   min–max grid (faiss, up to 2000 rounds; no argument). faiss solves the 2 x 2 normal equations from float32
   sums, which break down when a dimension's sample collapses onto few levels: on the demo's concatenation
-  SQ8 came back with NaN or far-off ranges on 24 of 96 dims (nDCG 0 if used), SQ4 with NaN on 2 of 192. Those
+  SQ8 came back with NaN or far-off ranges on 28 of 96 dims (nDCG 0 if used), SQ4 with NaN on 1 of 192. Those
   dims (range not finite, not positive, or reaching more than one sample span beyond the sample's min / max)
   get the ``"quantiles"`` range at 0.001 instead; ``fallback_dims`` counts them and the row's scoring label
   names them, e.g. ``sq-optim(q0.001 on 2 dims)-asym``.
