@@ -24,6 +24,8 @@ return, where ties are rare).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import faiss
@@ -57,6 +59,17 @@ def require_faiss(code: str, minimum: tuple[int, ...], what: str) -> None:
             f"code {code!r} needs faiss >= {need} ({what}); this is faiss {faiss.__version__}: "
             f"pip install 'faiss-cpu>={need}'"
         )
+
+
+@contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """Run the block with faiss's OpenMP pool at ``n`` threads, restoring the previous count after."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def sorted_by_score(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,11 @@ from its corpus min and max, so one outlier widens every step. These codes learn
   get the ``"quantiles"`` range at 0.001 instead; ``fallback_dims`` counts them and the row's scoring label
   names them, e.g. ``sq-optim(q0.001 on 2 dims)-asym``.
 
+Two faiss quirks (1.15.1) this class works around or documents: its per-dimension range training shares one
+result buffer between OpenMP threads (ranges race and change from run to run), so training runs on one
+thread; and its transpose of the sample skips row 0, which every dimension sees as a 0 instead (one value in
+n: the ranges can sit one order statistic off the exact quantile).
+
 Decoding is the bin centre, as for the min–max quantiser. Bytes per vector: d (SQ8) or ``ceil(d / 2)`` (SQ4),
 no per-vector factor.
 
@@ -29,7 +34,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from smec.evaluation.codes.base import Code, sorted_by_score
+from smec.evaluation.codes.base import Code, faiss_threads, sorted_by_score
 from smec.evaluation.errors import EvaluationError
 
 RANGESTATS = {"quantiles": "RS_quantiles", "optim": "RS_optim"}
@@ -105,7 +110,10 @@ class LearnedRangeSQ(Code):
         index = faiss.IndexScalarQuantizer(x.shape[1], qtype, faiss.METRIC_INNER_PRODUCT)
         index.sq.rangestat = getattr(faiss.ScalarQuantizer, RANGESTATS[rangestat])
         index.sq.rangestat_arg = arg
-        index.train(x)
+        # faiss trains the dims in an OpenMP loop that shares one 2-float result buffer between threads, so
+        # with more than one thread dims get each other's ranges (different on every run): train serially.
+        with faiss_threads(1):
+            index.train(x)
         return index
 
     def _fit(self, x: np.ndarray) -> None:
