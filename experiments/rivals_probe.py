@@ -64,6 +64,7 @@ def main() -> None:
     p.add_argument(
         "--additive-only", action="store_true", help="only the RQ / PLSQ rows (their fits are the slow part)"
     )
+    p.add_argument("--no-additive", action="store_true", help="skip the RQ / PLSQ rows")
     p.add_argument("--out", default="runs/rivals-probe")
     args = p.parse_args()
 
@@ -173,6 +174,8 @@ def main() -> None:
                 ):
                     code = make_code(name, **params)
                     add(evaluate_code(ev, code, rep, q, c, dim_for_budget(code, budget, width)), budget, rep)
+            if args.no_additive:
+                continue
             if budget >= 48 and rep == "pca":
                 additive(q, c, budget)
             elif budget >= 48 and args.rq_concat:

@@ -13,12 +13,19 @@ Both code a vector as a sum of M codewords, one from each of M codebooks of 256 
 Scoring is asymmetric: the float query against the decoded corpus by inner product, through look-up tables
 (one 256-entry table per codebook).
 
-Cost: both are far slower to fit than PQ (every step works in the full input width). Measured on the 2-core
-machine (busy with other jobs; ``experiments/bench/additive_fit.py``; 10,000 training rows): see the defaults
-below. Fits scale linearly with the input width, so at these budgets they are meant to run on a reduced
-representation (PCA or a method's output at 128-384 dims); on the 1152-d concatenation they take minutes.
-The defaults trade quality for time (faiss's own: RQ beam 5 with progressive-dimension k-means, 10 rounds;
-LSQ 25 training rounds, 16 encoding rounds), each documented where it is set.
+Cost, measured on the 2-core machine while other jobs held it (load 8-12, so wall time is ~3x CPU time), on
+10,000 rows of 1152-d vectors:
+
+* RQ, M = 48, greedy beam, 5 k-means rounds per codebook, plain k-means: 203 s wall / 72 s CPU to train
+  (2,000 rows encoded in 2.2 s CPU); M = 8 with faiss's default progressive-dimension k-means: 126 s wall vs
+  28 s with plain k-means. Training cost grows with M, the rows and the width; hence the defaults: greedy
+  encoding, 5 rounds, plain k-means, at most ``max_train = 5000`` rows (linear in rows and M: an estimated
+  ~36 s / ~72 s CPU at M = 48 / 96 on 1152 dims, i.e. a few tens of seconds on a quiet 2-core machine, minutes
+  of wall time on a busy one). Encoding the corpus costs about as much again.
+* LSQ: every training round solves a (256 M)^2 linear system for the codebooks, independent of the rows:
+  M = 8 (2,048^2) took 50 s wall / 27 s CPU for 4 rounds; M = 48 means 12,288^2 (1.2 GB in float64, ~200x
+  the M = 8 solve per round): out of reach here. Use the product variant (``splits``): PLSQ with S slices of
+  M / S codebooks solves S systems of (256 M / S)^2, e.g. M = 48 as 16 slices of 3 codebooks (768^2 each).
 """
 
 from __future__ import annotations
