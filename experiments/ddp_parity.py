@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir = args.out / f"{method}-p{n}-s{seed}{args.tag}"
                 ddp = []
                 if n > 1:
-                    ddp = shlex.split(
-                        (args.ddp_args or "--config=configs/trainer/ddp.yaml --trainer.devices={n}").format(n=n)
-                    ) + ["--trainer.accelerator=cpu"]
+                    spec = args.ddp_args or "--config=configs/trainer/ddp.yaml --trainer.devices={n}"
+                    ddp = [*shlex.split(spec.format(n=n)), "--trainer.accelerator=cpu"]
                 cmd = [
                     sys.executable,
                     "-m",
@@ -122,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     *METHODS[method],
                     *ddp,
                     f"--seed_everything={seed}",
+                    f"--data.init_args.seed={seed}",  # init, ADS draws and data order, as `smec compare` seeds
                     f"--data.init_args.store={store}",
                     "--data.init_args.models=[a, b, c]",
                     f"--trainer.default_root_dir={run_dir}",
@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for (method, n), values in results.items():
         v = np.asarray(values)
-        print(f"| {method} | {n} | {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f} | "
-              f"{', '.join(f'{x:.4f}' for x in v)} |")
+        print(
+            f"| {method} | {n} | {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f} | "
+            f"{', '.join(f'{x:.4f}' for x in v)} |"
+        )
     return 0
 
 

@@ -1,0 +1,107 @@
+"""Two-process CPU DDP fits of MRL and SMEC through `smec fit` and configs/trainer/ddp.yaml (gloo), on a tiny store.
+
+What each rank saw is recorded by tests/smec/ddp_probe.py: every row of an epoch reaches some rank, each step's
+global batch is data.batch_size rows (half on each rank), the ranks draw the same random numbers (ADS's Gumbel
+noise comes from the global torch RNG) and end with identical weights and buffers (S-XBM's memory included,
+with DDP's buffer broadcast off, so nothing but the all-gathered enqueue keeps them equal).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.store import EmbeddingStore, combine
+from tests.conftest import build_store
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH, EPOCHS, ROWS = 8, 2, 140  # the tiny store streams 100 corpus rows + 40 train queries
+
+SYSTEMS = {
+    "mrl": [
+        "--config=configs/mrl.yaml",
+        "--model.init_args.output_dim=8",
+        "--model.init_args.dims=[2, 4, 8]",
+    ],
+    "smec": [  # two stages (10 -> 8 -> 4): the second epoch switches stage and rebuilds the optimizer
+        "--config=configs/smec.yaml",
+        "--model.init_args.dims=[8, 4]",
+        "--model.init_args.epochs_per_stage=1",
+        "--model.init_args.memory_size=16",
+        "--model.init_args.memory_k=4",
+        f"--trainer.min_epochs={EPOCHS}",
+    ],
+}
+
+
+def ddp_fit(tmp_path: Path, system: str) -> list[dict]:
+    store = build_store(tmp_path / "store")
+    run = tmp_path / "run"
+    args = [
+        *SYSTEMS[system],
+        "--config=configs/trainer/ddp.yaml",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",  # this profile picks the GPUs where there are any
+        f"--data.init_args.store={store}",
+        "--data.init_args.models=[m1, m2]",
+        f"--data.init_args.batch_size={BATCH}",
+        f"--trainer.max_epochs={EPOCHS}",
+        f"--trainer.default_root_dir={run}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.callbacks+=tests.smec.ddp_probe.DDPProbe",
+        f"--trainer.callbacks.out={run / 'probe'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "smec.cli", "fit", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a collective mismatch would hang: fail instead
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert "val/ndcg@10/mean" in next(run.rglob("metrics.csv")).read_text()  # rank 0's evaluation, broadcast
+    return [torch.load(run / "probe" / f"rank{r}.pt") for r in range(2)]
+
+
+def training_rows(store: Path) -> np.ndarray:
+    s = EmbeddingStore(store)
+    return np.concatenate(
+        [combine([s.array(m, ts).read() for m in ("m1", "m2")]) for ts in ("corpus", "queries/train")]
+    )
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_two_process_cpu_ddp_fit(tmp_path, system):
+    ranks = ddp_fit(tmp_path, system)
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
+    steps_per_epoch = -(-ROWS // BATCH)  # global batches of data.batch_size rows, the last one padded
+    assert all(r["global_step"] == len(r["steps"]) == EPOCHS * steps_per_epoch for r in ranks)
+
+    reference = torch.from_numpy(training_rows(tmp_path / "store"))
+    for epoch in range(EPOCHS):
+        seen = []
+        for r in ranks:
+            batches = [s["rows"]["x"] for s in r["steps"] if s["epoch"] == epoch]
+            assert all(len(b) == BATCH // 2 for b in batches)  # data.batch_scope: global
+            seen.append(torch.cat(batches))
+        x = torch.cat(seen)
+        row = (x @ reference.T).argmax(1)  # which stored row each streamed row is
+        torch.testing.assert_close(x, reference[row], rtol=1e-5, atol=1e-6)
+        assert len(set(row.tolist())) == ROWS and len(row) == steps_per_epoch * BATCH
+
+    assert [s["rng"] for s in ranks[0]["steps"]] == [s["rng"] for s in ranks[1]["steps"]]
+    state0, state1 = ranks[0]["state"], ranks[1]["state"]
+    assert state0.keys() == state1.keys()
+    assert [k for k in state0 if not torch.equal(state0[k], state1[k])] == []
+    if system == "smec":
+        assert int(state0["memory.filled"]) == 16 and int(state0["compressor.active_stage"]) == 1
