@@ -28,6 +28,7 @@ SYSTEMS = {
         "--config=configs/mrl.yaml",
         "--model.init_args.output_dim=8",
         "--model.init_args.dims=[2, 4, 8]",
+        "--model.init_args.arch=simple_encoder",  # LN -> Linear -> BatchNorm: smec.sync_batchnorm on gloo
     ],
     "smec": [  # two stages (10 -> 8 -> 4): the second epoch switches stage and rebuilds the optimizer
         "--config=configs/smec.yaml",

@@ -6,7 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from smec.sync_batchnorm import SyncBatchNorm, SyncBatchNormPlugin
+from smec.sync_batchnorm import CPUSyncBatchNorm, SyncBatchNormPlugin
 
 WORLD = 2
 SHAPES = {"1d": (8, 3), "3d": (6, 3, 5)}  # (N, C) and (N, C, L); each rank gets half of N
@@ -54,7 +54,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
                 x, upstream = _inputs(shape)
                 half = slice(rank * shape[0] // 2, (rank + 1) * shape[0] // 2)
                 model = SyncBatchNormPlugin().apply(nn.Sequential(_bn(momentum)))
-                assert type(model[0]) is SyncBatchNorm
+                assert type(model[0]) is CPUSyncBatchNorm
                 results[name, momentum] = _run(model[0], x[half], upstream[half])
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -77,10 +77,15 @@ def test_cpu_sync_batchnorm_matches_one_batchnorm_over_every_rank(tmp_path):
             assert torch.equal(r0[key], r1[key])
 
 
-def test_one_process_and_eval_mode_use_torchs_batchnorm():
-    model = SyncBatchNormPlugin().apply(nn.Sequential(nn.Linear(4, 3), _bn()))
-    assert type(model[1]) is SyncBatchNorm and isinstance(model[1], nn.SyncBatchNorm)
+def test_one_process_and_eval_mode_use_torchs_batchnorm_and_revert_restores_it():
+    bn = _bn()
+    model = SyncBatchNormPlugin().apply(nn.Sequential(nn.Linear(4, 3), bn))
+    assert type(model[1]) is CPUSyncBatchNorm and model[1].weight is bn.weight  # parameters shared
     x, upstream = _inputs((8, 3))
     got, reference = _run(model[1], x, upstream), _run(_bn(), x, upstream)
     for key, value in reference.items():
         torch.testing.assert_close(got[key], value)
+    synced = model[1]
+    reverted = SyncBatchNormPlugin().revert(model)[1]
+    assert type(reverted) is not CPUSyncBatchNorm and isinstance(reverted, nn.modules.batchnorm._BatchNorm)
+    assert reverted.weight is synced.weight and reverted.running_var is synced.running_var
