@@ -7,7 +7,7 @@ configs/smec.yaml, shortened budgets) for every method x seed x process count an
 count, the best dev ``val/ndcg@10/mean`` (the checkpoint monitor) as mean ± std over seeds.
 
     python experiments/ddp_parity.py --out runs/ddp-parity [--seeds 0 1 2] [--procs 1 2] [--methods mrl smec]
-        [--extra "--data.init_args.batch_scope=rank"]
+        [--extra=--data.init_args.batch_scope=rank] [--tag=-rank]
 
 A process count above 1 adds ``--config configs/trainer/ddp.yaml --trainer.devices N --trainer.accelerator cpu``
 (``--ddp-args`` replaces that, e.g. to run code without the profile).
