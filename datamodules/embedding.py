@@ -687,10 +687,15 @@ class EmbeddingDataModule(L.LightningDataModule):
         return np.asarray(pairs, dtype=np.int64)
 
     # -- loaders ------------------------------------------------------------------------------------------
+    def check_world_size(self, world: int) -> None:
+        """InputError when ``data.batch_size`` cannot be split over ``world`` processes (``batch_scope`` global).
+
+        `smec fit` calls it before DDP starts its processes; :meth:`setup` calls it again in every process.
+        """
+        rank_batch_size(self.batch_size, world, self.batch_scope)
+
     def setup(self, stage: str) -> None:
-        # Every DDP process runs this once its process group exists: a batch that cannot be split fails here,
-        # before any step (the same check would otherwise stop the first epoch).
-        rank_batch_size(self.batch_size, _dist_rank_world()[1], self.batch_scope)
+        self.check_world_size(_dist_rank_world()[1])
 
     def _row_stream(self, shuffle: bool = True, max_rows: int | None = None, train: bool = True):
         segments = [self._segment("corpus")]

@@ -84,6 +84,9 @@ class SmecCLI(LightningCLI):
                 init.id = uuid.uuid4().hex[:8]
 
     def before_fit(self) -> None:
+        check = getattr(self.datamodule, "check_world_size", None)
+        if check is not None:  # in the launching process: before DDP starts the others, before any output
+            check(self.trainer.world_size)
         self._tag_run()
         for cb in self.trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:

@@ -106,3 +106,25 @@ def test_two_process_cpu_ddp_fit(tmp_path, system):
     assert [k for k in state0 if not torch.equal(state0[k], state1[k])] == []
     if system == "smec":
         assert int(state0["memory.filled"]) == 16 and int(state0["compressor.active_stage"]) == 1
+
+
+def test_a_batch_that_cannot_be_split_fails_before_any_process_starts(tmp_path, capsys):
+    from tests.cli_harness import assert_fails_cleanly
+
+    store = build_store(tmp_path / "store")
+    assert_fails_cleanly(
+        capsys,
+        [
+            "fit",
+            "--config=configs/mrl.yaml",
+            "--config=configs/trainer/ddp.yaml",
+            "--trainer.devices=2",
+            "--trainer.accelerator=cpu",
+            f"--data.init_args.store={store}",
+            "--data.init_args.models=[m1, m2]",
+            "--data.init_args.batch_size=7",
+            f"--trainer.default_root_dir={tmp_path / 'run'}",
+        ],
+        expect=r"data\.batch_size: 7 rows cannot be split evenly over 2 DDP processes",
+        watch=tmp_path,
+    )
