@@ -70,6 +70,7 @@ def ddp_fit(tmp_path: Path, system: str) -> list[dict]:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "last.ckpt").exists()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))  # selected on val/ndcg@10/mean, known on every rank
     assert "val/ndcg@10/mean" in next(run.rglob("metrics.csv")).read_text()  # rank 0's evaluation, broadcast
     return [torch.load(run / "probe" / f"rank{r}.pt") for r in range(2)]
 
