@@ -41,36 +41,55 @@ SYSTEMS = {
 }
 
 
-def ddp_fit(tmp_path: Path, system: str) -> list[dict]:
-    store = build_store(tmp_path / "store")
-    run = tmp_path / "run"
-    args = [
-        *SYSTEMS[system],
-        "--config=configs/trainer/ddp.yaml",
-        "--trainer.devices=2",
-        "--trainer.accelerator=cpu",  # this profile picks the GPUs where there are any
-        f"--data.init_args.store={store}",
-        "--data.init_args.models=[m1, m2]",
-        f"--data.init_args.batch_size={BATCH}",
-        f"--trainer.max_epochs={EPOCHS}",
-        f"--trainer.default_root_dir={run}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.callbacks+=tests.smec.ddp_probe.DDPProbe",
-        f"--trainer.callbacks.out={run / 'probe'}",
-    ]
+@pytest.fixture(scope="module")
+def ddp_fits(tmp_path_factory) -> dict[str, Path]:
+    """Both fits at once (process start-up is most of their cost, and it runs on separate cores)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    store = build_store(tmp / "store")
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "smec.cli", "fit", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,  # a collective mismatch would hang: fail instead
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    procs = {}
+    for system, recipe in SYSTEMS.items():
+        run = tmp / system
+        args = [
+            *recipe,
+            "--config=configs/trainer/ddp.yaml",
+            "--trainer.devices=2",
+            "--trainer.accelerator=cpu",  # this profile picks the GPUs where there are any
+            f"--data.init_args.store={store}",
+            "--data.init_args.models=[m1, m2]",
+            f"--data.init_args.batch_size={BATCH}",
+            f"--trainer.max_epochs={EPOCHS}",
+            f"--trainer.default_root_dir={run}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--trainer.callbacks+=tests.smec.ddp_probe.DDPProbe",
+            f"--trainer.callbacks.out={run / 'probe'}",
+        ]
+        run.mkdir()
+        log = (run / "fit.log").open("w")
+        procs[system] = subprocess.Popen(
+            [sys.executable, "-m", "smec.cli", "fit", *args], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=600)  # a collective mismatch would hang: fail instead
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    runs = {system: tmp / system for system in SYSTEMS}
+    for system, proc in procs.items():
+        runs[system].joinpath("returncode").write_text(str(proc.returncode))
+    return runs
+
+
+def ddp_fit(runs: dict[str, Path], system: str) -> list[dict]:
+    run = runs[system]
+    code = int((run / "returncode").read_text())
+    assert code == 0, (run / "fit.log").read_text()[-3000:]
     assert (run / "checkpoints" / "last.ckpt").exists()
-    assert list((run / "checkpoints").glob("best-*.ckpt"))  # selected on val/ndcg@10/mean, known on every rank
+    assert list(
+        (run / "checkpoints").glob("best-*.ckpt")
+    )  # selected on val/ndcg@10/mean, known on every rank
     assert "val/ndcg@10/mean" in next(run.rglob("metrics.csv")).read_text()  # rank 0's evaluation, broadcast
     return [torch.load(run / "probe" / f"rank{r}.pt") for r in range(2)]
 
@@ -83,13 +102,13 @@ def training_rows(store: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("system", list(SYSTEMS))
-def test_two_process_cpu_ddp_fit(tmp_path, system):
-    ranks = ddp_fit(tmp_path, system)
+def test_two_process_cpu_ddp_fit(ddp_fits, system):
+    ranks = ddp_fit(ddp_fits, system)
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
     steps_per_epoch = -(-ROWS // BATCH)  # global batches of data.batch_size rows, the last one padded
     assert all(r["global_step"] == len(r["steps"]) == EPOCHS * steps_per_epoch for r in ranks)
 
-    reference = torch.from_numpy(training_rows(tmp_path / "store"))
+    reference = torch.from_numpy(training_rows(ddp_fits[system].parent / "store"))
     for epoch in range(EPOCHS):
         seen = []
         for r in ranks:
