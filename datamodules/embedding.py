@@ -7,11 +7,15 @@ weighting and concatenation (:func:`datamodules.store.combine`'s recipe) run in 
 i.e. on the accelerator, where they are nearly free.
 
 Order: each epoch permutes blocks of ``block_rows`` contiguous rows with a generator seeded by
-``(seed, epoch)``, deals them round-robin to the ranks (then to the DataLoader workers of a rank), takes
-``window_blocks`` blocks at a time and shuffles runs of up to 32 rows within that window. The order is a pure
-function of (seed, epoch, world size), so a resumed run replays the same epoch, and ranks see disjoint rows.
-Every rank yields the same number of batches (DDP would hang otherwise): the rank with the fewest rows sets
-the count.
+``(seed, epoch)``, takes ``window_blocks`` blocks at a time and shuffles runs of up to 32 rows within that
+window. One process streams the windows in turn (each window's last < batch_size rows are dropped; DataLoader
+workers own whole windows). Under DDP the same sequence of windows, without the per-window drop, is cut into
+one contiguous stretch per rank, the last one padded by wrapping around to the start (as DistributedSampler
+pads): every row is streamed at least once per epoch, ranks read disjoint rows apart from that padding, and
+every rank yields the same number of batches (DDP would hang otherwise). ``batch_scope`` says whether
+``batch_size`` is the global batch of one optimizer step (default: each rank gets ``batch_size / world``
+rows, so a DDP fit takes the steps one process takes) or each rank's batch. The order is a pure function of
+(seed, epoch, world size, batch scope), so a resumed run replays the same epoch.
 
 Batch formats (dicts; each value is a list of per-model tensors until ``on_after_batch_transfer`` combines
 it into one float32 tensor):
@@ -126,20 +130,45 @@ class Segment:
         return len(self.arrays[0])
 
 
+BATCH_SCOPES = ("global", "rank")
+
+
+def rank_batch_size(batch_size: int, world: int, scope: str = "global") -> int:
+    """Rows each rank's batch holds: ``batch_size / world`` for scope ``global``, ``batch_size`` for ``rank``.
+
+    ``global`` (the default) keeps one optimizer step = ``batch_size`` rows whatever the world size, so a DDP fit
+    takes as many steps per epoch, on batches as large, as one process: the recipes' epoch budgets, LR schedules
+    and patience mean the same thing. ``rank`` is the usual DDP scale-out (each step sees ``world`` times more
+    rows, an epoch takes ``world`` times fewer steps; learning rate and budgets are then the user's to retune).
+    """
+    if scope not in BATCH_SCOPES:
+        raise InputError(f"data.batch_scope: {scope!r} is not one of {', '.join(BATCH_SCOPES)}")
+    if scope == "rank" or world == 1:
+        return batch_size
+    if batch_size % world:
+        raise InputError(
+            f"data.batch_size: {batch_size} rows cannot be split evenly over {world} DDP processes "
+            f"(data.batch_scope: global); use a multiple of {world}, or data.batch_scope: rank"
+        )
+    return batch_size // world
+
+
 class BlockShuffleStream(IterableDataset):
     """Rows of one or more segments in block-shuffled, rank-sharded order, as lists of per-model tensors.
 
     Args:
         segments: the text sets to stream (e.g. corpus, queries/train).
-        batch_size: rows per batch.
-        block_rows: rows read contiguously at a time (the unit dealt to ranks).
+        batch_size: rows per batch (per optimizer step across all ranks with ``batch_scope`` global).
+        block_rows: rows read contiguously at a time.
         window_blocks: blocks shuffled together (a batch's rows come from anywhere in its window; reads are
             per run of rows, so a larger window costs no memory).
         chunk_rows: rows are shuffled in runs of up to this many consecutive rows (capped at batch_size // 32,
             so that a batch always mixes >= 32 places); 1 = full row-level shuffle inside a window.
         shuffle: block permutation + in-window shuffle; off = store order (validation).
         seed: with the epoch, seeds the order.
-        drop_last: drop the rank's last incomplete batch (always the case when the ranks' row counts differ).
+        drop_last: one process: drop the last window's incomplete batch (every other window always drops its
+            remainder). Under DDP the epoch is padded instead (see the module docstring).
+        batch_scope: ``global`` or ``rank``, see :func:`rank_batch_size`.
     """
 
     def __init__(
@@ -153,6 +182,7 @@ class BlockShuffleStream(IterableDataset):
         seed: int = 0,
         drop_last: bool = True,
         max_rows: int | None = None,
+        batch_scope: str = "global",
     ) -> None:
         self.segments = list(segments)
         self.batch_size = batch_size
@@ -163,17 +193,19 @@ class BlockShuffleStream(IterableDataset):
         self.seed = seed
         self.drop_last = drop_last
         self.max_rows = max_rows
+        self.batch_scope = batch_scope
+        rank_batch_size(batch_size, 1, batch_scope)  # a bad scope fails here, not in the fit loop
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _blocks(self, world: int = 1) -> list[tuple[int, int, int]]:
+    def _blocks(self) -> list[tuple[int, int, int]]:
         blocks = []
         budget = self.max_rows if self.max_rows is not None else float("inf")
         total = sum(seg.rows for seg in self.segments)
-        # Small stores still get >= 4 blocks per rank, so that every rank has rows to stream.
-        size = max(1, min(self.block_rows, total // (4 * world)))
+        # Small stores still get >= 4 blocks, so that the block permutation shuffles something.
+        size = max(1, min(self.block_rows, total // 4))
         for s, seg in enumerate(self.segments):
             for start in range(0, seg.rows, size):
                 stop = int(min(seg.rows, start + size, start + budget))
@@ -195,21 +227,36 @@ class BlockShuffleStream(IterableDataset):
         # with shuffling, the < batch_size rows a window drops differ from epoch to epoch.
         return rows // self.batch_size + (1 if last and not self.drop_last and rows % self.batch_size else 0)
 
+    def _window_order(self, rows: int, index: int) -> np.ndarray:
+        """The shuffled order of a window's ``rows`` rows (window ``index`` of the epoch), in runs of ``chunk``."""
+        # Shuffle runs of `chunk` consecutive rows: contiguous reads keep streaming at memory speed, and every
+        # batch still mixes at least 32 random places of the window.
+        chunk = max(1, min(self.chunk_rows, self.batch_size // 32))
+        n_chunks = -(-rows // chunk)
+        chunk_order = np.random.default_rng([self.seed, self.epoch, index]).permutation(n_chunks)
+        order = (chunk_order[:, None] * chunk + np.arange(chunk)).reshape(-1)
+        return order[order < rows]
+
     def plan(self, rank: int, world: int) -> tuple[list[list[tuple[int, int, int]]], int]:
-        """The windows of ``rank`` and the number of batches every rank yields this epoch."""
-        blocks = self._blocks(world)
-        counts = []
-        for r in range(world):
-            windows = self._windows(blocks[r::world])
-            counts.append(sum(self._window_batches(w, i == len(windows) - 1) for i, w in enumerate(windows)))
-        return self._windows(blocks[rank::world]), min(counts)
+        """One process: its windows and the number of batches it yields this epoch (see :meth:`ddp_plan`)."""
+        if world != 1:
+            raise ValueError("plan() is the one-process order; ranks of a DDP world follow ddp_plan()")
+        windows = self._windows(self._blocks())
+        return windows, sum(self._window_batches(w, i == len(windows) - 1) for i, w in enumerate(windows))
+
+    def ddp_plan(self, world: int) -> tuple[int, int, int]:
+        """(rows in the epoch, rows per rank batch, batches per rank) under DDP; every rank yields that many."""
+        rows = sum(stop - start for _, start, stop in self._blocks())
+        per_rank = rank_batch_size(self.batch_size, world, self.batch_scope)
+        return rows, per_rank, -(-rows // (per_rank * world))
 
     def __len__(self) -> int:
         rank, world = _dist_rank_world()
         if not self.shuffle:
-            n = len(self._ranges())
-            return n // world if world > 1 else n
-        return self.plan(rank, world)[1]
+            return len(self._ranges()[rank::world])
+        if world == 1:
+            return self.plan(0, 1)[1]
+        return self.ddp_plan(world)[2]
 
     def __iter__(self) -> Iterator[dict[str, list[torch.Tensor]]]:
         rank, world = _dist_rank_world()
@@ -218,8 +265,11 @@ class BlockShuffleStream(IterableDataset):
         if not self.shuffle:
             yield from self._iter_in_order(rank, world, worker, n_workers)
             return
-        windows, n_batches = self.plan(rank, world)
-        first = 0  # index (on this rank) of the window's first batch
+        if world > 1:
+            yield from self._iter_ddp(rank, world, worker, n_workers)
+            return
+        windows, n_batches = self.plan(0, 1)
+        first = 0  # index of the window's first batch
         if worker < len(windows):
             self._will_need(windows[worker])
         for i, window in enumerate(windows):
@@ -229,6 +279,67 @@ class BlockShuffleStream(IterableDataset):
                     self._will_need(windows[i + n_workers])  # the disk reads it while this window streams
                 yield from self._read_window(window, count, i)
             first += count
+
+    def _iter_ddp(self, rank: int, world: int, worker: int, n_workers: int):
+        """This rank's share of the epoch: a contiguous stretch of the one epoch sequence, padded at the end.
+
+        The epoch sequence is what one process would stream (same blocks, windows and in-window orders) without
+        the per-window drop: every window's shuffled rows, window after window. Rank r takes positions
+        ``[r * M, (r + 1) * M)`` of it, M = batches x rows per batch, the last rank wrapping around to the
+        sequence's start (DistributedSampler's padding): every row is streamed at least once per epoch and at
+        most ``world x batch`` rows twice; ranks read mostly disjoint windows. DataLoader workers take the
+        rank's batches round-robin, so the order does not depend on the number of workers.
+        """
+        blocks = self._blocks()
+        windows = self._windows(blocks)
+        starts = np.cumsum([0] + [sum(stop - start for _, start, stop in w) for w in windows])
+        rows, per_rank, n_batches = self.ddp_plan(world)
+        if rows == 0:
+            return
+        orders: dict[int, np.ndarray] = {}
+
+        def sequence(pos: np.ndarray) -> np.ndarray:
+            """Row of the blocks' concatenation at epoch-sequence positions ``pos`` (each in [0, rows))."""
+            w = np.searchsorted(starts, pos, side="right") - 1
+            out = np.empty_like(pos)
+            for i in np.unique(w).tolist():
+                if i not in orders:
+                    if len(orders) > 2:  # a group spans at most a few windows
+                        orders.pop(next(iter(orders)))
+                    orders[i] = self._window_order(int(starts[i + 1] - starts[i]), i)
+                at = w == i
+                out[at] = starts[i] + orders[i][pos[at] - starts[i]]
+            return out
+
+        # Batches are planned and read a window's worth at a time (bounded memory whatever the store's size).
+        group = max(n_workers, (self.window_blocks * self.block_rows // per_rank) // n_workers * n_workers)
+        offset = rank * n_batches * per_rank
+        bounds = np.cumsum([0] + [stop - start for _, start, stop in blocks])
+        hinted: set[int] = set()
+
+        def will_need(idx: np.ndarray) -> None:
+            for k in np.unique(np.searchsorted(bounds, idx, side="right") - 1).tolist():
+                if k not in hinted:
+                    hinted.add(k)
+                    s, start, stop = blocks[k]
+                    for arr in self.segments[s].arrays:
+                        arr.will_need(start, stop)
+
+        def mine(g: int) -> np.ndarray:
+            batches = np.arange(g, min(g + group, n_batches))
+            batches = batches[batches % n_workers == worker]
+            pos = (offset + batches[:, None] * per_rank + np.arange(per_rank)).reshape(-1) % rows
+            return np.sort(sequence(pos).reshape(len(batches), per_rank), axis=1).reshape(-1)
+
+        nxt = mine(0)
+        for g in range(0, n_batches, group):
+            idx = nxt
+            will_need(idx)
+            if g + group < n_batches:
+                nxt = mine(g + group)
+                will_need(nxt)  # the disk reads it while this group streams
+            if len(idx):
+                yield from self._read_rows(blocks, idx, [per_rank] * (len(idx) // per_rank))
 
     def _will_need(self, window: list[tuple[int, int, int]]) -> None:
         # A store larger than the page cache is read from disk in the window's own order (large sequential
@@ -245,12 +356,10 @@ class BlockShuffleStream(IterableDataset):
         return [(i, min(total, i + self.batch_size)) for i in range(0, total, self.batch_size)]
 
     def _iter_in_order(self, rank: int, world: int, worker: int, n_workers: int):
-        ranges = self._ranges()
-        # Batch k goes to rank k % world; ranks keep equal counts (the remainder is dropped only under DDP).
-        per_rank = len(ranges) // world if world > 1 else len(ranges)
-        mine = ranges[rank::world][:per_rank]
+        # Batch k goes to rank k % world, every batch to one rank (the ranks' counts may differ by one: nothing
+        # in validation is a collective per batch, and the loss metrics weigh each batch by its rows).
         bounds = np.cumsum([0] + [seg.rows for seg in self.segments])
-        for j, (lo, hi) in enumerate(mine):
+        for j, (lo, hi) in enumerate(self._ranges()[rank::world]):
             if j % n_workers != worker:
                 continue
             parts: list[list[np.ndarray]] = [[] for _ in self.segments[0].arrays]
@@ -264,32 +373,35 @@ class BlockShuffleStream(IterableDataset):
     def _read_window(
         self, window: list[tuple[int, int, int]], count: int, index: int
     ) -> Iterator[dict[str, list[torch.Tensor]]]:
-        # Each batch is read straight from the shards into its own buffer, one pread per run of consecutive rows
-        # (see RunReader): nothing is mapped, so the resident set stays at a few batches whatever the window.
-        block_start = np.array([start for _, start, _ in window])
-        block_segment = np.array([s for s, _, _ in window])
-        bounds = np.cumsum([0] + [stop - start for _, start, stop in window])
-        rows = int(bounds[-1])
-        # Shuffle runs of `chunk` consecutive rows: contiguous reads keep streaming at memory speed, and every
-        # batch still mixes at least 32 random places of the window.
-        chunk = max(1, min(self.chunk_rows, self.batch_size // 32))
-        n_chunks = -(-rows // chunk)
-        chunk_order = np.random.default_rng([self.seed, self.epoch, index]).permutation(n_chunks)
-        order = (chunk_order[:, None] * chunk + np.arange(chunk)).reshape(-1)
-        order = order[order < rows][: count * self.batch_size]
-        # Plan the whole window at once (vectorised): each batch's rows in file order, cut into runs.
+        order = self._window_order(sum(stop - start for _, start, stop in window), index)
+        order = order[: count * self.batch_size]
+        # Each batch's rows in file order.
         idx = np.concatenate(
             [np.sort(order[i : i + self.batch_size]) for i in range(0, len(order), self.batch_size)]
         )
+        sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
+        yield from self._read_rows(window, idx, sizes)
+
+    def _read_rows(
+        self, blocks: list[tuple[int, int, int]], idx: np.ndarray, sizes: list[int]
+    ) -> Iterator[dict[str, list[torch.Tensor]]]:
+        """Batches of ``sizes`` rows: rows ``idx`` of the blocks laid end to end, each batch's in file order."""
+        # Each batch is read straight from the shards into its own buffer, one pread per run of consecutive rows
+        # (see RunReader): nothing is mapped, so the resident set stays at a few batches whatever the window.
+        block_start = np.array([start for _, start, _ in blocks])
+        block_segment = np.array([s for s, _, _ in blocks])
+        bounds = np.cumsum([0] + [stop - start for _, start, stop in blocks])
+        # Plan all the batches at once (vectorised), cut into runs.
+        edges = np.cumsum([0, *sizes])
         block = np.searchsorted(bounds, idx, side="right") - 1
-        at = np.arange(len(idx))
+        batch_start = np.zeros(len(idx), dtype=bool)
+        batch_start[edges[:-1][edges[:-1] < len(idx)]] = True
         first = np.flatnonzero(
-            (np.diff(idx, prepend=-2) != 1) | (np.diff(block, prepend=-1) != 0) | (at % self.batch_size == 0)
+            (np.diff(idx, prepend=-2) != 1) | (np.diff(block, prepend=-1) != 0) | batch_start
         )
         lengths = np.diff(first, append=len(idx))
         starts = block_start[block[first]] + idx[first] - bounds[block[first]]
         segment = block_segment[block[first]]
-        sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
         segments = np.unique(segment).tolist()
         readers = [
             [
@@ -315,7 +427,13 @@ class BlockShuffleStream(IterableDataset):
 
 
 class PairStream(IterableDataset):
-    """(query, relevant document) row pairs from a qrels split, shuffled per epoch and dealt to ranks."""
+    """(query, relevant document) row pairs from a qrels split, shuffled per epoch and dealt to ranks.
+
+    One process: ``len(pairs) // batch_size`` batches of the epoch's permutation (the last partial one dropped).
+    DDP: rank r takes a contiguous stretch of the same permutation, padded by wrapping around to its start, so
+    that every pair is used at least once per epoch and every rank yields the same number of batches; a rank's
+    batch holds ``batch_size / world`` pairs with ``batch_scope`` global (see :func:`rank_batch_size`).
+    """
 
     def __init__(
         self,
@@ -325,6 +443,7 @@ class PairStream(IterableDataset):
         batch_size: int,
         seed: int = 0,
         cycle: bool = False,
+        batch_scope: str = "global",
     ) -> None:
         self.queries = list(queries)
         self.corpus = list(corpus)
@@ -332,21 +451,32 @@ class PairStream(IterableDataset):
         self.batch_size = batch_size
         self.seed = seed
         self.cycle = cycle
+        self.batch_scope = batch_scope
+        rank_batch_size(batch_size, 1, batch_scope)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _plan(self, world: int) -> tuple[int, int]:
+        """(pairs per rank batch, batches per rank) this epoch."""
+        if world == 1:
+            return self.batch_size, len(self.pairs) // self.batch_size
+        per_rank = rank_batch_size(self.batch_size, world, self.batch_scope)
+        return per_rank, -(-len(self.pairs) // (per_rank * world))
+
     def __len__(self) -> int:
         _, world = _dist_rank_world()
-        return len(self.pairs) // world // self.batch_size
+        return self._plan(world)[1]
 
     def _epoch_batches(self, epoch: int, rank: int, world: int) -> Iterator[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, 2])
         order = rng.permutation(len(self.pairs))
-        mine = order[rank::world][: len(self.pairs) // world]
-        for i in range(len(mine) // self.batch_size):
-            yield self.pairs[mine[i * self.batch_size : (i + 1) * self.batch_size]]
+        per_rank, n_batches = self._plan(world)
+        if world > 1:
+            order = order[(rank * n_batches * per_rank + np.arange(n_batches * per_rank)) % len(order)]
+        for i in range(n_batches):
+            yield self.pairs[order[i * per_rank : (i + 1) * per_rank]]
 
     def __iter__(self) -> Iterator[dict[str, list[torch.Tensor]]]:
         rank, world = _dist_rank_world()
@@ -516,7 +646,12 @@ class EmbeddingDataModule(L.LightningDataModule):
         mode: ``unsupervised`` (rows), ``supervised`` (train query–document pairs) or ``both``.
         include_train_queries: unsupervised rows also include the train split's query embeddings.
         train_split / val_split / test_split: qrels splits for pairs, validation and test evaluation.
-        batch_size: rows (or pairs) per batch on each rank.
+        batch_size: rows (or pairs) per optimizer step; under DDP see ``batch_scope``.
+        batch_scope: what ``batch_size`` counts under DDP: ``global`` (default; each of the N processes gets
+            ``batch_size / N`` rows, so a DDP fit takes the same optimizer steps per epoch, on batches of the same
+            size, as one process, and the recipes' epoch budgets and LR schedules carry over; ``batch_size``
+            must be a multiple of N) or ``rank`` (each process gets ``batch_size`` rows: N times more rows per
+            step and N times fewer steps per epoch; retune lr and budgets). One process: no difference.
         block_rows / window_blocks: streaming granularity, see :class:`BlockShuffleStream`.
         seed: data order seed (with the epoch).
         num_workers: DataLoader workers per rank (0 reads in the training process).
@@ -550,6 +685,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         val_rows: int = 4096,
         read_ahead: int | None = None,
         verify: bool | None = None,
+        batch_scope: str = "global",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -561,6 +697,7 @@ class EmbeddingDataModule(L.LightningDataModule):
             )
         if batch_size < 1:
             raise InputError(f"data.batch_size: expected a positive integer, got {batch_size}")
+        rank_batch_size(batch_size, 1, batch_scope)  # a bad scope name
         self.store_path = Path(store)
         self.models = models
         self.normalization = normalization
@@ -575,6 +712,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.val_rows = val_rows
         self.read_ahead = read_ahead
         self.verify = verify
+        self.batch_scope = batch_scope
         self._store: EmbeddingStore | None = None
         self._eval_data: dict[str, EvalData] = {}
 
@@ -620,7 +758,9 @@ class EmbeddingDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Open (and, with verification on, check) every shard the stage reads, before any step runs: a corrupt
-        or non-finite store fails here, naming the file, not after the first epoch's work."""
+        or non-finite store fails here, naming the file, not after the first epoch's work. Under DDP every process
+        also checks that ``data.batch_size`` splits over the ranks (see :meth:`check_world_size`)."""
+        self.check_world_size(_dist_rank_world()[1])
         train = self.mode != "unsupervised" or self.include_train_queries
         needed = {
             "fit": [
@@ -637,6 +777,13 @@ class EmbeddingDataModule(L.LightningDataModule):
                 self._segment(text_set)
 
     # -- loaders ------------------------------------------------------------------------------------------
+    def check_world_size(self, world: int) -> None:
+        """InputError when ``data.batch_size`` cannot be split over ``world`` processes (``batch_scope`` global).
+
+        `smec fit` calls it before DDP starts its processes; :meth:`setup` calls it again in every process.
+        """
+        rank_batch_size(self.batch_size, world, self.batch_scope)
+
     def _row_stream(self, shuffle: bool = True, max_rows: int | None = None, train: bool = True):
         segments = [self._segment("corpus")]
         if train and self.include_train_queries and f"queries/{self.train_split}" in self.store.text_sets:
@@ -650,12 +797,14 @@ class EmbeddingDataModule(L.LightningDataModule):
             seed=self.seed,
             drop_last=train,
             max_rows=max_rows,
+            batch_scope=self.batch_scope,
         )
 
     def _pair_stream(self, cycle: bool) -> PairStream:
         queries = self._segment(f"queries/{self.train_split}").arrays
         corpus = self._segment("corpus").arrays
-        return PairStream(queries, corpus, self._pairs(self.train_split), self.batch_size, self.seed, cycle)
+        pairs = self._pairs(self.train_split)
+        return PairStream(queries, corpus, pairs, self.batch_size, self.seed, cycle, self.batch_scope)
 
     def _loader(self, dataset) -> StreamLoader:
         depth = self.read_ahead

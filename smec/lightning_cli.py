@@ -149,6 +149,9 @@ class SmecCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._prepare_checkpoint()
+        check = getattr(self.datamodule, "check_world_size", None)
+        if check is not None:  # in the launching process: before DDP starts the others, before any output
+            check(self.trainer.world_size)
         self._tag_run()
         # Lightning creates every logger's folder (csv/version_N, the W&B run) before the datamodule's and the
         # model's setup hooks, where some settings are checked (SMEC's data mode, model.extend_from). Held back

@@ -39,7 +39,9 @@ class CrossBatchMemory(nn.Module):
     rank order, so every rank holds the same memory and `topk` gives the same answer everywhere. It is a
     collective: every rank must call it at the same point. With `gather=False` each rank keeps its own memory; do
     not combine that with DDP's `broadcast_buffers=True` (the default), which would overwrite every rank's
-    buffers with rank 0's at each forward. With `gather=True` that broadcast is harmless (the memories agree).
+    buffers with rank 0's at each forward. With `gather=True` that broadcast is harmless (the memories agree) but
+    copies the whole memory every step, so configs/trainer/ddp.yaml turns it off; the gathered enqueue alone keeps
+    the ranks' memories identical (tests/smec/test_ddp_fit.py checks it at the end of a 2-process fit).
 
     Args:
         size: capacity N_mem (number of entries). The paper does not give it (papers.md §2.10); XBM's default is
