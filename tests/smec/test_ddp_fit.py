@@ -143,6 +143,8 @@ def test_a_batch_that_cannot_be_split_fails_before_any_process_starts(tmp_path, 
             f"--data.init_args.store={store}",
             "--data.init_args.models=[m1, m2]",
             "--data.init_args.batch_size=7",
+            "--model.init_args.output_dim=8",  # the tiny store is 10-d: a compressor must not widen it
+            "--model.init_args.dims=[2, 4, 8]",
             f"--trainer.default_root_dir={tmp_path / 'run'}",
         ],
         expect=r"data\.batch_size: 7 rows cannot be split evenly over 2 DDP processes",
