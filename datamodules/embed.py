@@ -13,7 +13,6 @@ from datamodules.store import (
     DEFAULT_SHARD_ROWS,
     DTYPES,
     STORE_FILE,
-    EmbeddingStore,
     StoreWriter,
     TextSetSpec,
     model_key,
@@ -147,7 +146,3 @@ def _bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="texts", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
-
-
-def summarize(out: str | Path) -> str:
-    return EmbeddingStore(out).summary()

@@ -39,18 +39,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datamodules import distributed
 from datamodules.errors import InputError
 from datamodules.store import NORMALIZATIONS, EmbeddingStore, RunReader, ShardedArray, combine
 
 MODES = ("unsupervised", "supervised", "both")
 T = TypeVar("T")
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    # datamodules must not import smec; this mirrors smec.distributed's single-process fallback.
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def combine_torch(
@@ -251,7 +245,7 @@ class BlockShuffleStream(IterableDataset):
         return rows, per_rank, -(-rows // (per_rank * world))
 
     def __len__(self) -> int:
-        rank, world = _dist_rank_world()
+        rank, world = distributed.rank(), distributed.world_size()
         if not self.shuffle:
             return len(self._ranges()[rank::world])
         if world == 1:
@@ -259,7 +253,7 @@ class BlockShuffleStream(IterableDataset):
         return self.ddp_plan(world)[2]
 
     def __iter__(self) -> Iterator[dict[str, list[torch.Tensor]]]:
-        rank, world = _dist_rank_world()
+        rank, world = distributed.rank(), distributed.world_size()
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if not self.shuffle:
@@ -466,7 +460,7 @@ class PairStream(IterableDataset):
         return per_rank, -(-len(self.pairs) // (per_rank * world))
 
     def __len__(self) -> int:
-        _, world = _dist_rank_world()
+        world = distributed.world_size()
         return self._plan(world)[1]
 
     def _epoch_batches(self, epoch: int, rank: int, world: int) -> Iterator[np.ndarray]:
@@ -479,7 +473,7 @@ class PairStream(IterableDataset):
             yield self.pairs[order[i * per_rank : (i + 1) * per_rank]]
 
     def __iter__(self) -> Iterator[dict[str, list[torch.Tensor]]]:
-        rank, world = _dist_rank_world()
+        rank, world = distributed.rank(), distributed.world_size()
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
         epoch = self.epoch
@@ -760,7 +754,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         """Open (and, with verification on, check) every shard the stage reads, before any step runs: a corrupt
         or non-finite store fails here, naming the file, not after the first epoch's work. Under DDP every process
         also checks that ``data.batch_size`` splits over the ranks (see :meth:`check_world_size`)."""
-        self.check_world_size(_dist_rank_world()[1])
+        self.check_world_size(distributed.world_size())
         train = self.mode != "unsupervised" or self.include_train_queries
         needed = {
             "fit": [

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from smec import distributed
+from datamodules import distributed
 
 __all__ = ["capture", "gather", "restore", "select"]
 

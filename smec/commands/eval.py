@@ -147,12 +147,13 @@ def grid_dims(requested: Sequence[int] | None, width: int, what: str, dropped: l
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from datamodules.paths import check_output_dir
     from datamodules.store import EmbeddingStore
+    from smec.errors import ConfigError
     from smec.evaluation.baselines import evaluate_grid, warn_dropped
     from smec.evaluation.errors import EvaluationError
     from smec.evaluation.quantize import PRECISIONS, check_precision
     from smec.evaluation.results import markdown_table, write_results
-    from smec.paths import check_output_dir
 
     precisions = list(args.precisions) if args.precisions is not None else list(PRECISIONS)
     for p in precisions:
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--dims {odd} with --precisions binary: binary codes need a multiple of 8 dims"
             )
     # Before any work: an output we cannot write is found now, not after the grid.
-    out = check_output_dir(args.out, "--out")
+    out = check_output_dir(args.out, "--out", ConfigError)
     store = EmbeddingStore(args.store, verify=False if args.no_verify else None)
     run_dir = None if args.no_trec else out / "runs"
     split = args.split

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import datamodules.embedding as emb
+from datamodules import distributed
 from datamodules.embedding import EmbeddingDataModule
 from datamodules.errors import InputError
 from datamodules.store import EmbeddingStore, combine
@@ -59,7 +60,8 @@ def test_ranks_get_disjoint_rows_and_equal_batch_counts(tiny_store, monkeypatch)
     dm = make_dm(tiny_store, include_train_queries=False)
     seen = {}
     for rank in (0, 1):
-        monkeypatch.setattr(emb, "_dist_rank_world", lambda r=rank: (r, 2))
+        monkeypatch.setattr(distributed, "rank", lambda r=rank: r)
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
         seen[rank] = rows_seen(dm, 3)
     assert len(seen[0]) == len(seen[1]) > 0
     a, b = set(np.concatenate(seen[0]).tolist()), set(np.concatenate(seen[1]).tolist())

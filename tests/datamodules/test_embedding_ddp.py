@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-import datamodules.embedding as emb
+from datamodules import distributed
 from datamodules.embedding import EmbeddingDataModule, rank_batch_size
 from datamodules.errors import InputError
 from tests.conftest import build_store
@@ -77,7 +77,8 @@ def test_one_process_batches_are_byte_identical_to_before(stores, case):
 
 
 def on_rank(monkeypatch, rank: int, world: int) -> None:
-    monkeypatch.setattr(emb, "_dist_rank_world", lambda: (rank, world))
+    monkeypatch.setattr(distributed, "rank", lambda: rank)
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
 
 
 def epoch_rows(dm, epoch: int, key: str = "x") -> list[np.ndarray]:
