@@ -9,14 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.errors import InputError
-from datamodules.store import (
-    DEFAULT_SHARD_ROWS,
-    DTYPES,
-    STORE_FILE,
-    StoreWriter,
-    TextSetSpec,
-    model_key,
-)
+from datamodules.store.layout import DEFAULT_SHARD_ROWS, DTYPES, STORE_FILE, model_key
+from datamodules.store.writer import StoreWriter, TextSetSpec
 
 # The demo's default base models, chosen by measurement on the wordnet-demo dev split
 # (experiments/choose_models.py; README "Choosing the base models"): the best concatenation, +0.016 ± 0.008
@@ -54,12 +48,12 @@ def embed_dataset(
     their last complete shard, so rerunning after an interruption (even ``kill -9``) finishes the job.
 
     Every option, model spec (resolved without loading weights, see
-    :func:`datamodules.encoders.check_spec`), the dataset and an existing store are checked before anything is
+    :func:`datamodules.encoders.spec.check_spec`), the dataset and an existing store are checked before anything is
     written, and the store is created only once the first model to run has loaded: a bad option or spec leaves
     no skeleton store behind.
     """
     from datamodules.datasets import load_dataset
-    from datamodules.encoders import check_spec
+    from datamodules.encoders.spec import check_spec
 
     check_options(models, dtype=dtype, batch_size=batch_size, shard_rows=shard_rows)
     keys = [model_key(spec) for spec in models]
@@ -83,7 +77,7 @@ def embed_dataset(
             print(f"[{key}] already complete, skipped", file=sys.stderr)
             continue
         encoder = _load(spec, device, encoder_options or {})
-        from datamodules.encoders import encoder_info
+        from datamodules.encoders.base import encoder_info
 
         info = encoder_info(encoder)
         writer.record_model_order(keys)  # the first model that loaded creates the store
@@ -137,7 +131,7 @@ def check_options(models: Sequence[str], *, dtype: str, batch_size: int, shard_r
 
 
 def _load(spec: str, device: str, options: dict):
-    from datamodules.encoders import load_encoder
+    from datamodules.encoders.spec import load_encoder
 
     return load_encoder(spec, device=device, **options)
 

@@ -56,7 +56,7 @@ class StorePredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
         import shutil
 
-        from datamodules.store import StoreWriter, TextSetSpec
+        from datamodules.store.writer import StoreWriter, TextSetSpec
 
         dm = trainer.datamodule
         source = dm.store

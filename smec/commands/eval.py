@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from smec.commands import at_least
 
 if TYPE_CHECKING:
-    from datamodules.store import EmbeddingStore
+    from datamodules.store.reader import EmbeddingStore
     from smec.evaluation.evaluator import RetrievalEvaluator
 
 DEFAULT_DIMS = (32, 64, 128, 256)
@@ -104,7 +104,7 @@ def baseline_rows(
     ``single_only``: more models evaluated alone (``model:<key>`` rows) but not concatenated. Returns
     ``(rows, input_dim)``, input_dim being the concatenation's width.
     """
-    from datamodules.store import combine
+    from datamodules.store.combine import combine
     from smec.evaluation.baselines import run_baselines
 
     q_by = {k: store.array(k, f"queries/{split}").read() for k in [*keys, *single_only]}
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from datamodules.paths import check_output_dir
-    from datamodules.store import EmbeddingStore
+    from datamodules.store.reader import EmbeddingStore
     from smec.errors import ConfigError
     from smec.evaluation.baselines import evaluate_grid, warn_dropped
     from smec.evaluation.errors import EvaluationError

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-import datamodules.embedding as emb
 from datamodules import distributed
 from datamodules.embedding import EmbeddingDataModule
 from datamodules.errors import InputError
-from datamodules.store import EmbeddingStore, combine
+from datamodules.store.combine import combine
+from datamodules.store.reader import EmbeddingStore
+from datamodules.streams.read_ahead import read_ahead
 from tests.conftest import build_store
 
 
@@ -162,10 +163,10 @@ def test_read_ahead_raises_the_producers_error_and_closes_it_when_stopped_early(
         finally:
             closed.append(True)
 
-    assert list(emb.read_ahead(items(), 2)) == list(range(100))
+    assert list(read_ahead(items(), 2)) == list(range(100))
     with pytest.raises(OSError, match="disk went away"):
-        list(emb.read_ahead(items(fail_at=5), 2))
-    stream = emb.read_ahead(items(), 2)
+        list(read_ahead(items(fail_at=5), 2))
+    stream = read_ahead(items(), 2)
     assert [next(stream), next(stream)] == [0, 1]
     closed.clear()
     stream.close()

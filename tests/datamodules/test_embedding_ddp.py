@@ -1,4 +1,4 @@
-"""The DDP side of datamodules/embedding.py: what each rank streams, and one process's order kept byte for byte."""
+"""The DDP side of the streams (datamodules/streams/rows.py, pairs.py): what each rank streams, and one process's order kept byte for byte."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from datamodules import distributed
-from datamodules.embedding import EmbeddingDataModule, rank_batch_size
+from datamodules.embedding import EmbeddingDataModule
 from datamodules.errors import InputError
+from datamodules.streams.batch_scope import rank_batch_size
 from tests.conftest import build_store
 
 
