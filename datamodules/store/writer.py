@@ -194,14 +194,7 @@ class StoreWriter:
         Returns:
             The manifest of the finished text set.
         """
-        if dtype not in DTYPES:
-            raise StoreError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
-        if text_set not in self.text_sets:
-            raise StoreError(f"unknown text set {text_set!r}; this store has {sorted(self.text_sets)}")
-        if not is_count(shard_rows, 1):
-            raise StoreError(f"shard_rows must be a positive integer, got {shard_rows!r}")
-        if not is_count(dim, 1):
-            raise StoreError(f"model {key!r}: dim must be a positive integer, got {dim!r}")
+        self._check_write(key, text_set, dim=dim, dtype=dtype, shard_rows=shard_rows)
         folder = data_folder(self.path, key, text_set)
         manifest_path = folder / MANIFEST_FILE
         if manifest_path.exists():
@@ -215,32 +208,8 @@ class StoreWriter:
         for stale in folder.glob(".*.tmp"):  # left by a killed run; never looks complete
             stale.unlink()
         ids = self.text_sets[text_set]
-        n = len(ids)
-        n_shards = max(1, -(-n // shard_rows))
-        shards = []
-        for i in range(n_shards):
-            start, stop = i * shard_rows, min(n, (i + 1) * shard_rows)
-            shard_path = folder / f"shard-{i:05d}.npy"
-            if shard_path.exists() and _shard_ok(shard_path, stop - start, dim, dtype):
-                if on_rows:
-                    on_rows(stop - start)
-            else:
-                rows = np.asarray(encode(start, stop))
-                _check_rows(rows, stop - start, dim, ids[start:stop], key, text_set, dtype)
-                atomic_write_bytes(shard_path, _npy_bytes(rows.astype(dtype)))
-                if on_rows:
-                    on_rows(stop - start)
-            shards.append({"file": shard_path.name, "rows": stop - start})
-        for s in shards:
-            # Shards kept from a killed run were finite when written; one pass proves it still holds.
-            path = folder / s["file"]
-            header = int(np.load(path, mmap_mode="r").offset)
-            s["sha256"], bad = hash_and_scan(path, header, np.dtype(dtype))
-            if bad is not None:
-                raise StoreError(
-                    f"{path}: row {(bad - header) // (dim * np.dtype(dtype).itemsize)} holds NaN or Inf "
-                    "(the file was changed after it was written); delete it and run the command again"
-                )
+        shards = _write_shards(folder, ids, encode, key, text_set, dim, dtype, shard_rows, on_rows)
+        _hash_shards(folder, shards, dim, dtype)
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_key": key,
@@ -248,7 +217,7 @@ class StoreWriter:
             "text_set": text_set,
             "dim": int(dim),
             "dtype": dtype,
-            "rows": n,
+            "rows": len(ids),
             "shard_rows": shard_rows,
             "shards": shards,
         }
@@ -259,6 +228,62 @@ class StoreWriter:
         self._extend_model_order([key])
         atomic_write_json(self.path / STORE_FILE, self.meta)
         return manifest
+
+    def _check_write(self, key: str, text_set: str, *, dim: int, dtype: str, shard_rows: int) -> None:
+        if dtype not in DTYPES:
+            raise StoreError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
+        if text_set not in self.text_sets:
+            raise StoreError(f"unknown text set {text_set!r}; this store has {sorted(self.text_sets)}")
+        if not is_count(shard_rows, 1):
+            raise StoreError(f"shard_rows must be a positive integer, got {shard_rows!r}")
+        if not is_count(dim, 1):
+            raise StoreError(f"model {key!r}: dim must be a positive integer, got {dim!r}")
+
+
+def _write_shards(
+    folder: Path,
+    ids: Sequence[str],
+    encode: Callable[[int, int], np.ndarray],
+    key: str,
+    text_set: str,
+    dim: int,
+    dtype: str,
+    shard_rows: int,
+    on_rows: Callable[[int], None] | None,
+) -> list[dict[str, Any]]:
+    """Every shard of one (model, text set) that is missing or malformed, encoded and written atomically; the
+    others kept. Returns the manifest's shard entries (file, rows), in order."""
+    n = len(ids)
+    n_shards = max(1, -(-n // shard_rows))
+    shards = []
+    for i in range(n_shards):
+        start, stop = i * shard_rows, min(n, (i + 1) * shard_rows)
+        shard_path = folder / f"shard-{i:05d}.npy"
+        if shard_path.exists() and _shard_ok(shard_path, stop - start, dim, dtype):
+            if on_rows:
+                on_rows(stop - start)
+        else:
+            rows = np.asarray(encode(start, stop))
+            _check_rows(rows, stop - start, dim, ids[start:stop], key, text_set, dtype)
+            atomic_write_bytes(shard_path, _npy_bytes(rows.astype(dtype)))
+            if on_rows:
+                on_rows(stop - start)
+        shards.append({"file": shard_path.name, "rows": stop - start})
+    return shards
+
+
+def _hash_shards(folder: Path, shards: list[dict[str, Any]], dim: int, dtype: str) -> None:
+    """Add each shard's sha256 to its entry, refusing one that holds NaN/Inf."""
+    for s in shards:
+        # Shards kept from a killed run were finite when written; one pass proves it still holds.
+        path = folder / s["file"]
+        header = int(np.load(path, mmap_mode="r").offset)
+        s["sha256"], bad = hash_and_scan(path, header, np.dtype(dtype))
+        if bad is not None:
+            raise StoreError(
+                f"{path}: row {(bad - header) // (dim * np.dtype(dtype).itemsize)} holds NaN or Inf "
+                "(the file was changed after it was written); delete it and run the command again"
+            )
 
 
 def _shard_ok(path: Path, rows: int, dim: int, dtype: str) -> bool:
