@@ -1,10 +1,13 @@
 """The on-disk embedding store: frozen embeddings computed once, read many times.
 
-One concept per module: :mod:`~datamodules.store.layout` (folder layout, names, manifest checks),
-:mod:`~datamodules.store.writer` (:class:`StoreWriter`, resumable), :mod:`~datamodules.store.shards`
-(:class:`ShardedArray`: one model's rows of one text set, read with ``preadv``), :mod:`~datamodules.store.reader`
-(:class:`EmbeddingStore`: a store opened read-only), :mod:`~datamodules.store.combine` (the concatenation
-recipe), :mod:`~datamodules.store.verify` (sha256 + NaN/Inf checks). Import each name from its module.
+One concept per module, each name imported from its module (this package re-exports nothing):
+
+- :mod:`~datamodules.store.layout`: the folder layout, model keys, the checks on ``store.json`` and manifests;
+- :mod:`~datamodules.store.writer`: ``StoreWriter``, resumable, shard by atomic shard;
+- :mod:`~datamodules.store.shards`: ``ShardedArray`` (one model's rows of one text set) and ``RunReader``;
+- :mod:`~datamodules.store.reader`: ``EmbeddingStore``, a store opened read-only;
+- :mod:`~datamodules.store.combine`: the concatenation recipe, numpy and torch;
+- :mod:`~datamodules.store.verify`: sha256 + NaN/Inf checks, once per shard and process.
 
 Layout of a store folder::
 
@@ -20,9 +23,10 @@ skips finished shards and produces files byte-identical to an uninterrupted run 
 a given chunk, and chunk boundaries are fixed by ``shard_rows``). A text set without a manifest is incomplete
 and is never opened for reading.
 
-Reading is read-only: :class:`~datamodules.store.reader.EmbeddingStore` validates manifests against the shard files (shape, dtype,
-size) and yields either one model's rows or the concatenation of several models — each L2-normalised,
-concatenated and renormalised (Ben Ayad et al.'s recipe), see :func:`~datamodules.store.combine.combine`.
+Reading is read-only: :class:`~datamodules.store.reader.EmbeddingStore` validates manifests against the shard
+files (shape, dtype, size) and yields either one model's rows or the concatenation of several models — each
+L2-normalised, concatenated and renormalised (Ben Ayad et al.'s recipe, arXiv 2510.04626;
+docs/methods.md#concat-decoder-mrl), see :func:`~datamodules.store.combine.combine`.
 
 A corrupt or non-finite store never reaches a number. With verification on (the default), each shard's sha256
 is compared with the manifest, and its values checked for NaN/Inf, when the shard is first opened in a process

@@ -29,9 +29,9 @@ def combine(
 ) -> np.ndarray:
     """Concatenate per-model rows into float32 vectors.
 
-    ``l2-concat-l2`` (default, the paper's recipe): each model's rows are L2-normalised, optionally scaled by a
-    per-model weight, concatenated, and the result is L2-normalised again. ``l2-concat`` skips the final
-    renormalisation; ``none`` concatenates the raw rows.
+    ``l2-concat-l2`` (default, the concat-decoder paper's recipe, docs/methods.md#concat-decoder-mrl): each
+    model's rows are L2-normalised, optionally scaled by a per-model weight, concatenated, and the result is
+    L2-normalised again. ``l2-concat`` skips the final renormalisation; ``none`` concatenates the raw rows.
     """
     if normalization not in NORMALIZATIONS:
         raise StoreError(

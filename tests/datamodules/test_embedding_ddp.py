@@ -1,4 +1,4 @@
-"""The DDP side of the streams (datamodules/streams/rows.py, pairs.py): what each rank streams, and one process's order kept byte for byte."""
+"""The DDP side of datamodules/streams/: what each rank streams; one process's batches kept byte for byte."""
 
 from __future__ import annotations
 
