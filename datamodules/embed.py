@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datamodules.errors import InputError
-from datamodules.store import (
-    DEFAULT_SHARD_ROWS,
-    DTYPES,
-    STORE_FILE,
-    EmbeddingStore,
-    StoreWriter,
-    TextSetSpec,
-    model_key,
-)
+from datamodules.store.layout import DEFAULT_SHARD_ROWS, DTYPES, STORE_FILE, model_key
+from datamodules.store.writer import StoreWriter, TextSetSpec
 
 # The demo's default base models, chosen by measurement on the wordnet-demo dev split
 # (experiments/choose_models.py; README "Choosing the base models"): the best concatenation, +0.016 ± 0.008
@@ -55,19 +49,14 @@ def embed_dataset(
     their last complete shard, so rerunning after an interruption (even ``kill -9``) finishes the job.
 
     Every option, model spec (resolved without loading weights, see
-    :func:`datamodules.encoders.check_spec`), the dataset and an existing store are checked before anything is
-    written, and the store is created only once the first model to run has loaded: a bad option or spec leaves
-    no skeleton store behind.
+    :func:`datamodules.encoders.spec.check_spec`), the dataset and an existing store are checked before
+    anything is written, and the store is created only once the first model to run has loaded: a bad option or
+    spec leaves no skeleton store behind.
     """
     from datamodules.datasets import load_dataset
-    from datamodules.encoders import check_spec
+    from datamodules.encoders.base import encoder_info
 
-    check_options(models, dtype=dtype, batch_size=batch_size, shard_rows=shard_rows)
-    keys = [model_key(spec) for spec in models]
-    if len(set(keys)) != len(keys):
-        raise InputError(f"--models lists the same model twice: {list(models)}")
-    for spec in models:
-        check_spec(spec)
+    keys = _check_job(models, dtype=dtype, batch_size=batch_size, shard_rows=shard_rows)
     data = load_dataset(dataset, splits=splits)
     text_sets = data.text_sets()
     writer = StoreWriter(
@@ -84,46 +73,67 @@ def embed_dataset(
             print(f"[{key}] already complete, skipped", file=sys.stderr)
             continue
         encoder = _load(spec, device, encoder_options or {})
-        from datamodules.encoders import encoder_info
-
         info = encoder_info(encoder)
         writer.record_model_order(keys)  # the first model that loaded creates the store
-        report.encoded.setdefault(key, 0)
-        report.seconds.setdefault(key, 0.0)
-        for name in pending:
-            ts = text_sets[name]
-            encode_fn = encoder.encode_documents if name == "corpus" else encoder.encode_queries
-
-            def encode(start: int, stop: int, _texts=ts.texts, _fn=encode_fn, _key=key) -> object:
-                t0 = time.perf_counter()
-                rows = _fn(_texts[start:stop], batch_size=batch_size)
-                report.seconds[_key] += time.perf_counter() - t0
-                report.encoded[_key] += stop - start
-                return rows
-
-            bar = _bar(len(ts), f"{key} {name}", progress)
-            try:
-                writer.write(
-                    key,
-                    name,
-                    dim=encoder.dim,
-                    encode=encode,
-                    model_info=info,
-                    dtype=dtype,
-                    shard_rows=shard_rows,
-                    on_rows=bar.update,
-                )
-            finally:
-                bar.close()
-        if report.encoded[key]:
-            print(
-                f"[{key}] encoded {report.encoded[key]:,} texts in {report.seconds[key]:.1f} s "
-                f"({report.throughput(key):,.0f} texts/s)",
-                file=sys.stderr,
-            )
+        texts = {name: text_sets[name] for name in pending}
+        write = {"dtype": dtype, "shard_rows": shard_rows}
+        _embed_model(writer, key, encoder, info, texts, report, batch_size, write, progress)
     if (Path(out) / STORE_FILE).exists():
         writer.record_model_order(keys)  # every model was complete: keep the order as before
     return report
+
+
+def _check_job(models: Sequence[str], *, dtype: str, batch_size: int, shard_rows: int) -> list[str]:
+    """Options and model specs (resolved, not loaded), before anything is read or written; the model keys."""
+    from datamodules.encoders.spec import check_spec
+
+    check_options(models, dtype=dtype, batch_size=batch_size, shard_rows=shard_rows)
+    keys = [model_key(spec) for spec in models]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"--models lists the same model twice: {list(models)}")
+    for spec in models:
+        check_spec(spec)
+    return keys
+
+
+def _embed_model(
+    writer: StoreWriter,
+    key: str,
+    encoder: Any,
+    info: Mapping[str, Any],
+    text_sets: Mapping[str, Any],
+    report: EmbedReport,
+    batch_size: int,
+    write: Mapping[str, Any],
+    progress: bool,
+) -> None:
+    """Write one model's unfinished ``text_sets`` (the corpus as documents, the rest as queries), timing the
+    encoder into ``report``; ``write`` holds the writer's ``dtype`` and ``shard_rows``."""
+    report.encoded.setdefault(key, 0)
+    report.seconds.setdefault(key, 0.0)
+    for name, ts in text_sets.items():
+        encode_fn = encoder.encode_documents if name == "corpus" else encoder.encode_queries
+
+        def encode(start: int, stop: int, _texts=ts.texts, _fn=encode_fn) -> object:
+            t0 = time.perf_counter()
+            rows = _fn(_texts[start:stop], batch_size=batch_size)
+            report.seconds[key] += time.perf_counter() - t0
+            report.encoded[key] += stop - start
+            return rows
+
+        bar = _bar(len(ts), f"{key} {name}", progress)
+        try:
+            writer.write(
+                key, name, dim=encoder.dim, encode=encode, model_info=info, on_rows=bar.update, **write
+            )
+        finally:
+            bar.close()
+    if report.encoded[key]:
+        print(
+            f"[{key}] encoded {report.encoded[key]:,} texts in {report.seconds[key]:.1f} s "
+            f"({report.throughput(key):,.0f} texts/s)",
+            file=sys.stderr,
+        )
 
 
 def check_options(models: Sequence[str], *, dtype: str, batch_size: int, shard_rows: int) -> None:
@@ -138,7 +148,7 @@ def check_options(models: Sequence[str], *, dtype: str, batch_size: int, shard_r
 
 
 def _load(spec: str, device: str, options: dict):
-    from datamodules.encoders import load_encoder
+    from datamodules.encoders.spec import load_encoder
 
     return load_encoder(spec, device=device, **options)
 
@@ -147,7 +157,3 @@ def _bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="texts", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
-
-
-def summarize(out: str | Path) -> str:
-    return EmbeddingStore(out).summary()

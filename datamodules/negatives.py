@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from datamodules.errors import InputError
+from datamodules.files import atomic_write_bytes, atomic_write_json, npy_bytes
 from datamodules.paths import safe_child
-from datamodules.store import EmbeddingStore, _npy_bytes, atomic_write_bytes, atomic_write_json
+from datamodules.store.reader import EmbeddingStore
 
 __all__ = ["SAMPLINGS", "MinedNegatives", "MiningSpec", "mine_hard_negatives"]
 
@@ -283,7 +284,7 @@ def mine_hard_negatives(
         part = parts / f"part-{c:05d}.npy"
         if not part.exists():
             rows, counts = _mine_chunk(queries.read(start, stop), corpus, positives[start:stop], spec, start)
-            atomic_write_bytes(part, _npy_bytes(rows))
+            atomic_write_bytes(part, npy_bytes(rows))
             atomic_write_json(parts / f"part-{c:05d}.json", counts)
         for name, value in json.loads((parts / f"part-{c:05d}.json").read_text()).items():
             dropped[name] = dropped.get(name, 0) + value
@@ -300,7 +301,7 @@ def mine_hard_negatives(
         "negatives": int((rows >= 0).sum()),
         "dropped_by": dropped,
     }
-    atomic_write_bytes(folder / ROWS_FILE, _npy_bytes(rows))
+    atomic_write_bytes(folder / ROWS_FILE, npy_bytes(rows))
     atomic_write_json(folder / MANIFEST, manifest)  # last: the cache is complete once it exists
     shutil.rmtree(parts)
     return MinedNegatives(rows=rows, folder=folder, manifest=manifest)

@@ -1,9 +1,14 @@
-"""Paths built from names found in data (model keys, text sets, splits, shard files) stay inside their folder.
+"""Where we read and write: names kept inside their folder, output folders checked before any work.
 
-A name that comes from a model spec, a qrels file name or a manifest becomes a path component of a store. One
-that is empty, ``.`` or ``..``, or holds a separator or NUL, would name another folder (``<store>/..`` is the
-store's parent), so it is refused here, before anything is written, and every path is checked again after
-resolving symbolic links.
+A name that comes from a model spec, a qrels file name, a manifest or a config (a writer name) becomes a path
+component. One that is empty, ``.`` or ``..``, or holds a separator or NUL, would name another folder
+(``<store>/..`` is the store's parent), so it is refused before anything is written (:func:`check_name`), and
+every path is checked again after resolving symbolic links (:func:`safe_child`, :func:`child_path`). An output
+folder is checked before the work that fills it starts (:func:`check_output_dir`).
+
+Each function raises ``error`` (default :class:`InputError`; the data side passes ``StoreError`` or
+``DatasetError``, the methods side ``smec.errors.ConfigError``). Both sides use this one module: ``datamodules``
+never imports ``smec``.
 
 Standard library only: :mod:`datamodules.datasets` uses it at CLI start-up.
 """
@@ -15,7 +20,7 @@ from pathlib import Path
 
 from datamodules.errors import InputError
 
-__all__ = ["check_name", "name_problem", "safe_child"]
+__all__ = ["check_name", "check_output_dir", "child_path", "name_problem", "safe_child"]
 
 _SEPARATORS = tuple(sep for sep in ("/", "\\", os.sep, os.altsep) if sep)
 
@@ -60,4 +65,45 @@ def safe_child(
     resolved = os.path.realpath(path)
     if os.path.commonpath([base, resolved]) != base:
         raise error(f"{path}: resolves to {resolved}, outside {root}; refusing to use it")
+    return path
+
+
+def child_path(
+    folder: str | os.PathLike[str], name: str, option: str, error: type[InputError] = InputError
+) -> Path:
+    """``folder / name`` for a ``name`` that is one plain entry of ``folder`` (see :func:`name_problem`; a blank
+    name is refused too), else ``error`` naming ``option``.
+
+    A name from a config or a file (a writer name, a model key) decides what is written or deleted: it must not
+    lead anywhere but directly inside ``folder``, also not through a symlink.
+    """
+    if name_problem(name) is not None or not name.strip():
+        raise error(f"{option}: {name!r} is not a plain name (expected one folder name, no '/' or '..')")
+    folder = Path(folder)
+    target = folder / name
+    if target.is_symlink() or target.resolve().parent != folder.resolve():
+        raise error(f"{option}: {target} leads outside {folder}")
+    return target
+
+
+def check_output_dir(path: str | os.PathLike[str], option: str, error: type[InputError] = InputError) -> Path:
+    """Fail now, not after the work, if ``path`` cannot become a folder we write into (``error`` naming
+    ``option``).
+
+    ``path`` must be a folder or not exist yet; its nearest existing parent must be a folder we may create
+    entries in. Nothing is created. Returns ``path`` as a Path.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{option}: {path} exists and is not a folder")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise error(f"{option}: cannot create {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
+        raise error(f"{option}: {path} {what}")
     return path

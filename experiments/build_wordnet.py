@@ -71,7 +71,7 @@ class Synset:
 
     @property
     def doc_text(self) -> str:
-        """The pilot's "lemmas. examples" document."""
+        """The WordNet pilot's "lemmas. examples" document (docs/methods.md#pilot-setup)."""
         return ", ".join(self.lemmas) + ". " + " ".join(self.examples)
 
     @property

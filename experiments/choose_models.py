@@ -13,7 +13,8 @@ import argparse
 import itertools
 from pathlib import Path
 
-from datamodules.store import EmbeddingStore, combine
+from datamodules.store.combine import combine
+from datamodules.store.reader import EmbeddingStore
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.stats import format_mean_se, paired_difference
 

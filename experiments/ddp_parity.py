@@ -48,7 +48,7 @@ METHODS = {
 
 def build_synthetic_store(path: Path, n_corpus: int = 4000, seed: int = 0) -> Path:
     """Documents around 100 latent topics in 48 dims, three noisy linear views; query i is relevant to one doc."""
-    from datamodules.store import StoreWriter, TextSetSpec
+    from datamodules.store.writer import StoreWriter, TextSetSpec
 
     if (path / "store.json").exists():
         return path

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datamodules.store import EmbeddingStore, combine
+from datamodules.store.combine import combine
+from datamodules.store.reader import EmbeddingStore
 from smec.evaluation.baselines import PCA, OPQProductQuantizer
 from smec.evaluation.codes import dim_for_budget, make_code
 from smec.evaluation.codes.grid import evaluate_code

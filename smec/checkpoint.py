@@ -137,7 +137,7 @@ def differences(
         fit: a resumed fit (the training data must match too, :data:`FIT_DATA_KEYS`).
         store_models: every model of the run's store, what ``models: null`` stands for.
     """
-    from datamodules.store import model_key
+    from datamodules.store.layout import model_key
 
     found: list[str] = []
     saved_model = dict(checkpoint.get("hyper_parameters") or {})

@@ -14,7 +14,7 @@ when that epoch ran no validation), and when the fit is asked to stop:
 
 Resuming (``--ckpt_path last``) is exact, not approximate: the checkpoint holds every generator's state
 (:mod:`smec.rng`, through :class:`smec.systems.base.CompressionSystem`), the training stream's position
-(:class:`datamodules.embedding.StreamLoader`), the state of every other callback as it is after this
+(:class:`datamodules.streams.loader.StreamLoader`), the state of every other callback as it is after this
 validation (this callback runs after all of them), and ``trainer.should_stop`` (an EarlyStopping that fired
 before ``min_epochs`` still stops the resumed fit when the uninterrupted one would).
 """

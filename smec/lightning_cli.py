@@ -32,9 +32,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from datamodules.embedding import EmbeddingDataModule
 from datamodules.errors import InputError
+from datamodules.paths import check_output_dir
 from smec.checkpoint import check_matches, load_checkpoint, selected_checkpoint
 from smec.errors import ConfigError
-from smec.paths import check_output_dir
 from smec.systems.base import CompressionSystem
 
 
@@ -118,7 +118,7 @@ class SmecCLI(LightningCLI):
             # validate / test / predict evaluate a finished run: they log nothing into its folder.
             cfg.trainer.logger = False
             return
-        check_output_dir(root, "trainer.default_root_dir")
+        check_output_dir(root, "trainer.default_root_dir", ConfigError)
         loggers = cfg.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             class_path = _get(logger, "class_path", "") if logger not in (None, True, False) else ""

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from datamodules.paths import check_output_dir, child_path
 from smec.errors import ConfigError
-from smec.paths import check_output_dir, child_path
 
 
 class StorePredictionWriter(BasePredictionWriter):
@@ -33,20 +33,20 @@ class StorePredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output_dir = Path(output_dir)
         if name is not None:
-            child_path(self.output_dir, name, "StorePredictionWriter.name")
+            child_path(self.output_dir, name, "StorePredictionWriter.name", ConfigError)
         self.name = name
         self.overwrite = overwrite
 
     def _target(self, pl_module: Any) -> Path:
         key = self.name or getattr(pl_module, "method_name", "compressed")
-        return child_path(self.output_dir, key, "StorePredictionWriter.name")
+        return child_path(self.output_dir, key, "StorePredictionWriter.name", ConfigError)
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "predict":
             return
         if trainer.world_size > 1:
             raise ConfigError("StorePredictionWriter: run `smec predict` on one device (trainer.devices=1)")
-        check_output_dir(self.output_dir, "StorePredictionWriter.output_dir")
+        check_output_dir(self.output_dir, "StorePredictionWriter.output_dir", ConfigError)
         target = self._target(pl_module)
         if target.exists() and not self.overwrite:
             raise ConfigError(
@@ -56,7 +56,7 @@ class StorePredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
         import shutil
 
-        from datamodules.store import StoreWriter, TextSetSpec
+        from datamodules.store.writer import StoreWriter, TextSetSpec
 
         dm = trainer.datamodule
         source = dm.store

@@ -1,7 +1,7 @@
 """The global random states a fit draws from, captured into a checkpoint and restored from it.
 
 A fit draws from torch's CPU generator (ADS's Gumbel noise; DataLoader's per-epoch base seed, which
-:class:`datamodules.embedding.StreamLoader` draws too), CUDA's generators on a GPU, and possibly numpy's and
+:class:`datamodules.streams.loader.StreamLoader` draws too), CUDA's generators on a GPU, and possibly numpy's and
 Python's global generators (user code, libraries). A resumed fit is bit-identical to an uninterrupted one only
 if every one of them continues from where the checkpoint was written, so :class:`smec.systems.base.
 CompressionSystem` stores :func:`gather` in every checkpoint and :func:`restore` s it when a fit resumes.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from smec import distributed
+from datamodules import distributed
 
 __all__ = ["capture", "gather", "restore", "select"]
 

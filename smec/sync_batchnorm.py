@@ -20,6 +20,8 @@ from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm, _BatchNormX
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from datamodules import distributed
+
 __all__ = ["CPUSyncBatchNorm", "SyncBatchNormPlugin"]
 
 
@@ -55,9 +57,7 @@ class CPUSyncBatchNorm(_BatchNorm):
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, input: Tensor) -> Tensor:
-        group = self.process_group or (
-            dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
-        )
+        group = self.process_group or (dist.group.WORLD if distributed.is_distributed() else None)
         if not self.training or group is None or dist.get_world_size(group) == 1:
             return super().forward(input)
         self._check_input_dim(input)
@@ -106,7 +106,7 @@ def _device_type(model: nn.Module) -> str:
     trainer = getattr(model, "_trainer", None)
     if trainer is not None:
         return trainer.strategy.root_device.type
-    return "cuda" if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl" else "cpu"
+    return "cuda" if distributed.is_distributed() and dist.get_backend() == "nccl" else "cpu"
 
 
 class SyncBatchNormPlugin(TorchSyncBatchNorm):

@@ -30,7 +30,7 @@ def build_store(
 
     Query i of each split is relevant to document (7 * i) % n_corpus, so supervised pairs are checkable.
     """
-    from datamodules.store import StoreWriter, TextSetSpec
+    from datamodules.store.writer import StoreWriter, TextSetSpec
 
     splits = splits if splits is not None else {"train": 40, "dev": 10, "test": 12}
     dims = dims if dims is not None else {"m1": 6, "m2": 4}

@@ -36,7 +36,8 @@ import pytest
 import yaml
 
 from datamodules.errors import StoreError
-from datamodules.store import EmbeddingStore, sha256_file
+from datamodules.store.reader import EmbeddingStore
+from datamodules.store.verify import sha256_file
 from tests.cli_harness import assert_fails_cleanly, changes, run_smec, tree
 from tests.conftest import build_store
 
@@ -46,11 +47,11 @@ FAKE_KEY = "tests.datamodules.fake_encoder--make"
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
-    import datamodules.store as store_module
+    import datamodules.store.verify as verify_module
 
     monkeypatch.delenv("SMEC_DEBUG", raising=False)
     monkeypatch.delenv("SMEC_VERIFY_STORE", raising=False)
-    monkeypatch.setattr(store_module, "_VERIFIED", {})  # every test opens its shards for the first time
+    monkeypatch.setattr(verify_module, "_VERIFIED", {})  # every test opens its shards for the first time
 
 
 def beir(root: Path, n_docs: int = 40, n_queries: int = 12, **raw: str | bytes) -> Path:

@@ -29,7 +29,8 @@ def sample(store: str | None, rows: int, dim: int) -> np.ndarray:
         x = rng.standard_normal((rows, 128)).astype(np.float32) @ basis
         x += 0.3 * rng.standard_normal(x.shape).astype(np.float32)
     else:
-        from datamodules.store import EmbeddingStore, combine
+        from datamodules.store.combine import combine
+        from datamodules.store.reader import EmbeddingStore
 
         st = EmbeddingStore(store)
         x = combine([st.array(k, "corpus").read() for k in st.models])[:rows]

@@ -34,7 +34,8 @@ def vm_hwm_mib() -> float:
 
 
 def build(store: Path, rows: int, dim: int, shard_rows: int) -> None:
-    from datamodules.store import EmbeddingStore, StoreWriter, TextSetSpec
+    from datamodules.store.reader import EmbeddingStore
+    from datamodules.store.writer import StoreWriter, TextSetSpec
 
     try:
         s = EmbeddingStore(store, verify=False)
@@ -74,7 +75,7 @@ def evict(store: Path) -> None:
 
 
 def run_raw(store: Path, batch: int) -> dict:
-    from datamodules.store import EmbeddingStore
+    from datamodules.store.reader import EmbeddingStore
 
     arr = EmbeddingStore(store, verify=False).array("synthetic", "corpus")
     t0 = time.perf_counter()

@@ -29,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from datamodules.paths import check_output_dir
+    from smec.errors import ConfigError
     from smec.experiment.config import load_experiment
     from smec.experiment.runner import ComparisonError, ComparisonRunner, remove_run
-    from smec.paths import check_output_dir
 
     config = load_experiment(args.config)
     runner = ComparisonRunner(config, args.out, progress=not args.no_progress, jobs=args.jobs)
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             state = "evaluated" if run.test_results.exists() else "fitted" if run.done.exists() else "todo"
             print(f"{i}\t{run.label}\t{state}")
         return 0
-    check_output_dir(runner.out, "--out")  # before the fits, not when the report is written
+    check_output_dir(runner.out, "--out", ConfigError)  # before the fits, not when the report is written
     if args.fresh:
         remove_run(runner.out)
     if args.prepare:

@@ -7,7 +7,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from datamodules.embed import DEFAULT_MODELS
-    from datamodules.store import DEFAULT_SHARD_ROWS, DTYPES
+    from datamodules.store.layout import DEFAULT_SHARD_ROWS, DTYPES
 
     parser.add_argument(
         "--dataset",
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from datamodules.embed import embed_dataset
-    from datamodules.store import EmbeddingStore
+    from datamodules.store.reader import EmbeddingStore
 
     out = Path(args.out) if args.out else default_out(args.dataset)
     embed_dataset(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from smec.commands import at_least
 
 if TYPE_CHECKING:
-    from datamodules.store import EmbeddingStore
+    from datamodules.store.reader import EmbeddingStore
     from smec.evaluation.evaluator import RetrievalEvaluator
 
 DEFAULT_DIMS = (32, 64, 128, 256)
@@ -104,7 +104,7 @@ def baseline_rows(
     ``single_only``: more models evaluated alone (``model:<key>`` rows) but not concatenated. Returns
     ``(rows, input_dim)``, input_dim being the concatenation's width.
     """
-    from datamodules.store import combine
+    from datamodules.store.combine import combine
     from smec.evaluation.baselines import run_baselines
 
     q_by = {k: store.array(k, f"queries/{split}").read() for k in [*keys, *single_only]}
@@ -147,12 +147,13 @@ def grid_dims(requested: Sequence[int] | None, width: int, what: str, dropped: l
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from datamodules.store import EmbeddingStore
+    from datamodules.paths import check_output_dir
+    from datamodules.store.reader import EmbeddingStore
+    from smec.errors import ConfigError
     from smec.evaluation.baselines import evaluate_grid, warn_dropped
     from smec.evaluation.errors import EvaluationError
     from smec.evaluation.quantize import PRECISIONS, check_precision
     from smec.evaluation.results import markdown_table, write_results
-    from smec.paths import check_output_dir
 
     precisions = list(args.precisions) if args.precisions is not None else list(PRECISIONS)
     for p in precisions:
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--dims {odd} with --precisions binary: binary codes need a multiple of 8 dims"
             )
     # Before any work: an output we cannot write is found now, not after the grid.
-    out = check_output_dir(args.out, "--out")
+    out = check_output_dir(args.out, "--out", ConfigError)
     store = EmbeddingStore(args.store, verify=False if args.no_verify else None)
     run_dir = None if args.no_trec else out / "runs"
     split = args.split

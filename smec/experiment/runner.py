@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datamodules.store import atomic_write_bytes, atomic_write_json
+from datamodules.files import atomic_write_bytes, atomic_write_json
 from smec.experiment.config import ExperimentConfig, ExperimentError, MethodSpec, format_cli_value
 
 
@@ -263,7 +263,8 @@ class ComparisonRunner:
         embed_dataset(cfg.dataset, models, cfg.store, progress=self.progress)
 
     def store(self) -> Any:
-        from datamodules.store import EmbeddingStore, model_key
+        from datamodules.store.layout import model_key
+        from datamodules.store.reader import EmbeddingStore
 
         store = EmbeddingStore(self.config.store)
         wanted = [*self.config.models, *self.config.reference_models]
@@ -572,7 +573,7 @@ class ComparisonRunner:
 
 
 def _keys(models: Sequence[str]) -> list[str]:
-    from datamodules.store import model_key
+    from datamodules.store.layout import model_key
 
     return [model_key(m) for m in models]
 

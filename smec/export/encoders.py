@@ -1,7 +1,7 @@
 """The base encoders of an exported model as one sentence-transformers input module.
 
 Texts -> each base model's embedding, with that model's query or document prompt (exactly as `smec embed` gave
-them: the encoders are rebuilt with :func:`datamodules.encoders.load_encoder` from the store manifest's
+them: the encoders are rebuilt with :func:`datamodules.encoders.spec.load_encoder` from the store manifest's
 description of each model) -> rounded to the store's dtype (the store holds float16 rows, and `smec predict`
 compressed those) -> per-model L2 normalisation, weights, concatenation, renormalisation (the data module's
 ``combine_torch``, the code that fed `smec predict`). Output: ``features["sentence_embedding"]`` (B, D).
@@ -74,7 +74,7 @@ def encoder_entry(key: str, info: Mapping[str, Any], dtype: str, where: str) -> 
 
 def load_base_encoder(spec: str, load: Mapping[str, Any], device: str = "cpu") -> Any:
     """The encoder of one export entry (``spec`` or its saved folder, with the entry's ``load`` arguments)."""
-    from datamodules.encoders import load_encoder
+    from datamodules.encoders.spec import load_encoder
 
     return load_encoder(spec, device=device, **dict(load))
 
@@ -149,7 +149,7 @@ class BaseEncoders(InputModule):
 
     def embed(self, texts: Sequence[str], side: str) -> torch.Tensor:
         """(len(texts), D) float32 on the CPU: what the data module fed the compressor for these texts."""
-        from datamodules.embedding import combine_torch
+        from datamodules.store.combine import combine_torch
 
         parts = []
         for e, enc in zip(self.encoders, self._encoders):

@@ -24,7 +24,7 @@ SCORING = {"float32": "ip", "int8": "deq-sym", "int4": "deq-sym", "binary": "ham
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from datamodules.store import atomic_write_bytes
+    from datamodules.files import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -67,7 +67,7 @@ def compress_corpus(
     """
     import torch
 
-    from datamodules.embedding import combine_torch
+    from datamodules.store.combine import combine_torch
 
     arrays = [store.array(k, "corpus") for k in keys]
     n = len(arrays[0])
@@ -115,8 +115,8 @@ def check_encoders(
     import torch
 
     from datamodules.datasets import load_dataset
-    from datamodules.embedding import combine_torch
     from datamodules.errors import EncoderError
+    from datamodules.store.combine import combine_torch
 
     data = load_dataset(dataset)
     if data.fingerprint != store.meta["dataset"].get("fingerprint"):
@@ -175,7 +175,7 @@ def export_model(
         overwrite: replace an existing ``out``.
     """
     from datamodules.datasets import BUILTIN_DATASETS
-    from datamodules.store import EmbeddingStore
+    from datamodules.store.reader import EmbeddingStore
     from smec.evaluation.quantize import BITS_PER_DIM, check_binary_dim, check_precision, compression_factor
     from smec.export.checkpoint import load_system, read_checkpoint
     from smec.export.encoders import BaseEncoders, encoder_entry, load_base_encoder

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smec import distributed
+from datamodules import distributed
 from smec.errors import ConfigError
 
 __all__ = ["NO_ID", "CrossBatchMemory"]

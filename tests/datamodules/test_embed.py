@@ -15,7 +15,7 @@ import pytest
 
 from datamodules.embed import embed_dataset
 from datamodules.errors import InputError
-from datamodules.store import EmbeddingStore
+from datamodules.store.reader import EmbeddingStore
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = "tests.datamodules.fake_encoder:make"

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-import datamodules.embedding as emb
+from datamodules import distributed
 from datamodules.embedding import EmbeddingDataModule
 from datamodules.errors import InputError
-from datamodules.store import EmbeddingStore, combine
+from datamodules.store.combine import combine
+from datamodules.store.reader import EmbeddingStore
+from datamodules.streams.read_ahead import read_ahead
 from tests.conftest import build_store
 
 
@@ -59,7 +61,8 @@ def test_ranks_get_disjoint_rows_and_equal_batch_counts(tiny_store, monkeypatch)
     dm = make_dm(tiny_store, include_train_queries=False)
     seen = {}
     for rank in (0, 1):
-        monkeypatch.setattr(emb, "_dist_rank_world", lambda r=rank: (r, 2))
+        monkeypatch.setattr(distributed, "rank", lambda r=rank: r)
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
         seen[rank] = rows_seen(dm, 3)
     assert len(seen[0]) == len(seen[1]) > 0
     a, b = set(np.concatenate(seen[0]).tolist()), set(np.concatenate(seen[1]).tolist())
@@ -160,10 +163,10 @@ def test_read_ahead_raises_the_producers_error_and_closes_it_when_stopped_early(
         finally:
             closed.append(True)
 
-    assert list(emb.read_ahead(items(), 2)) == list(range(100))
+    assert list(read_ahead(items(), 2)) == list(range(100))
     with pytest.raises(OSError, match="disk went away"):
-        list(emb.read_ahead(items(fail_at=5), 2))
-    stream = emb.read_ahead(items(), 2)
+        list(read_ahead(items(fail_at=5), 2))
+    stream = read_ahead(items(), 2)
     assert [next(stream), next(stream)] == [0, 1]
     closed.clear()
     stream.close()

@@ -1,4 +1,4 @@
-"""The DDP side of datamodules/embedding.py: what each rank streams, and one process's order kept byte for byte."""
+"""The DDP side of datamodules/streams/: what each rank streams; one process's batches kept byte for byte."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import re
 import numpy as np
 import pytest
 
-import datamodules.embedding as emb
-from datamodules.embedding import EmbeddingDataModule, rank_batch_size
+from datamodules import distributed
+from datamodules.embedding import EmbeddingDataModule
 from datamodules.errors import InputError
+from datamodules.streams.batch_scope import rank_batch_size
 from tests.conftest import build_store
 
 
@@ -77,7 +78,8 @@ def test_one_process_batches_are_byte_identical_to_before(stores, case):
 
 
 def on_rank(monkeypatch, rank: int, world: int) -> None:
-    monkeypatch.setattr(emb, "_dist_rank_world", lambda: (rank, world))
+    monkeypatch.setattr(distributed, "rank", lambda: rank)
+    monkeypatch.setattr(distributed, "world_size", lambda: world)
 
 
 def epoch_rows(dm, epoch: int, key: str = "x") -> list[np.ndarray]:

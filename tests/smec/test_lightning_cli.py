@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from datamodules.store import EmbeddingStore
+from datamodules.store.reader import EmbeddingStore
 from tests.conftest import build_store
 
 REPO = Path(__file__).resolve().parents[2]

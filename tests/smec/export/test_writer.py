@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from datamodules.datasets import load_dataset
-from datamodules.store import EmbeddingStore
+from datamodules.store.reader import EmbeddingStore
 from smec.evaluation.calibration import calibration_rows
 from smec.evaluation.quantize import BinaryQuantizer, ScalarQuantizer, l2_normalize
 from smec.export import load

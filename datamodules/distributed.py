@@ -1,32 +1,23 @@
-"""Distributed helpers with single-process fallbacks.
+"""Which rank am I, how many are there, and a gather: torch.distributed with single-process fallbacks.
 
-Components (the S-XBM memory, losses) call these instead of Lightning so they stay framework-free: they work the
-same inside a Lightning DDP fit, a hand-written `torch.distributed` script, or a plain single-process run. Every
-function here is safe to call when `torch.distributed` is unavailable or no process group is initialised; it then
-behaves as if the world had one rank.
+Every function here is safe to call when `torch.distributed` is unavailable or no process group is initialised;
+it then behaves as if the world had one rank. Components call these instead of Lightning so they stay
+framework-free: they work the same inside a Lightning DDP fit, a hand-written `torch.distributed` script, or a
+plain single-process run.
 
-Collectives (`all_gather_tensor`, `broadcast_object`, `barrier`) must be called by every rank, in the same order,
-or the job deadlocks.
+The data side (the streams' rank sharding) and the methods side (the S-XBM memory, `smec.rng`, the CPU
+SyncBatchNorm) both ask here, so "which rank am I" has one answer; it lives in `datamodules` because
+`datamodules` never imports `smec`.
+
+The collective (`all_gather_tensor`) must be called by every rank, in the same order, or the job deadlocks.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
-
 import torch
 import torch.distributed as dist
 
-__all__ = [
-    "all_gather_tensor",
-    "barrier",
-    "broadcast_object",
-    "is_distributed",
-    "is_rank_zero",
-    "rank",
-    "world_size",
-]
-
-T = TypeVar("T")
+__all__ = ["all_gather_tensor", "is_distributed", "rank", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -42,17 +33,6 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank in the default process group; 0 when not distributed."""
     return dist.get_rank() if is_distributed() else 0
-
-
-def is_rank_zero() -> bool:
-    """True on rank 0, and always in a single-process run (where the one process is rank 0)."""
-    return rank() == 0
-
-
-def barrier() -> None:
-    """Block until every rank arrives; a no-op when not distributed."""
-    if world_size() > 1:
-        dist.barrier()
 
 
 @torch.no_grad()
@@ -94,16 +74,3 @@ def all_gather_tensor(t: torch.Tensor, *, uneven: bool = False) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(n_ranks)]
     dist.all_gather(parts, padded)
     return torch.cat([p[:n] for p, n in zip(parts, counts)], dim=0)
-
-
-def broadcast_object(obj: T, src: int = 0) -> T:
-    """Return `src`'s `obj` on every rank (picklable objects only); returns `obj` unchanged when not distributed.
-
-    Every rank must call it; the value passed on ranks other than `src` is ignored. Uses pickling, so keep it for
-    small control values (a run directory, a seed), not tensors in a hot loop.
-    """
-    if world_size() == 1:
-        return obj
-    box: list[Any] = [obj if rank() == src else None]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
