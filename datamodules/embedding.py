@@ -14,13 +14,15 @@ world size, batch scope), so a resumed run replays the same epoch.
 Batch formats (dicts; each value is a list of per-model tensors until ``on_after_batch_transfer`` combines
 it into one float32 tensor):
     unsupervised: ``{"x": (B, D) float32}`` — corpus rows (and optionally train queries)
-    supervised:   ``{"q": (B, D), "d": (B, D)}`` — (query, relevant document) pairs from train qrels
-    both:         all three keys; the pair stream cycles, the row stream sets the epoch length
+    supervised:   ``{"q": (B, D), "d": (B, D)}`` — (query, relevant document) pairs from train qrels; with
+                  ``negatives`` also ``"n"`` (B, N, D), the query's mined hard negatives, and ``"n_mask"`` (B, N)
+    both:         all of them; the pair stream cycles, the row stream sets the epoch length
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import torch
 
 from datamodules import distributed
 from datamodules.errors import InputError
+from datamodules.negatives import MiningSpec, mine_hard_negatives
 from datamodules.store.combine import NORMALIZATIONS, combine, combine_torch
 from datamodules.store.reader import EmbeddingStore
 from datamodules.streams.batch_scope import rank_batch_size
@@ -38,6 +41,15 @@ from datamodules.streams.pairs import JointStream, PairStream
 from datamodules.streams.rows import BlockShuffleStream, Segment
 
 MODES = ("unsupervised", "supervised", "both")
+
+
+def _mining_spec(values: Mapping[str, Any]) -> MiningSpec:
+    """A :class:`MiningSpec` from a mapping (a checkpoint's plain hyper-parameters), unknown keys named."""
+    known = [f.name for f in fields(MiningSpec)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InputError(f"data.negatives: unknown key {unknown[0]!r} (expected one of {', '.join(known)})")
+    return MiningSpec(**values)
 
 
 @dataclass
@@ -78,6 +90,15 @@ class EmbeddingDataModule(L.LightningDataModule):
             reads release the GIL, so they overlap the step). Default: 2 when the trainer runs on an
             accelerator (the step mostly waits on the device), 0 on CPU (measured: with nothing to overlap, the
             thread hand-off costs ~8% of the read).
+        negatives: hard negatives for the (query, document) pairs (``mode`` supervised or both): a
+            :class:`datamodules.negatives.MiningSpec` (``{num_negatives: 8, relative_margin: 0.05, ...}`` in YAML;
+            default None: in-batch negatives only). Mined once from the frozen concatenation of ``models``
+            (``prepare_data``, cached under ``<store>/negatives/``); batches then carry ``"n"`` and ``"n_mask"``
+            (see :class:`datamodules.streams.pairs.PairStream`).
+        max_train_pairs: use only this many of the train split's (query, relevant document) pairs: a seeded
+            subset (``train_pairs_seed``), the same for every ``seed``, so a label budget (e.g. 2,000 labels) is
+            one fixed labelled set across methods and seeds. Default None: all pairs.
+        train_pairs_seed: seed of that subset (default 0).
         verify: check each shard's sha256 against the store's manifest, and scan it for NaN/Inf, when it is
             first opened (see :class:`datamodules.store.reader.EmbeddingStore`); ``false`` skips the hash, for very
             large stores, and scans every batch for NaN/Inf instead. Default (``null``): on, unless
@@ -104,9 +125,23 @@ class EmbeddingDataModule(L.LightningDataModule):
         read_ahead: int | None = None,
         verify: bool | None = None,
         batch_scope: str = "global",
+        negatives: MiningSpec | None = None,
+        max_train_pairs: int | None = None,
+        train_pairs_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if isinstance(negatives, Mapping):
+            negatives = _mining_spec(negatives)
+        if negatives is not None:
+            # Plain values in the hyper-parameters: checkpoints load with torch.load(weights_only=True).
+            self.hparams["negatives"] = asdict(negatives)
+        if max_train_pairs is not None and (
+            isinstance(max_train_pairs, bool) or not isinstance(max_train_pairs, int) or max_train_pairs < 1
+        ):
+            raise InputError(
+                f"data.max_train_pairs: expected a positive integer or null, got {max_train_pairs!r}"
+            )
         if mode not in MODES:
             raise InputError(f"data.mode: {mode!r} is not one of {', '.join(MODES)}")
         if normalization not in NORMALIZATIONS:
@@ -131,6 +166,10 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.read_ahead = read_ahead
         self.verify = verify
         self.batch_scope = batch_scope
+        self.negatives = negatives
+        self.max_train_pairs = max_train_pairs
+        self.train_pairs_seed = train_pairs_seed
+        self._mined: np.ndarray | None = None
         self._store: EmbeddingStore | None = None
         self._eval_data: dict[str, EvalData] = {}
 
@@ -172,7 +211,37 @@ class EmbeddingDataModule(L.LightningDataModule):
         ]
         if not pairs:
             raise InputError(f"{self.store_path}: split {split!r} has no (query, relevant document) pairs")
-        return np.asarray(pairs, dtype=np.int64)
+        found = np.asarray(pairs, dtype=np.int64)
+        if split != self.train_split or self.max_train_pairs is None:
+            return found
+        if self.max_train_pairs > len(found):
+            raise InputError(
+                f"data.max_train_pairs={self.max_train_pairs}: split {split!r} of {self.store_path} has only "
+                f"{len(found)} (query, relevant document) pairs"
+            )
+        keep = np.random.default_rng(self.train_pairs_seed).choice(
+            len(found), self.max_train_pairs, replace=False
+        )
+        return found[np.sort(keep)]
+
+    def prepare_data(self) -> None:
+        """Mine the hard negatives (``negatives``) once, before any process reads them: Lightning runs this on
+        one process per node, and every process's :meth:`setup` then loads the cache."""
+        if self.negatives is not None and self.mode != "unsupervised":
+            self._mine()
+
+    def _mine(self) -> np.ndarray:
+        if self._mined is None:
+            mined = mine_hard_negatives(
+                self.store,
+                self.model_keys,
+                self.train_split,
+                self.negatives,
+                normalization=self.normalization,
+                model_weights=self.model_weights,
+            )
+            self._mined = mined.rows
+        return self._mined
 
     def setup(self, stage: str) -> None:
         """Open (and, with verification on, check) every shard the stage reads, before any step runs: a corrupt
@@ -222,7 +291,10 @@ class EmbeddingDataModule(L.LightningDataModule):
         queries = self._segment(f"queries/{self.train_split}").arrays
         corpus = self._segment("corpus").arrays
         pairs = self._pairs(self.train_split)
-        return PairStream(queries, corpus, pairs, self.batch_size, self.seed, cycle, self.batch_scope)
+        negatives = self._mine() if self.negatives is not None else None
+        return PairStream(
+            queries, corpus, pairs, self.batch_size, self.seed, cycle, self.batch_scope, negatives=negatives
+        )
 
     def _loader(self, dataset) -> StreamLoader:
         depth = self.read_ahead
@@ -265,7 +337,9 @@ class EmbeddingDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, torch.Tensor]:
         """Combine per-model rows into the float32 input on the batch's device."""
 
-        def comb(parts: list[torch.Tensor]) -> torch.Tensor:
+        def comb(parts: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+            if isinstance(parts, torch.Tensor):  # a mask, not per-model rows
+                return parts
             return combine_torch(parts, self.normalization, self.model_weights)
 
         return {key: comb(parts) for key, parts in batch.items()}

@@ -18,6 +18,11 @@ from datamodules.streams.rows import BlockShuffleStream
 class PairStream(IterableDataset):
     """(query, relevant document) row pairs from a qrels split, shuffled per epoch and dealt to ranks.
 
+    Batches: ``{"q": [...], "d": [...]}`` (one tensor per model, (B, dim)); with ``negatives`` (a (n_queries, N)
+    array of corpus rows per query row, ``-1`` where none was found, see :mod:`datamodules.negatives`) also
+    ``"n"`` (per model (B, N, dim): each pair's query's mined negatives; a missing one is filled with the pair's
+    positive) and ``"n_mask"`` ((B, N) bool, True for a real negative), so losses mask the fillers out.
+
     One process: ``len(pairs) // batch_size`` batches of the epoch's permutation (the last partial one dropped).
     DDP: rank r takes a contiguous stretch of the same permutation, padded by wrapping around to its start, so
     that every pair is used at least once per epoch and every rank yields the same number of batches; a rank's
@@ -33,7 +38,13 @@ class PairStream(IterableDataset):
         seed: int = 0,
         cycle: bool = False,
         batch_scope: str = "global",
+        negatives: np.ndarray | None = None,
     ) -> None:
+        if negatives is not None and (negatives.ndim != 2 or len(negatives) < len(queries[0])):
+            raise ValueError(
+                f"PairStream: negatives must be (n_queries >= {len(queries[0])}, N), got {negatives.shape}"
+            )
+        self.negatives = negatives
         self.queries = list(queries)
         self.corpus = list(corpus)
         self.pairs = pairs
@@ -75,12 +86,26 @@ class PairStream(IterableDataset):
         while True:
             for i, batch in enumerate(self._epoch_batches(epoch, rank, world)):
                 if i % n_workers == worker:
-                    q = [torch.from_numpy(a.take(batch[:, 0])) for a in self.queries]
-                    d = [torch.from_numpy(a.take(batch[:, 1])) for a in self.corpus]
-                    yield {"q": q, "d": d}
+                    yield self._read(batch)
             if not self.cycle:
                 return
             epoch += 1_000_003  # a fresh order for the next pass, disjoint from later epochs' seeds
+
+    def _read(self, batch: np.ndarray) -> dict[str, list[torch.Tensor] | torch.Tensor]:
+        out: dict[str, list[torch.Tensor] | torch.Tensor] = {
+            "q": [torch.from_numpy(a.take(batch[:, 0])) for a in self.queries],
+            "d": [torch.from_numpy(a.take(batch[:, 1])) for a in self.corpus],
+        }
+        if self.negatives is not None:
+            rows = self.negatives[batch[:, 0]]
+            mask = rows >= 0
+            filled = np.where(mask, rows, batch[:, 1:2])
+            out["n"] = [
+                torch.from_numpy(a.take(filled.reshape(-1)).reshape(*filled.shape, a.dim))
+                for a in self.corpus
+            ]
+            out["n_mask"] = torch.from_numpy(mask)
+        return out
 
 
 class JointStream(IterableDataset):

@@ -265,3 +265,51 @@ def test_loading_a_state_leaves_the_length_lightning_measures_alone(tiny_store):
     resumed = loader()
     resumed.load_state_dict({"epoch": 1, "batches": 3})
     assert len(resumed) == length
+
+
+def test_mined_negatives_ride_with_their_pairs(tiny_store):
+    from datamodules.negatives import MiningSpec, mine_hard_negatives
+
+    spec = MiningSpec(num_negatives=3, relative_margin=None)
+    dm = make_dm(tiny_store, mode="both", negatives=spec)
+    dm.prepare_data()
+    mined = mine_hard_negatives(dm.store, dm.model_keys, "train", spec, normalization="none")
+    assert dm.hparams["negatives"] == spec.__dict__  # plain values: checkpoints load with weights_only=True
+    seen = 0
+    for raw in dm.train_dataloader():
+        batch = dm.on_after_batch_transfer(raw, 0)
+        assert batch["n"].shape == (8, 3, 10) and batch["n_mask"].dtype == torch.bool
+        q = raw["q"][0][:, 0].numpy().astype(int)
+        rows = raw["n"][0][:, :, 0].numpy().astype(int)  # column 0 holds the corpus row
+        want = mined.rows[q]
+        assert np.array_equal(np.where(want >= 0, want, rows), rows)
+        assert np.array_equal(raw["n_mask"].numpy(), want >= 0)
+        assert not (rows == ((7 * q) % 100)[:, None])[want >= 0].any()  # never the positive
+        seen += 1
+    assert seen == len(dm.train_dataloader())
+
+
+def test_a_label_budget_is_one_seeded_subset_for_every_data_seed(tiny_store):
+    pairs = {
+        seed: sorted(
+            int(i)
+            for batch in make_dm(
+                tiny_store, mode="supervised", max_train_pairs=16, seed=seed
+            ).train_dataloader()
+            for i in batch["q"][0][:, 0].numpy()
+        )
+        for seed in (0, 1)
+    }
+    assert len(pairs[0]) == 16 and pairs[0] == pairs[1]
+    other = make_dm(tiny_store, mode="supervised", max_train_pairs=16, train_pairs_seed=3)
+    assert sorted(int(i) for b in other.train_dataloader() for i in b["q"][0][:, 0].numpy()) != pairs[0]
+    with pytest.raises(
+        InputError, match=re.escape("data.max_train_pairs=41: split 'train' of ") + ".* has only 40"
+    ):
+        make_dm(tiny_store, mode="supervised", max_train_pairs=41).train_dataloader()
+    with pytest.raises(
+        InputError, match=re.escape("data.max_train_pairs: expected a positive integer or null, got 0")
+    ):
+        make_dm(tiny_store, max_train_pairs=0)
+    with pytest.raises(InputError, match=re.escape("data.negatives: unknown key 'k'")):
+        make_dm(tiny_store, negatives={"k": 3})
