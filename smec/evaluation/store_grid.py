@@ -109,9 +109,9 @@ def compressed_rows(
     if other:
         widths = ", ".join(f"{k}: {store.model_dim(k)}" for k in other)
         raise EvaluationError(
-            f"--dims {sorted(asked)}: {', '.join(other)} each hold one size of a system whose sizes are not "
-            f"prefixes (prefix_nested: false) and are evaluated at that width only ({widths}); leave out --dims, "
-            "or choose models with --models"
+            f"--dims {sorted(asked)}: {', '.join(other)}: one size of a system whose sizes are not prefixes "
+            f"(prefix_nested: false), evaluated at its width only ({widths}); leave out --dims, or choose models "
+            "with --models"
         )
     notes: list[str] = []
     rows: list[dict[str, Any]] = []

@@ -106,6 +106,18 @@ def test_compare_writes_the_report_and_a_rerun_is_a_no_op(tmp_path):
     for png in ("pareto.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert (out / "mrl/s0/config.yaml").exists() and (out / "mrl/s0/fit.done").exists()
+    # every fit is evaluated on the grid, with the experiment's evaluation spec (dev selection = test settings)
+    saved = yaml.safe_load((out / "mrl/s0/config.yaml").read_text())
+    assert saved["model"]["init_args"]["eval_dims"] == [2, 4]
+    assert saved["evaluation"]["calibration_size"] == 100 and saved["evaluation"]["precisions"] == [
+        "float32",
+        "int8",
+    ]
+    selected = json.loads((out / "mrl/s0/fit_result.json").read_text())["checkpoint"]
+    assert (
+        selected.startswith("checkpoints/best-")
+        and read_results(out / "mrl/s0/test.json")[1]["checkpoint"] == selected
+    )
     # one W&B group: the training run and the summary run, both offline
     assert list((out / "mrl/s0/wandb").glob("offline-run-*-mrl-s0"))
     assert list((out / "wandb").glob("offline-run-*-summary"))
