@@ -78,7 +78,7 @@ class TestGrid:
             dm = EmbeddingDataModule(
                 store=data["store"],
                 models=data.get("models"),
-                normalization=data.get("normalization", "l2-concat-l2"),
+                normalization=data["normalization"],
                 model_weights=data.get("model_weights"),
             )
             split = dm.eval_data(self.split)
