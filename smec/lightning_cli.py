@@ -53,7 +53,8 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
     Lightning's callback writes into ``trainer.log_dir``, which is the first logger's version folder
     (``csv/version_0``) or its save_dir depending on the logger; a fixed place next to ``checkpoints/`` is what
-    ``smec fit --config runs/<name>/config.yaml --ckpt_path last`` and `smec compare` rely on.
+    ``smec fit --config runs/<name>/config.yaml --ckpt_path last`` relies on (`smec compare` reads a fit's
+    ``fit_result.json`` instead, :mod:`smec.fit_result`).
 
     Written when the fit starts (after every setup hook and the checkpoint restore passed), and only by fit:
     a config that fails, or a validate / test / predict run, leaves the saved config as it was.
