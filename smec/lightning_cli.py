@@ -4,6 +4,13 @@ Recipes compose with repeated ``--config`` (configs/mrl.yaml, then trainer/ and 
 added on top of LightningCLI:
 
 - ``data.input_dim`` (read from the store) is linked to ``model.init_args.input_dim``;
+- the project's standard callbacks (dev retrieval evaluation, best-on-dev ``ModelCheckpoint``,
+  ``ResumeCheckpoint``, ``EarlyStopping``) come from two sections instead of each recipe's
+  ``trainer.callbacks``: ``evaluation:`` (the :class:`~smec.evaluation.spec.EvaluationSpec` of the dev
+  evaluation) and ``fit_callbacks:`` (:class:`~smec.fit_callbacks.FitCallbacks`: patience, ...); see
+  :mod:`smec.fit_callbacks`;
+- a fit that ends normally writes ``<trainer.default_root_dir>/fit_result.json`` (:mod:`smec.fit_result`): the
+  checkpoint it selected, its epoch and score, and the data settings a test grid needs;
 - loggers and checkpoints default to ``trainer.default_root_dir`` (``runs/<name>``), and the resolved config
   is saved there (``config.yaml``) and sent to the loggers;
 - a W&B logger without an ``id`` gets one written into the saved config, so
@@ -35,6 +42,9 @@ from datamodules.errors import InputError
 from datamodules.paths import check_output_dir
 from smec.checkpoint import check_matches, load_checkpoint, selected_checkpoint
 from smec.errors import ConfigError
+from smec.evaluation.errors import EvaluationError
+from smec.evaluation.spec import EvaluationSpec
+from smec.fit_callbacks import FitCallbacks
 from smec.systems.base import CompressionSystem
 
 
@@ -43,7 +53,8 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
     Lightning's callback writes into ``trainer.log_dir``, which is the first logger's version folder
     (``csv/version_0``) or its save_dir depending on the logger; a fixed place next to ``checkpoints/`` is what
-    ``smec fit --config runs/<name>/config.yaml --ckpt_path last`` and `smec compare` rely on.
+    ``smec fit --config runs/<name>/config.yaml --ckpt_path last`` relies on (`smec compare` reads a fit's
+    ``fit_result.json`` instead, :mod:`smec.fit_result`).
 
     Written when the fit starts (after every setup hook and the checkpoint restore passed), and only by fit:
     a config that fails, or a validate / test / predict run, leaves the saved config as it was.
@@ -94,6 +105,28 @@ class SmecCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
+        parser.add_class_arguments(EvaluationSpec, "evaluation", instantiate=False)
+        parser.add_class_arguments(FitCallbacks, "fit_callbacks", instantiate=False)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, with the standard callbacks (:mod:`smec.fit_callbacks`) after ``trainer.callbacks``."""
+        listed = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        listed = listed if isinstance(listed, list) else [listed]
+        return super().instantiate_trainer(**kwargs, callbacks=[*listed, *self._standard_callbacks()])
+
+    def _standard_callbacks(self) -> list[Any]:
+        spec_args = _as_dict(self._get(self.config, "evaluation", default=None))
+        callback_args = _as_dict(self._get(self.config, "fit_callbacks", default=None))
+        try:
+            spec = EvaluationSpec(**spec_args)
+        except EvaluationError as exc:
+            raise ConfigError(f"evaluation: {exc}") from None
+        return FitCallbacks(**callback_args).build(spec)
+
+    def after_fit(self) -> None:
+        from smec.fit_result import write_fit_result
+
+        write_fit_result(self.trainer, self.model, self.datamodule)
 
     def _parse_ckpt_path(self) -> None:
         """Lightning parses a checkpoint's hyper-parameters into the config here, silently replacing the
@@ -240,6 +273,13 @@ class SmecCLI(LightningCLI):
                 logger._wandb_init["tags"] = sorted({*logger._wandb_init.get("tags", []), *tags})
 
 
+def _as_dict(ns: Any) -> dict[str, Any]:
+    """A parsed section (jsonargparse Namespace, or None) as plain keyword arguments."""
+    if ns is None:
+        return {}
+    return dict(ns.as_dict()) if hasattr(ns, "as_dict") else dict(vars(ns))
+
+
 def _input_error_in(exc: BaseException) -> InputError | None:
     """The InputError that caused ``exc``, following ``__cause__`` / ``__context__``."""
     seen: set[int] = set()
@@ -297,6 +337,7 @@ class _ParserOnly(SmecCLI):
 
 
 _parser: LightningArgumentParser | None = None
+_model_parser: Any = None
 
 
 def parse_args(args: list[str]) -> Any:
@@ -321,3 +362,27 @@ def parse_args(args: list[str]) -> Any:
         return _parser.parse_args(args)
     except ArgumentError as exc:
         raise ConfigError(describe_parse_error(str(exc), args, configs)) from None
+
+
+def build_model(model: Any, input_dim: int) -> CompressionSystem:
+    """The system a parsed ``model`` section (of :func:`parse_args`) describes, built on an ``input_dim``-wide
+    input as `smec fit` would build it (nothing trained, nothing written).
+
+    The system's own checks run (a ConfigError naming ``model.<key>``), so a caller can refuse settings before
+    any fit starts. The parser is built once per process.
+    """
+    global _model_parser
+    from jsonargparse import ArgumentParser
+
+    if _model_parser is None:
+        _model_parser = ArgumentParser(exit_on_error=False)
+        _model_parser.add_subclass_arguments(CompressionSystem, "model", required=True, fail_untyped=False)
+    section = model.as_dict() if hasattr(model, "as_dict") else dict(model)
+    section = {**section, "init_args": {**(section.get("init_args") or {}), "input_dim": int(input_dim)}}
+    try:
+        return _model_parser.instantiate(_model_parser.parse_object({"model": section})).model
+    except ValueError as exc:  # jsonargparse wraps what the constructor raised
+        cause = _input_error_in(exc)
+        if cause is None:
+            raise
+        raise cause from None

@@ -771,6 +771,7 @@ TRAINED = ("validate", "test", "predict")
 def recipe(folder: Path, store: Path, root: Path, name: str = "recipe.yaml", **model: object) -> Path:
     """configs/mrl.yaml shrunk to the tiny store: an 8-d decoder, one epoch, checkpoints, CSV logs."""
     cfg = yaml.safe_load((REPO / "configs" / "mrl.yaml").read_text())
+    cfg["fit_callbacks"] = {"enabled": False}  # only the checkpoint below
     cfg["model"]["init_args"].update(output_dim=8, dims=[2, 4, 8], **model)
     cfg["data"]["init_args"].update(store=str(store), models=None, batch_size=8)
     cfg["trainer"].update(
@@ -1294,14 +1295,13 @@ def test_a_setting_checked_in_setup_leaves_no_run_folder(fresh, tmp_path, capsys
 
 @pytest.fixture
 def no_grid(monkeypatch):
-    import smec.commands.eval as command
-    import smec.evaluation.baselines as baselines
+    import smec.evaluation.store_grid as store_grid
 
     def fail(*args, **kwargs):
         raise AssertionError("computed before the output was checked")
 
-    monkeypatch.setattr(command, "baseline_rows", fail)
-    monkeypatch.setattr(baselines, "evaluate_grid", fail)
+    monkeypatch.setattr(store_grid, "baseline_rows", fail)
+    monkeypatch.setattr(store_grid, "compressed_rows", fail)
 
 
 def test_an_unwritable_eval_output_is_found_before_computing(tmp_path, capsys, no_grid):
@@ -1455,7 +1455,8 @@ def test_compare_dims_wider_than_a_method_are_found_before_fitting(tmp_path, cap
     methods = yaml.safe_load(config.read_text())["methods"]
     methods[0]["args"] = {"model.init_args.output_dim": 4, "model.init_args.dims": [2, 4]}
     config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "methods": methods}))
-    expect = r"method mrl: dims \[8\] are wider than its output \(model\.init_args\.output_dim=4\)"
+    # The system's own check of its eval_dims (the grid), run before any fit starts.
+    expect = r"method mrl: model\.eval_dims\b"
     # The embed step ran (its store is reused by the rerun) and the run folder holds its state; no fit started.
     fails(
         capsys,

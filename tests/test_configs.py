@@ -13,6 +13,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(p for p in CONFIGS.glob("*.yaml"))
 FRAGMENTS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "experiment")
 GPU_ONLY = {"gpu.yaml", "slurm.yaml"}  # slurm.yaml: needs the SLURM environment
+# EarlyStopping patience of the recipes that change the default (fit_callbacks.patience, 8).
+PATIENCE = {
+    "smec.yaml": 4,
+    "smec-no-ads.yaml": 4,
+    "smec-no-smrl.yaml": 4,
+    "smec-no-sxbm.yaml": 4,
+    "search-adaptor.yaml": 10,
+}
 
 
 def compose(path: Path) -> list[str]:
@@ -57,6 +65,12 @@ def test_config_is_valid_yaml_and_parses_through_the_cli(path, tmp_path, capsys)
     cli = run_lightning_cli([*args[1:], "--trainer.default_root_dir", str(tmp_path / "run")], run=False)
     assert cli.model.input_dim == 1152  # linked from data.input_dim (the store's m1 + m2)
     assert cli.datamodule.input_dim == 1152
+    # The standard callbacks (smec/fit_callbacks.py), once each, with the recipe's patience.
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    for name in ("RetrievalEvalCallback", "ModelCheckpoint", "ResumeCheckpoint", "EarlyStopping"):
+        assert names.count(name) == 1, names
+    stop = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EarlyStopping")
+    assert stop.patience == PATIENCE.get(path.name, 8)
 
 
 EXPERIMENTS = sorted((CONFIGS / "experiment").glob("*.yaml"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from smec.evaluation.spec import BINARY_THRESHOLDS, PRECISIONS, EvaluationSpec
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of a trained system (`smec fit`)")
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "int8", "int4", "binary"],
+        choices=list(PRECISIONS),
         help="float32 vectors or corpus-calibrated codes (default: %(default)s)",
     )
     parser.add_argument(
@@ -28,12 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fit-sample",
         type=int,
-        default=10_000,
+        default=EvaluationSpec.calibration_size,
         help="corpus rows that fit the quantizer, as `smec eval --fit-sample` (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of that sample (default: %(default)s)")
     parser.add_argument(
-        "--binary-threshold", default="median", choices=["median", "sign"], help="binary: per-dim threshold"
+        "--seed", type=int, default=EvaluationSpec.seed, help="seed of that sample (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--binary-threshold",
+        default=EvaluationSpec.binary_threshold,
+        choices=list(BINARY_THRESHOLDS),
+        help="binary: per-dim threshold (default: %(default)s)",
     )
     parser.add_argument(
         "--chunk-rows",

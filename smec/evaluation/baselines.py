@@ -8,7 +8,6 @@ which has its own asymmetric search and produces rows with precision ``"pq"`` di
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,21 +17,10 @@ import numpy as np
 
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
-from smec.evaluation.quantize import PRECISIONS, l2_normalize
-
-
-class GridWarning(UserWarning):
-    """Grid points an automatic grid could not compute and left out: one warning per grid, naming each."""
-
-
-def warn_dropped(dropped: Sequence[str]) -> None:
-    """The one warning line for every point a grid left out (nothing when none was)."""
-    if dropped:
-        warnings.warn("left out of the grid: " + "; ".join(dropped), GridWarning, stacklevel=3)
-
-
-def binary_note(method: str, dims: Sequence[int]) -> str:
-    return f"{method} binary at dims {list(dims)} (binary codes need a multiple of 8 dims)"
+from smec.evaluation.grid import evaluate_grid, note_dropped
+from smec.evaluation.quantize import l2_normalize
+from smec.evaluation.spec import DEFAULT_SPEC, EvaluationSpec
+from smec.sampling import sample_rows
 
 
 def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
@@ -240,50 +228,6 @@ class OPQProductQuantizer:
         )
 
 
-def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
-    if size >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
-def evaluate_grid(
-    evaluator: RetrievalEvaluator,
-    method: str,
-    queries: np.ndarray,
-    corpus: np.ndarray,
-    dims: Sequence[int],
-    precisions: Sequence[str],
-    run_dir: Path | None = None,
-    dropped: list[str] | None = None,
-    index_sets: Mapping[int, np.ndarray] | None = None,
-) -> list[dict[str, Any]]:
-    """``evaluator.evaluate`` over dims x precisions, where binary codes skip dims that are not multiples of 8.
-
-    Binary needs whole bytes, so dims that are not multiples of 8 get the remaining precisions only (instead of
-    the evaluator's error): the grid of any representation, whatever its widths. What is skipped is appended to
-    ``dropped``, or, without a list, said in one :class:`GridWarning`.
-    """
-    rows: list[dict[str, Any]] = []
-    byte_dims = [d for d in dims if d % 8 == 0]
-    odd_dims = [d for d in dims if d % 8]
-    if byte_dims:
-        rows += evaluator.evaluate(
-            method, queries, corpus, byte_dims, precisions, index_sets=index_sets, run_dir=run_dir
-        )
-    other = [p for p in precisions if p != "binary"]
-    if odd_dims and other:
-        rows += evaluator.evaluate(
-            method, queries, corpus, odd_dims, other, index_sets=index_sets, run_dir=run_dir
-        )
-    if odd_dims and "binary" in precisions:
-        note = [binary_note(method, odd_dims)]
-        if dropped is None:
-            warn_dropped(note)
-        else:
-            dropped += note
-    return rows
-
-
 def run_baselines(
     evaluator: RetrievalEvaluator,
     queries_by_model: Mapping[str, np.ndarray],
@@ -291,12 +235,8 @@ def run_baselines(
     concat_queries: np.ndarray,
     concat_corpus: np.ndarray,
     dims: Sequence[int],
-    precisions: Sequence[str] = PRECISIONS,
-    fit_sample_size: int = 10_000,
-    seed: int = 0,
+    spec: EvaluationSpec = DEFAULT_SPEC,
     *,
-    pq: bool = True,
-    pq_max_bits: int | None = 1024,
     run_dir: Path | None = None,
     dropped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -306,11 +246,11 @@ def run_baselines(
 
     * ``model:<name>`` — each base model alone at every dim of ``dims`` below its width, plus its full width;
     * ``concat`` — the concatenation truncated to ``dims`` plus full width;
-    * ``pca`` — PCA of the concatenation (fit on ``fit_sample_size`` corpus rows) at ``dims``;
+    * ``pca`` — PCA of the concatenation (fit on the spec's calibration sample of corpus rows) at ``dims``;
     * ``rotation`` — random rotation of the concatenation at ``dims`` (binary only, skipped without "binary");
     * ``opq-pq`` — OPQ + PQ at ``8 * dim`` bits (the int8 budget of that dim) for every dim with
-      ``8 * dim <= pq_max_bits`` (default 1024 bits, i.e. >= 48x for a 1536-d input: the regime where PQ is
-      the strong baseline; larger budgets cost minutes of training each; None = all dims), if ``pq``.
+      ``8 * dim <= spec.pq_max_bits`` (default 1024 bits, i.e. >= 48x for a 1536-d input: the regime where PQ
+      is the strong baseline; larger budgets cost minutes of training each; None = all dims), if ``spec.pq``.
 
     Args:
         evaluator: built on the split's ids and qrels with ``input_dim`` = the concatenation's width.
@@ -319,13 +259,54 @@ def run_baselines(
         dims: target dims, each at most the concatenation's width (else an error). A single model narrower
             than a dim is evaluated at its full width instead, PCA stops at the fit sample's row count, and
             dims that are not a multiple of 8 get every precision but binary: what is left out this way is said
-            in one :class:`GridWarning` (or appended to ``dropped``).
-        precisions: passed to the evaluator for every method except rotation (binary) and opq-pq ("pq").
-        fit_sample_size, seed: corpus sample that fits PCA and OPQ (and seeds the rotation).
-        pq, pq_max_bits: whether to run OPQ + PQ, and the largest code budget it runs at.
+            in one :class:`~smec.evaluation.grid.GridWarning` (or appended to ``dropped``).
+        spec: ``precisions`` (for every method except rotation, binary, and opq-pq, "pq"), the fit sample
+            (``calibration_size``, ``seed``: it fits PCA and OPQ and seeds the rotation), ``pq``, ``pq_max_bits``.
         run_dir: if given, TREC run files for every row.
         dropped: collects what was left out instead of warning (a caller with more grids warns once).
     """
+    dims = _check_baseline_inputs(queries_by_model, corpus_by_model, concat_corpus, dims)
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+
+    def grid(method: str, q: np.ndarray, c: np.ndarray, method_dims: Sequence[int]) -> None:
+        rows.extend(
+            evaluate_grid(
+                evaluator, method, q, c, method_dims, spec.precisions, run_dir=run_dir, dropped=notes
+            )
+        )
+
+    for name in queries_by_model:
+        c = np.asarray(corpus_by_model[name])
+        grid(f"model:{name}", queries_by_model[name], c, _with_full(f"model:{name}", dims, c.shape[1], notes))
+    grid("concat", concat_queries, concat_corpus, _with_full("concat", dims, concat_corpus.shape[1], notes))
+
+    sample = concat_corpus[sample_rows(len(concat_corpus), spec.calibration_size, spec.seed)]
+    small = [d for d in dims if d <= len(sample)]
+    if len(small) < len(dims):
+        notes.append(
+            f"pca at dims {dims[len(small) :]} (more components than the {len(sample)} corpus rows that fit it)"
+        )
+    if small:
+        pca = PCA(n_components=max(small)).fit(sample)
+        grid("pca", pca.transform(concat_queries), pca.transform(concat_corpus), small)
+    if "binary" in spec.precisions:
+        rows += _rotation_rows(
+            evaluator, concat_queries, concat_corpus, sample, dims, spec.seed, run_dir, notes
+        )
+    if spec.pq:
+        rows += _pq_rows(evaluator, concat_queries, concat_corpus, sample, dims, spec, run_dir)
+    note_dropped(notes, dropped)
+    return rows
+
+
+def _check_baseline_inputs(
+    queries_by_model: Mapping[str, np.ndarray],
+    corpus_by_model: Mapping[str, np.ndarray],
+    concat_corpus: np.ndarray,
+    dims: Sequence[int],
+) -> list[int]:
+    """The grid's dims, sorted and distinct; an error for models that do not match or dims wider than the input."""
     if set(queries_by_model) != set(corpus_by_model):
         raise EvaluationError(
             f"queries_by_model and corpus_by_model name different models: {sorted(queries_by_model)} vs "
@@ -338,63 +319,58 @@ def run_baselines(
         raise EvaluationError(
             f"dims {wide} are wider than the input: the base models concatenate to {width} dims"
         )
-    notes: list[str] = []
-    rows: list[dict[str, Any]] = []
+    return dims
 
-    def grid(
-        method: str, q: np.ndarray, c: np.ndarray, method_dims: Sequence[int], precs: Sequence[str]
-    ) -> None:
-        rows.extend(
-            evaluate_grid(evaluator, method, q, c, method_dims, precs, run_dir=run_dir, dropped=notes)
-        )
 
-    def with_full(method: str, width: int) -> list[int]:
-        above = [d for d in dims if d > width]
-        if above:
-            notes.append(
-                f"{method} at dims {above} (wider than its {width} dims; its full width is evaluated)"
-            )
-        return [d for d in dims if d < width] + [width]
+def _with_full(method: str, dims: Sequence[int], width: int, notes: list[str]) -> list[int]:
+    """The dims below ``width`` and ``width`` itself; the dims above it are noted as left out."""
+    above = [d for d in dims if d > width]
+    if above:
+        notes.append(f"{method} at dims {above} (wider than its {width} dims; its full width is evaluated)")
+    return [d for d in dims if d < width] + [width]
 
-    for name in queries_by_model:
-        c = np.asarray(corpus_by_model[name])
-        grid(f"model:{name}", queries_by_model[name], c, with_full(f"model:{name}", c.shape[1]), precisions)
-    grid("concat", concat_queries, concat_corpus, with_full("concat", width), precisions)
 
-    sample = concat_corpus[_sample_rows(len(concat_corpus), fit_sample_size, seed)]
-    small = [d for d in dims if d <= len(sample)]
-    if len(small) < len(dims):
+def _rotation_rows(
+    evaluator: RetrievalEvaluator,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    sample: np.ndarray,
+    dims: Sequence[int],
+    seed: int,
+    run_dir: Path | None,
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    """The random rotation's binary rows at the dims that are whole bytes."""
+    rot = RandomRotation(seed=seed).fit(sample)
+    rot_dims = [d for d in dims if d % 8 == 0]
+    if len(rot_dims) < len(dims):
         notes.append(
-            f"pca at dims {dims[len(small) :]} (more components than the {len(sample)} corpus rows that fit it)"
+            f"rotation at dims {[d for d in dims if d % 8]} (a binary-only baseline; binary codes need a "
+            "multiple of 8 dims)"
         )
-    if small:
-        pca = PCA(n_components=max(small)).fit(sample)
-        grid("pca", pca.transform(concat_queries), pca.transform(concat_corpus), small, precisions)
-    if "binary" in precisions:
-        rot = RandomRotation(seed=seed).fit(sample)
-        rot_dims = [d for d in dims if d % 8 == 0]
-        if len(rot_dims) < len(dims):
-            notes.append(
-                f"rotation at dims {[d for d in dims if d % 8]} (a binary-only baseline; binary codes need a "
-                "multiple of 8 dims)"
-            )
-        if rot_dims:
-            rows += evaluator.evaluate(
-                "rotation",
-                rot.transform(concat_queries),
-                rot.transform(concat_corpus),
-                rot_dims,
-                ("binary",),
-                run_dir=run_dir,
-            )
-    if pq:
-        # Budgets above pq_max_bits are not a drop: that option bounds the (slow) OPQ + PQ fits on purpose.
-        for d in dims:
-            if pq_max_bits is None or 8 * d <= pq_max_bits:
-                quantizer = OPQProductQuantizer(8 * d, seed=seed).fit(sample)
-                rows.append(quantizer.evaluate(evaluator, concat_queries, concat_corpus, run_dir=run_dir))
-    if dropped is None:
-        warn_dropped(notes)
-    else:
-        dropped += notes
+    if not rot_dims:
+        return []
+    return evaluator.evaluate(
+        "rotation", rot.transform(queries), rot.transform(corpus), rot_dims, ("binary",), run_dir=run_dir
+    )
+
+
+def _pq_rows(
+    evaluator: RetrievalEvaluator,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    sample: np.ndarray,
+    dims: Sequence[int],
+    spec: EvaluationSpec,
+    run_dir: Path | None,
+) -> list[dict[str, Any]]:
+    """OPQ + PQ at the int8 budget of each dim up to ``spec.pq_max_bits``.
+
+    Budgets above ``pq_max_bits`` are not a drop: that setting bounds the (slow) OPQ + PQ fits on purpose.
+    """
+    rows = []
+    for d in dims:
+        if spec.pq_max_bits is None or 8 * d <= spec.pq_max_bits:
+            quantizer = OPQProductQuantizer(8 * d, seed=spec.seed).fit(sample)
+            rows.append(quantizer.evaluate(evaluator, queries, corpus, run_dir=run_dir))
     return rows

@@ -1,8 +1,8 @@
 """Which corpus rows calibrate the quantisers: one seeded choice shared by the evaluator and `smec export`.
 
 The evaluator fits every quantiser (int8 / int4 ranges, binary thresholds) on a seeded sample of corpus rows
-(``calibration_size`` rows drawn with ``numpy.random.default_rng(seed)``; all rows when the sample is at least
-the corpus), stacked in the evaluator's corpus order: doc-id-descending (the order that makes search break ties
+(``calibration_size`` rows drawn by :func:`smec.sampling.sample_rows`; all rows when the sample is at least the
+corpus), stacked in the evaluator's corpus order: doc-id-descending (the order that makes search break ties
 as trec_eval does). An exported model must carry the quantiser `smec eval` would fit, so both ask here.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from smec.sampling import sample_rows
 
 
 def calibration_positions(
@@ -28,8 +30,7 @@ def calibration_positions(
     n_docs = len(tie_rank)
     if calibration_size is None or calibration_size >= n_docs:
         return None
-    rows = np.random.default_rng(seed).choice(n_docs, size=calibration_size, replace=False)
-    return np.sort(tie_rank[rows])
+    return np.sort(tie_rank[sample_rows(n_docs, calibration_size, seed)])
 
 
 def calibration_rows(corpus_ids: Sequence[str], calibration_size: int | None, seed: int = 0) -> np.ndarray:

@@ -1,7 +1,6 @@
 """The retrieval evaluator every method shares: a (dim x precision) grid -> nDCG@10, Recall@100, MRR@10 rows.
 
-For each requested dim the evaluator takes the prefix ``x[:, :dim]`` (or the columns ``index_sets[dim]``),
-L2-normalises it, quantises it (see quantize.py; calibration uses corpus rows only), runs exact top-k search
+For each requested dim the evaluator takes the prefix ``x[:, :dim]``, L2-normalises it, quantises it (see quantize.py; calibration uses corpus rows only), runs exact top-k search
 (see search.py), and scores the run with trec_eval semantics (see metrics.py).
 
 Scoring per precision (recorded in each row's ``scoring`` field):
@@ -31,9 +30,8 @@ import numpy as np
 
 from smec.evaluation.calibration import calibration_positions
 from smec.evaluation.errors import EvaluationError
-from smec.evaluation.metrics import NO_RELEVANT_POLICIES, Qrels, evaluate_ranking, order_run
+from smec.evaluation.metrics import Qrels, evaluate_ranking, order_run
 from smec.evaluation.quantize import (
-    BINARY_THRESHOLDS,
     PRECISIONS,
     BinaryQuantizer,
     ScalarQuantizer,
@@ -44,14 +42,16 @@ from smec.evaluation.quantize import (
     l2_normalize,
 )
 from smec.evaluation.results import run_file_name, write_trec_run
-from smec.evaluation.search import SEARCH_BACKENDS, rescore, search_hamming, search_inner_product
+from smec.evaluation.search import rescore, search_hamming, search_inner_product
+from smec.evaluation.spec import EvaluationSpec, check_evaluator_settings
 from smec.evaluation.stats import standard_error
-
-INT_SCORINGS = ("symmetric", "asymmetric")
 
 
 class RetrievalEvaluator:
     """Evaluate embeddings of one retrieval split at several dims and precisions.
+
+    Every setting and its default is an :class:`~smec.evaluation.spec.EvaluationSpec` field (documented there);
+    :meth:`EvaluationSpec.evaluator <smec.evaluation.spec.EvaluationSpec.evaluator>` builds one from a spec.
 
     Args:
         qrels: ``{query_id: {doc_id: grade}}``.
@@ -59,16 +59,8 @@ class RetrievalEvaluator:
         corpus_ids: ids of the corpus rows (unique).
         input_dim: dimension of the float32 input being compressed (the concatenation), for the compression
             factor ``32 * input_dim / bits``.
-        k: search depth (default 100; run files hold the top k).
-        ndcg_at, recall_at, mrr_at: metric cut-offs (10, k, 10); each must be <= k.
-        int_scoring: ``"symmetric"`` (default, both sides quantised) or ``"asymmetric"`` (float queries).
-        binary_threshold: ``"median"`` (default) or ``"sign"``.
-        binary_rescore: shortlist size N for Hamming-then-float rescoring, or None (default: pure Hamming).
-        calibration_size: corpus rows used to fit quantisers (seeded sample); None (default) = the whole
-            corpus.
-        seed: seed of that sample.
-        backend: float search backend, ``"auto"`` / ``"faiss"`` / ``"torch"``.
-        no_relevant: ``"zero"`` (default, pytrec_eval) or ``"skip"`` for judged queries with no relevant doc.
+        k, ndcg_at, recall_at, mrr_at, int_scoring, binary_threshold, binary_rescore, calibration_size, seed,
+        backend, no_relevant: see :class:`~smec.evaluation.spec.EvaluationSpec`.
     """
 
     def __init__(
@@ -78,17 +70,17 @@ class RetrievalEvaluator:
         corpus_ids: Sequence[str],
         *,
         input_dim: int,
-        k: int = 100,
-        ndcg_at: int = 10,
-        recall_at: int | None = None,
-        mrr_at: int = 10,
-        int_scoring: str = "symmetric",
-        binary_threshold: str = "median",
-        binary_rescore: int | None = None,
-        calibration_size: int | None = None,
-        seed: int = 0,
-        backend: str = "auto",
-        no_relevant: str = "zero",
+        k: int = EvaluationSpec.k,
+        ndcg_at: int = EvaluationSpec.ndcg_at,
+        recall_at: int | None = EvaluationSpec.recall_at,
+        mrr_at: int = EvaluationSpec.mrr_at,
+        int_scoring: str = EvaluationSpec.int_scoring,
+        binary_threshold: str = EvaluationSpec.binary_threshold,
+        binary_rescore: int | None = EvaluationSpec.binary_rescore,
+        calibration_size: int | None = EvaluationSpec.calibration_size,
+        seed: int = EvaluationSpec.seed,
+        backend: str = EvaluationSpec.backend,
+        no_relevant: str = EvaluationSpec.no_relevant,
     ) -> None:
         if len(corpus_ids) == 0:
             raise EvaluationError("the corpus is empty: nothing to retrieve")
@@ -99,30 +91,24 @@ class RetrievalEvaluator:
                 f"none of the {len(query_ids)} query ids appear in qrels (e.g. {query_ids[0]!r}); "
                 "check that queries and qrels come from the same split"
             )
-        recall_at = k if recall_at is None else recall_at
-        for name, cut in (("ndcg_at", ndcg_at), ("recall_at", recall_at), ("mrr_at", mrr_at)):
-            if not 1 <= cut <= k:
-                raise EvaluationError(f"{name} must be between 1 and k={k}, got {cut}")
-        if int_scoring not in INT_SCORINGS:
-            raise EvaluationError(f"int_scoring must be one of {list(INT_SCORINGS)}, got {int_scoring!r}")
-        if binary_threshold not in BINARY_THRESHOLDS:
-            raise EvaluationError(
-                f"binary_threshold must be one of {list(BINARY_THRESHOLDS)}, got {binary_threshold!r}"
-            )
-        if binary_rescore is not None and binary_rescore < k:
-            raise EvaluationError(
-                f"binary_rescore must be >= k={k} (a shortlist to re-rank), got {binary_rescore}"
-            )
-        if backend not in SEARCH_BACKENDS:
-            raise EvaluationError(
-                f"unknown search backend {backend!r}: expected one of {list(SEARCH_BACKENDS)}"
-            )
-        if no_relevant not in NO_RELEVANT_POLICIES:
-            raise EvaluationError(
-                f"no_relevant must be one of {list(NO_RELEVANT_POLICIES)}, got {no_relevant!r}"
-            )
+        # The settings it was built with: the EvaluationSpec.evaluator_settings() of the spec it came from.
+        self.settings: dict[str, Any] = dict(
+            k=k,
+            ndcg_at=ndcg_at,
+            recall_at=recall_at,
+            mrr_at=mrr_at,
+            calibration_size=calibration_size,
+            seed=seed,
+            int_scoring=int_scoring,
+            binary_threshold=binary_threshold,
+            binary_rescore=binary_rescore,
+            backend=backend,
+            no_relevant=no_relevant,
+        )
+        check_evaluator_settings(**self.settings)
         if input_dim < 1:
             raise EvaluationError(f"input_dim must be positive, got {input_dim}")
+        recall_at = k if recall_at is None else recall_at
 
         self.query_ids = list(query_ids)
         self.corpus_ids = list(corpus_ids)
@@ -168,17 +154,10 @@ class RetrievalEvaluator:
         return queries, corpus
 
     @staticmethod
-    def _check_grid(
-        width: int,
-        dims: Sequence[int],
-        precisions: Sequence[str],
-        index_sets: Mapping[int, np.ndarray] | None,
-    ) -> dict[int, np.ndarray | None]:
+    def _check_grid(width: int, dims: Sequence[int], precisions: Sequence[str]) -> None:
         for p in precisions:
             check_precision(p)
-        columns: dict[int, np.ndarray | None] = {}
         for dim in dims:
-            dim = int(dim)
             if not 1 <= dim <= width:
                 raise EvaluationError(
                     f"dim {dim} is larger than the input dim {width}"
@@ -187,23 +166,6 @@ class RetrievalEvaluator:
                 )
             if "binary" in precisions:
                 check_binary_dim(dim)
-            cols = None
-            if index_sets is not None:
-                if dim not in index_sets:
-                    raise EvaluationError(f"index_sets has no entry for dim {dim} (has {sorted(index_sets)})")
-                cols = np.asarray(index_sets[dim]).astype(np.int64, copy=False)
-                if (
-                    cols.shape != (dim,)
-                    or np.unique(cols).size != dim
-                    or cols.min() < 0
-                    or cols.max() >= width
-                ):
-                    raise EvaluationError(
-                        f"index_sets[{dim}] must hold {dim} distinct column indices in [0, {width}), "
-                        f"got shape {cols.shape}"
-                    )
-            columns[dim] = cols
-        return columns
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
@@ -213,7 +175,6 @@ class RetrievalEvaluator:
         corpus: np.ndarray,
         dims: Sequence[int] | None = None,
         precisions: Sequence[str] = PRECISIONS,
-        index_sets: Mapping[int, np.ndarray] | None = None,
         run_dir: Path | None = None,
     ) -> list[dict[str, Any]]:
         """Evaluate one method over ``dims x precisions``.
@@ -224,8 +185,6 @@ class RetrievalEvaluator:
                 corpus_ids.
             dims: dims to evaluate (each <= D; multiples of 8 when "binary" is requested); None = ``[D]``.
             precisions: subset of ("float32", "int8", "int4", "binary").
-            index_sets: optional ``{dim: (dim,) column indices}`` used instead of the prefix (ADS); must cover
-                every dim.
             run_dir: if given, writes ``<method>.<dim>.<precision>.trec`` (top k) there.
         Returns:
             one row per (dim, precision), in that order; see results.py for the row fields.
@@ -233,17 +192,12 @@ class RetrievalEvaluator:
         queries, corpus = self._check_arrays(queries, corpus)
         precisions = (precisions,) if isinstance(precisions, str) else tuple(precisions)
         dims = [corpus.shape[1]] if dims is None else [int(d) for d in dims]
-        columns = self._check_grid(corpus.shape[1], dims, precisions, index_sets)
+        self._check_grid(corpus.shape[1], dims, precisions)
         rows = []
         for dim in dims:
-            cols = columns[dim]
             start = time.perf_counter()
-            if cols is None:
-                q = l2_normalize(queries[:, :dim])
-                c = l2_normalize(corpus[self._perm, :dim])
-            else:
-                q = l2_normalize(queries[:, cols])
-                c = l2_normalize(corpus[np.ix_(self._perm, cols)])
+            q = l2_normalize(queries[:, :dim])
+            c = l2_normalize(corpus[self._perm, :dim])
             prep = time.perf_counter() - start
             for precision in precisions:
                 start = time.perf_counter()

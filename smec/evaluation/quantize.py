@@ -26,10 +26,9 @@ import faiss
 import numpy as np
 
 from smec.evaluation.errors import EvaluationError
+from smec.evaluation.spec import BINARY_THRESHOLDS, PRECISIONS
 
-PRECISIONS = ("float32", "int8", "int4", "binary")
 BITS_PER_DIM = {"float32": 32, "int8": 8, "int4": 4, "binary": 1}
-BINARY_THRESHOLDS = ("median", "sign")
 
 
 def check_precision(precision: str) -> str:

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from smec.evaluation.errors import EvaluationError
+from smec.evaluation.spec import SEARCH_BACKENDS
 
-SEARCH_BACKENDS = ("auto", "faiss", "torch")
 # Measured on 2 CPU cores, k = 100, OMP_WAIT_POLICY=PASSIVE: faiss IndexFlatIP beats torch matmul + topk at
 # every dim on a 10k corpus (64-d, 2k queries: 0.10 s vs 0.17 s), but on corpora of >= ~30k documents faiss is
 # 1.5-3x slower than torch for 56 <= dim < 128 (100k docs, 1k queries, 96-d: 2.6 s vs 0.9 s; 128-d: 0.6 s vs

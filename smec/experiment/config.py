@@ -6,15 +6,19 @@ A minimal file::
     dataset: wordnet-demo                        # built-in name or a BEIR-format folder
     store: stores/wordnet-demo                   # made (or finished) by the embed step when incomplete
     models: [minilm-l6, paraphrase-l3, e5-small-q4]
-    dims: [48, 96, 192, 384]
+    evaluation:                                  # the EvaluationSpec of the baselines, the dev selection and the
+      dims: [48, 96, 192, 384]                   # test grid (smec/evaluation/spec.py): dims, precisions, ...
     methods:
       - name: mrl
-        config: configs/mrl.yaml                 # any `smec fit` recipe
+        config: configs/mrl.yaml                 # any `smec fit` recipe, or a list composed in order
         args: {trainer.max_epochs: 12}           # CLI overrides, dotted keys
 
-Every key, its default and its check are in :class:`ExperimentConfig` and :class:`MethodSpec`. Relative recipe
-paths are resolved against the current directory first, then the folder holding the experiment file's
-``configs/`` tree (so an experiment runs from the repository root or from inside configs/experiment/).
+Every key, its default and its check are in :class:`ExperimentConfig` and :class:`MethodSpec`; the
+``evaluation:`` keys are the fields of :class:`~smec.evaluation.spec.EvaluationSpec`. The older spellings still
+load: top-level ``dims`` and ``precisions``, and ``baselines: {fit_sample, int_scoring, pq, pq_max_bits}`` (= the
+spec's ``calibration_size``, ``int_scoring``, ``pq``, ``pq_max_bits``); a setting given both ways is an error.
+Relative recipe paths are resolved against the current directory first, then the folder holding the experiment
+file's ``configs/`` tree (so an experiment runs from the repository root or from inside configs/experiment/).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.errors import InputError
-from smec.evaluation.quantize import PRECISIONS
+from smec.evaluation.errors import EvaluationError
+from smec.evaluation.spec import PRECISIONS, EvaluationSpec
 
 
 class ExperimentError(InputError):
@@ -44,30 +49,21 @@ class MethodSpec:
 
     Args:
         name: the ``method`` of its rows in results.json and its folder ``runs/<experiment>/<name>/s<seed>``.
-        config: a `smec fit` recipe (YAML).
-        args: CLI overrides appended after the recipe, ``{dotted.key: value}`` (lists and mappings are passed as
-            JSON), e.g. ``{"trainer.max_epochs": 12, "model.init_args.dims": [48, 96]}``.
+        config: `smec fit` recipes (YAML), composed in this order (repeated ``--config``); the experiment file
+            names one (``config: configs/mrl.yaml``) or a list (``[configs/mrl.yaml, configs/variants/x.yaml]``).
+        args: CLI overrides appended after the recipes, ``{dotted.key: value}`` (lists and mappings are passed as
+            JSON), e.g. ``{"trainer.max_epochs": 12, "model.init_args.dims": [48, 96]}``. Not
+            ``model.init_args.eval_dims``: every method is evaluated at the experiment's dims.
         seeds: seeds for this method (default: the experiment's ``seeds``).
     """
 
     name: str
-    config: Path
+    config: tuple[Path, ...]
     args: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = ()
 
     def cli_args(self) -> list[str]:
         return [f"--{key}={format_cli_value(value)}" for key, value in self.args.items()]
-
-
-@dataclass(frozen=True)
-class BaselineSpec:
-    """The training-free grid of ``smec eval`` (see :func:`smec.evaluation.baselines.run_baselines`)."""
-
-    enabled: bool = True
-    pq: bool = True
-    pq_max_bits: int | None = 1024
-    fit_sample: int = 10_000
-    int_scoring: str = "symmetric"
 
 
 @dataclass(frozen=True)
@@ -80,11 +76,13 @@ class ExperimentConfig:
         store: the embedding store folder (default ``stores/<dataset name>``).
         models: base models, concatenated in this order (the embed step's ``--models``).
         reference_models: models embedded and evaluated alone (e.g. a larger single model), not concatenated.
-        split: qrels split of the final grid (default ``test``; the fits select checkpoints on their own
-            ``data.val_split``, dev in the recipes).
-        dims, precisions: the evaluation grid. Every point must be computable (checked before any work): each
-            dim at most the input's width and every method's output width, multiples of 8 with an explicit
-            ``binary`` (with the default precisions, binary skips other dims with one warning).
+        split: qrels split of the final grid (default ``test``; the fits select checkpoints on dev, their
+            ``fit_callbacks.split``).
+        evaluation: the :class:`~smec.evaluation.spec.EvaluationSpec` of the baselines, of every fit's dev
+            evaluation and of the test grid; its ``dims`` are required. Every grid point must be computable
+            (checked before any work): each dim at most the input's width and producible by every method (the
+            systems check their ``model.eval_dims``, which the runner sets to these dims), multiples of 8 with an
+            explicit ``binary`` (with the default precisions, binary skips other dims with one warning).
         seeds: default seeds of every method (one fit per method and seed).
         trainer: recipe files appended to every fit (default ``configs/trainer/cpu.yaml``).
         logger: ``wandb`` (default; offline unless credentials exist) or ``csv``; a CSV log is always kept for
@@ -94,7 +92,7 @@ class ExperimentConfig:
         threads: torch threads per fit (default: CPU count // jobs).
         reference: ``(method, dim, precision)`` the report's "% kept" column divides by (default: the float32
             concatenation at full width).
-        baselines: see :class:`BaselineSpec`.
+        baselines: run the training-free baselines (``baselines.enabled``, default true).
         methods: see :class:`MethodSpec`.
         source: the file this came from (for messages).
     """
@@ -102,12 +100,11 @@ class ExperimentConfig:
     name: str
     dataset: str
     models: tuple[str, ...]
-    dims: tuple[int, ...]
+    evaluation: EvaluationSpec
     methods: tuple[MethodSpec, ...]
     store: Path
     reference_models: tuple[str, ...] = ()
     split: str = "test"
-    precisions: tuple[str, ...] = ("float32", "int8", "int4", "binary")
     seeds: tuple[int, ...] = (0,)
     trainer: tuple[Path, ...] = ()
     logger: str = "wandb"
@@ -115,8 +112,18 @@ class ExperimentConfig:
     jobs: int = 1
     threads: int | None = None
     reference: tuple[str, int, str] | None = None
-    baselines: BaselineSpec = BaselineSpec()
+    baselines: bool = True
     source: Path | None = None
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The grid's dims (the evaluation spec's, required for an experiment)."""
+        assert self.evaluation.dims is not None
+        return self.evaluation.dims
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.evaluation.precisions
 
     def method(self, name: str) -> MethodSpec:
         for m in self.methods:
@@ -237,6 +244,7 @@ _TOP_KEYS = (
     "models",
     "reference_models",
     "split",
+    "evaluation",
     "dims",
     "precisions",
     "seeds",
@@ -249,6 +257,15 @@ _TOP_KEYS = (
     "baselines",
     "methods",
 )
+# The older spellings of spec fields: (section, key) -> EvaluationSpec field.
+_LEGACY_KEYS = {
+    ("", "dims"): "dims",
+    ("", "precisions"): "precisions",
+    ("baselines.", "fit_sample"): "calibration_size",
+    ("baselines.", "int_scoring"): "int_scoring",
+    ("baselines.", "pq"): "pq",
+    ("baselines.", "pq_max_bits"): "pq_max_bits",
+}
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
@@ -266,58 +283,109 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         raise ExperimentError(f"{source}: expected a mapping of experiment keys, got {type(data).__name__}")
     top = _Reader(data, source)
     top.check_unknown(_TOP_KEYS)
-    name = top.string("name", pattern=_NAME)
     dataset = top.string("dataset")
-    store = Path(top.string("store", f"stores/{Path(dataset).name}"))
-    models = top.str_list("models")
-    reference_models = top.str_list("reference_models", ())
-    split = top.string("split", "test")
-    dims = tuple(sorted(top.int_list("dims", minimum=1)))
-    precisions = top.str_list("precisions", ("float32", "int8", "int4", "binary"))
-    for p in precisions:
-        if p not in PRECISIONS:
+    logger = top.string("logger", "wandb")
+    if logger not in LOGGERS:
+        raise top.fail("logger", " or ".join(LOGGERS), logger)
+    return ExperimentConfig(
+        name=top.string("name", pattern=_NAME),
+        dataset=dataset,
+        store=Path(top.string("store", f"stores/{Path(dataset).name}")),
+        models=top.str_list("models"),
+        reference_models=top.str_list("reference_models", ()),
+        split=top.string("split", "test"),
+        evaluation=_read_evaluation(top),
+        seeds=top.int_list("seeds", (0,)),
+        trainer=tuple(
+            _resolve(p, source, "trainer") for p in top.str_list("trainer", ("configs/trainer/cpu.yaml",))
+        ),
+        logger=logger,
+        wandb_project=top.string("wandb_project", "smec"),
+        jobs=top.integer("jobs", 1),
+        threads=top.integer("threads", None),
+        reference=_read_reference(top),
+        baselines=_Reader(top.mapping("baselines"), source, "baselines.").boolean("enabled", True),
+        methods=_read_methods(top),
+        source=source,
+    )
+
+
+def _read_reference(top: _Reader) -> tuple[str, int, str] | None:
+    reference = top.get("reference", None)
+    if reference is None:
+        return None
+    ok = (
+        isinstance(reference, list)
+        and len(reference) == 3
+        and isinstance(reference[0], str)
+        and isinstance(reference[1], int)
+        and reference[2] in PRECISIONS
+    )
+    if not ok:
+        raise top.fail("reference", "[method, dim, precision]", reference)
+    return (reference[0], int(reference[1]), reference[2])
+
+
+def _read_legacy(top: _Reader, b: _Reader) -> dict[str, tuple[str, Any]]:
+    """The spec fields the older keys set: ``{field: (the key as written, value)}``, type-checked."""
+    found: dict[str, tuple[str, Any]] = {}
+    if "dims" in top.data:
+        found["dims"] = ("dims", top.int_list("dims", minimum=1))
+    if "precisions" in top.data:
+        precisions = top.str_list("precisions")
+        if not set(precisions) <= set(PRECISIONS):
             raise top.fail("precisions", f"values among {', '.join(PRECISIONS)}", list(precisions))
-    odd = [d for d in dims if d % 8]
-    if "binary" in precisions and odd and "precisions" in data:
+        found["precisions"] = ("precisions", precisions)
+    if "fit_sample" in b.data:
+        found["calibration_size"] = ("baselines.fit_sample", b.integer("fit_sample"))
+    if "int_scoring" in b.data:
+        scoring = b.string("int_scoring")
+        if scoring not in ("symmetric", "asymmetric"):
+            raise b.fail("int_scoring", "symmetric or asymmetric", scoring)
+        found["int_scoring"] = ("baselines.int_scoring", scoring)
+    if "pq" in b.data:
+        found["pq"] = ("baselines.pq", b.boolean("pq", True))
+    if "pq_max_bits" in b.data:
+        found["pq_max_bits"] = ("baselines.pq_max_bits", b.integer("pq_max_bits", None, minimum=8))
+    return found
+
+
+def _read_evaluation(top: _Reader) -> EvaluationSpec:
+    """The experiment's EvaluationSpec: the ``evaluation:`` section and the older keys (module docstring)."""
+    source = top.source
+    b = _Reader(top.mapping("baselines"), source, "baselines.")
+    b.check_unknown(("enabled", "pq", "pq_max_bits", "fit_sample", "int_scoring"))
+    section = _Reader(top.mapping("evaluation"), source, "evaluation.")
+    section.check_unknown(EvaluationSpec.field_names())
+    settings = dict(section.data)
+    for field_name, (key, value) in _read_legacy(top, b).items():
+        if field_name in settings:
+            raise ExperimentError(
+                f"{source}: {key} and evaluation.{field_name} are the same setting: keep evaluation.{field_name}"
+            )
+        settings[field_name] = value
+    if settings.get("dims") is None:
+        raise ExperimentError(f"{source}: missing required key evaluation.dims (the grid's dims)")
+    if isinstance(settings["dims"], list):
+        settings["dims"] = section.int_list("dims", minimum=1)
+    try:
+        spec = EvaluationSpec(**settings)
+    except EvaluationError as exc:
+        raise ExperimentError(f"{source}: evaluation: {exc}") from None
+    odd = [d for d in spec.dims or () if d % 8]
+    explicit = "precisions" in settings
+    if "binary" in spec.precisions and odd and explicit:
         # Asked for explicitly, every grid point must be computable: binary codes are whole bytes. (With the
         # default precisions, binary is left out at those dims with one warning, as `smec eval` does.)
         raise ExperimentError(
             f"{source}: dims {odd} with precision binary: binary codes need a multiple of 8 dims (change dims or "
             "drop binary from precisions)"
         )
-    seeds = top.int_list("seeds", (0,))
-    trainer = tuple(
-        _resolve(p, source, "trainer") for p in top.str_list("trainer", ("configs/trainer/cpu.yaml",))
-    )
-    logger = top.string("logger", "wandb")
-    if logger not in LOGGERS:
-        raise top.fail("logger", " or ".join(LOGGERS), logger)
-    reference = top.get("reference", None)
-    if reference is not None:
-        ok = (
-            isinstance(reference, list)
-            and len(reference) == 3
-            and isinstance(reference[0], str)
-            and isinstance(reference[1], int)
-            and reference[2] in PRECISIONS
-        )
-        if not ok:
-            raise top.fail("reference", "[method, dim, precision]", reference)
-        reference = (reference[0], int(reference[1]), reference[2])
+    return spec
 
-    b = _Reader(top.mapping("baselines"), source, "baselines.")
-    b.check_unknown(("enabled", "pq", "pq_max_bits", "fit_sample", "int_scoring"))
-    int_scoring = b.string("int_scoring", "symmetric")
-    if int_scoring not in ("symmetric", "asymmetric"):
-        raise b.fail("int_scoring", "symmetric or asymmetric", int_scoring)
-    baselines = BaselineSpec(
-        enabled=b.boolean("enabled", True),
-        pq=b.boolean("pq", True),
-        pq_max_bits=b.integer("pq_max_bits", 1024, minimum=8),
-        fit_sample=b.integer("fit_sample", 10_000),
-        int_scoring=int_scoring,
-    )
 
+def _read_methods(top: _Reader) -> tuple[MethodSpec, ...]:
+    source = top.source
     raw_methods = top.get("methods", [])
     if not isinstance(raw_methods, list):
         raise top.fail("methods", "a list of {name, config, args, seeds}", raw_methods)
@@ -331,10 +399,16 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         for key in args:
             if not isinstance(key, str) or key.startswith("-"):
                 raise m.fail("args", "dotted CLI keys without leading dashes (trainer.max_epochs: 10)", key)
+        if "model.init_args.eval_dims" in args:
+            raise ExperimentError(
+                f"{source}: methods[{i}].args: model.init_args.eval_dims is the experiment's evaluation.dims for "
+                "every method: drop it (to select checkpoints on fewer sizes: fit_callbacks.mean_dims)"
+            )
+        configs = m.str_list("config")
         methods.append(
             MethodSpec(
                 name=m.string("name", pattern=_NAME),
-                config=_resolve(m.string("config"), source, f"methods[{i}].config"),
+                config=tuple(_resolve(c, source, f"methods[{i}].config") for c in configs),
                 args=dict(args),
                 seeds=m.int_list("seeds", ()),
             )
@@ -343,23 +417,4 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise ExperimentError(f"{source}: methods: the name {duplicate!r} is used twice")
-    return ExperimentConfig(
-        name=name,
-        dataset=dataset,
-        store=store,
-        models=models,
-        reference_models=reference_models,
-        split=split,
-        dims=dims,
-        precisions=precisions,
-        seeds=seeds,
-        trainer=trainer,
-        logger=logger,
-        wandb_project=top.string("wandb_project", "smec"),
-        jobs=top.integer("jobs", 1),
-        threads=top.integer("threads", None),
-        reference=reference,
-        baselines=baselines,
-        methods=tuple(methods),
-        source=source,
-    )
+    return tuple(methods)

@@ -21,16 +21,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from smec.errors import ConfigError
+from smec.evaluation.spec import EvaluationSpec
 
 EXPORT_FILE = "smec_export.json"
 EXPORT_FORMAT = 1
-DEFAULT_FIT_SAMPLE = 10_000  # `smec eval --fit-sample`'s default
 CHECK_ROWS = 64
 # One float16 step of the store's rounding moves a coordinate by ~1e-3; another model moves it by ~1e-1.
 CHECK_TOLERANCE = 1e-2
@@ -144,51 +145,34 @@ def check_encoders(
     return {"dataset": data.name, "texts": checked, "max_abs_diff": worst}
 
 
-def export_model(
-    ckpt_path: str | Path,
-    out: str | Path,
-    *,
-    dim: int | None = None,
-    precision: str = "float32",
-    store: str | Path | None = None,
-    models: Sequence[str] | None = None,
-    fit_sample: int | None = DEFAULT_FIT_SAMPLE,
-    seed: int = 0,
-    binary_threshold: str = "median",
-    chunk_rows: int | None = None,
-    dataset: str | None = None,
-    check: bool = True,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Write the exported model of checkpoint ``ckpt_path`` to ``out``; returns its ``smec_export.json`` record.
-
-    Args:
-        dim: the size to export (default: the system's largest evaluated size).
-        precision: ``float32`` (L2-normalised vectors), ``int8`` / ``int4`` / ``binary`` (uint8 codes).
-        store / models: the embedding store and model keys the system was trained on (default: the
-            checkpoint's data module settings).
-        fit_sample / seed: the calibration sample (``smec eval --fit-sample``; None = the whole corpus).
-        binary_threshold: ``median`` (default, as ``smec eval``) or ``sign``.
-        chunk_rows: rows per compressor call (default: the data module's batch size, which `smec predict` used).
-        dataset / check: the data the store was embedded from (default: the store's dataset when it is a
-            built-in one); with ``check``, :func:`check_encoders` runs on it before anything is written.
-        overwrite: replace an existing ``out``.
-    """
-    from datamodules.datasets import BUILTIN_DATASETS
-    from datamodules.store.reader import EmbeddingStore
-    from smec.evaluation.quantize import BITS_PER_DIM, check_binary_dim, check_precision, compression_factor
-    from smec.export.checkpoint import load_system, read_checkpoint
-    from smec.export.encoders import BaseEncoders, encoder_entry, load_base_encoder
-
-    check_precision(precision)
-    ckpt_path, out = Path(ckpt_path), Path(out)
+def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out}: already exists; choose a new folder or pass --overwrite")
     if out.exists() and not (out / EXPORT_FILE).is_file():
         raise ConfigError(f"--out {out}: exists and is not an exported model; refusing to replace it")
-    if fit_sample is not None and fit_sample < 1:
-        raise ConfigError(f"--fit-sample must be a positive integer, got {fit_sample}")
-    ckpt = read_checkpoint(ckpt_path)
+
+
+@dataclass(frozen=True)
+class _Input:
+    """The input the system was trained on, and the batches `smec predict` cut it into."""
+
+    store: Any
+    keys: list[str]
+    normalization: str
+    weights: Any
+    batch_rows: int
+
+
+def _training_data(
+    ckpt_path: Path,
+    ckpt: dict[str, Any],
+    store: str | Path | None,
+    models: Sequence[str] | None,
+    chunk_rows: int | None,
+) -> _Input:
+    """The store, model keys, normalisation, weights and batch rows of the system's training data."""
+    from datamodules.store.reader import EmbeddingStore
+
     data = dict(ckpt.get("datamodule_hyper_parameters") or {})
     store_path = store if store is not None else data.get("store")
     if store_path is None:
@@ -202,14 +186,19 @@ def export_model(
     keys = list(models or data.get("models") or emb_store.models)
     for k in keys:
         emb_store.model_dim(k)  # one clear error for a model the store does not hold
-    normalization = data.get("normalization") or "l2-concat-l2"
-    weights = data.get("model_weights")
     batch_rows = int(chunk_rows or data.get("batch_size") or 256)
     if batch_rows < 1:
         raise ConfigError(f"--chunk-rows must be a positive integer, got {batch_rows}")
+    normalization = data.get("normalization") or "l2-concat-l2"
+    return _Input(emb_store, keys, normalization, data.get("model_weights"), batch_rows)
 
-    system = load_system(ckpt_path, ckpt)
-    input_dim = sum(emb_store.model_dim(k) for k in keys)
+
+def _export_dim(
+    system: Any, dim: int | None, precision: str, keys: list[str], input_dim: int, ckpt_path: Path
+) -> tuple[int, list[int]]:
+    """(the size to export, the system's evaluated sizes); errors for a size the system cannot give."""
+    from smec.evaluation.quantize import check_binary_dim
+
     if int(system.input_dim) != input_dim:
         raise ConfigError(
             f"{ckpt_path}: the system compresses {system.input_dim}-d inputs, but the store's models {keys} "
@@ -222,30 +211,116 @@ def export_model(
         raise ConfigError(f"--dim {dim}: the system's output has {width} dims (trained sizes: {eval_dims})")
     if precision == "binary":
         check_binary_dim(dim)
+    return dim, eval_dims
+
+
+def _base_encoders(emb_store: Any, keys: list[str], normalization: str, weights: Any) -> Any:
+    from smec.export.encoders import BaseEncoders, encoder_entry, load_base_encoder
 
     infos = {k: emb_store.meta["models"][k]["model"] for k in keys}
     entries = [
         encoder_entry(k, infos[k], emb_store.array(k, "corpus").dtype, where=str(emb_store.path))
         for k in keys
     ]
-    encoders = BaseEncoders(
+    return BaseEncoders(
         entries, normalization, weights, loaded=[load_base_encoder(e["spec"], e["load"]) for e in entries]
     )
-    if dataset is None and emb_store.dataset in BUILTIN_DATASETS:
-        dataset = emb_store.dataset
+
+
+def export_model(
+    ckpt_path: str | Path,
+    out: str | Path,
+    *,
+    dim: int | None = None,
+    precision: str = "float32",
+    store: str | Path | None = None,
+    models: Sequence[str] | None = None,
+    fit_sample: int | None = EvaluationSpec.calibration_size,
+    seed: int = EvaluationSpec.seed,
+    binary_threshold: str = EvaluationSpec.binary_threshold,
+    chunk_rows: int | None = None,
+    dataset: str | None = None,
+    check: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the exported model of checkpoint ``ckpt_path`` to ``out``; returns its ``smec_export.json`` record.
+
+    Args:
+        dim: the size to export (default: the system's largest evaluated size).
+        precision: ``float32`` (L2-normalised vectors), ``int8`` / ``int4`` / ``binary`` (uint8 codes).
+        store / models: the embedding store and model keys the system was trained on (default: the
+            checkpoint's data module settings).
+        fit_sample / seed: the calibration sample (the evaluation spec's ``calibration_size`` / ``seed``,
+            ``smec eval --fit-sample``; None = the whole corpus).
+        binary_threshold: ``median`` (default, as ``smec eval``) or ``sign``.
+        chunk_rows: rows per compressor call (default: the data module's batch size, which `smec predict` used).
+        dataset / check: the data the store was embedded from (default: the store's dataset when it is a
+            built-in one); with ``check``, :func:`check_encoders` runs on it before anything is written.
+        overwrite: replace an existing ``out``.
+    """
+    from datamodules.datasets import BUILTIN_DATASETS
+    from smec.evaluation.quantize import check_precision
+    from smec.export.checkpoint import load_system, read_checkpoint
+
+    check_precision(precision)
+    ckpt_path, out = Path(ckpt_path), Path(out)
+    _check_out(out, overwrite)
+    if fit_sample is not None and fit_sample < 1:
+        raise ConfigError(f"--fit-sample must be a positive integer, got {fit_sample}")
+    ckpt = read_checkpoint(ckpt_path)
+    src = _training_data(ckpt_path, ckpt, store, models, chunk_rows)
+    system = load_system(ckpt_path, ckpt)
+    input_dim = sum(src.store.model_dim(k) for k in src.keys)
+    dim, eval_dims = _export_dim(system, dim, precision, src.keys, input_dim, ckpt_path)
+    encoders = _base_encoders(src.store, src.keys, src.normalization, src.weights)
+    if dataset is None and src.store.dataset in BUILTIN_DATASETS:
+        dataset = src.store.dataset
     checked = None
     if check and dataset is not None:
-        checked = check_encoders(encoders, emb_store, keys, normalization, weights, dataset)
+        checked = check_encoders(encoders, src.store, src.keys, src.normalization, src.weights, dataset)
+    quantizer, calibration = _calibrated_quantizer(
+        system, src, dim, precision, fit_sample, seed, binary_threshold
+    )
+    record = _record(ckpt_path, system, src, dim, eval_dims, precision, input_dim, calibration, checked)
+    model = build_model(encoders, system, ckpt, dim, src.batch_rows, precision, quantizer, record)
+    _save_atomically(model, out, record, overwrite)
+    return record
 
-    quantizer = None
-    if precision != "float32":
-        corpus = compress_corpus(system, emb_store, keys, dim, normalization, weights, batch_rows)
-        quantizer = fit_quantizer(
-            corpus, emb_store.ids("corpus"), precision, fit_sample, seed, binary_threshold
-        )
+
+def _calibrated_quantizer(
+    system: Any,
+    src: _Input,
+    dim: int,
+    precision: str,
+    fit_sample: int | None,
+    seed: int,
+    binary_threshold: str,
+) -> tuple[Any, dict[str, Any] | None]:
+    """(the quantiser `smec eval` fits on the compressed corpus, its calibration record); (None, None) for float32."""
+    if precision == "float32":
+        return None, None
+    corpus = compress_corpus(system, src.store, src.keys, dim, src.normalization, src.weights, src.batch_rows)
+    quantizer = fit_quantizer(corpus, src.store.ids("corpus"), precision, fit_sample, seed, binary_threshold)
+    threshold = binary_threshold if precision == "binary" else None
+    return quantizer, {"fit_sample": fit_sample, "seed": seed, "threshold": threshold}
+
+
+def _record(
+    ckpt_path: Path,
+    system: Any,
+    src: _Input,
+    dim: int,
+    eval_dims: list[int],
+    precision: str,
+    input_dim: int,
+    calibration: dict[str, Any] | None,
+    checked: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The ``smec_export.json`` record: where the exported model came from and what it encodes."""
+    from smec.evaluation.quantize import BITS_PER_DIM, compression_factor
 
     bits = BITS_PER_DIM[precision] * dim
-    record = {
+    return {
         "format": EXPORT_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checkpoint": str(ckpt_path.resolve()),
@@ -258,26 +333,17 @@ def export_model(
         "bits": bits,
         "input_dim": input_dim,
         "compression": compression_factor(input_dim, bits),
-        "store": str(emb_store.path.resolve()),
-        "dataset": emb_store.dataset,
-        "dataset_fingerprint": emb_store.meta["dataset"].get("fingerprint"),
-        "base_models": keys,
-        "normalization": normalization,
-        "model_weights": weights,
-        "calibration": None
-        if quantizer is None
-        else {
-            "fit_sample": fit_sample,
-            "seed": seed,
-            "threshold": binary_threshold if precision == "binary" else None,
-        },
-        "chunk_rows": batch_rows,
+        "store": str(src.store.path.resolve()),
+        "dataset": src.store.dataset,
+        "dataset_fingerprint": src.store.meta["dataset"].get("fingerprint"),
+        "base_models": src.keys,
+        "normalization": src.normalization,
+        "model_weights": src.weights,
+        "calibration": calibration,
+        "chunk_rows": src.batch_rows,
         "check": checked,
         "load": "SentenceTransformer(path, trust_remote_code=True)",
     }
-    model = build_model(encoders, system, ckpt, dim, batch_rows, precision, quantizer, record)
-    _save_atomically(model, out, record, overwrite)
-    return record
 
 
 def build_model(

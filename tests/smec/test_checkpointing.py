@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from datamodules.embedding import EmbeddingDataModule
 from smec.checkpointing import ResumeCheckpoint
 from smec.evaluation.callback import RetrievalEvalCallback
+from smec.evaluation.spec import EvaluationSpec
 from smec.systems.adaptors import MatryoshkaAdaptorModule, SearchAdaptorModule
 from smec.systems.base import RNG_KEY
 from smec.systems.mrl import MRLDecoderModule
@@ -154,7 +155,7 @@ def fit(
     dm = EmbeddingDataModule(str(store), mode=mode, batch_size=batch_size, block_rows=block_rows)
     recorder = Recorder()
     callbacks = [
-        RetrievalEvalCallback(dims=None, precisions=("float32",)),
+        RetrievalEvalCallback(EvaluationSpec(precisions=("float32",))),
         ModelCheckpoint(
             dirpath=root,
             monitor=MONITOR,
@@ -378,12 +379,16 @@ def test_checkpoints_carry_every_rank_generator_state_loadable_with_weights_only
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_recipe_writes_last_ckpt_with_resume_checkpoint(recipe):
-    callbacks = yaml.safe_load((CONFIGS / recipe).read_text())["trainer"]["callbacks"]
-    names = [c["class_path"] for c in callbacks]
-    assert names.count("smec.checkpointing.ResumeCheckpoint") == 1
-    best = callbacks[names.index("lightning.pytorch.callbacks.ModelCheckpoint")]["init_args"]
+    """The recipes run the standard callbacks (smec/fit_callbacks.py) and list no checkpoint of their own."""
+    from smec.fit_callbacks import FitCallbacks
+
+    config = yaml.safe_load((CONFIGS / recipe).read_text())
+    assert not (config["trainer"].get("callbacks") or [])
+    callbacks = FitCallbacks(**config.get("fit_callbacks", {})).build(EvaluationSpec())
+    assert [type(c) for c in callbacks].count(ResumeCheckpoint) == 1
+    (best,) = [c for c in callbacks if type(c) is ModelCheckpoint]
     # One writer of last.ckpt: two would alternate and version it (last-v1.ckpt).
-    assert not best.get("save_last", False) and best["monitor"] == MONITOR
+    assert not best.save_last and best.monitor == MONITOR
 
 
 def test_resume_checkpoint_runs_after_every_other_callback(store, tmp_path):
@@ -392,7 +397,7 @@ def test_resume_checkpoint_runs_after_every_other_callback(store, tmp_path):
     best = ModelCheckpoint(dirpath=tmp_path, monitor=MONITOR, mode="max", save_on_train_epoch_end=False)
     trainer = L.Trainer(
         max_epochs=1,
-        callbacks=[resume, RetrievalEvalCallback(dims=None, precisions=("float32",)), best, early],
+        callbacks=[resume, RetrievalEvalCallback(EvaluationSpec(precisions=("float32",))), best, early],
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def recipe(tmp_path: Path, store: Path, *, epochs: int, logger: str = "csv", slow: bool = False) -> Path:
     """configs/mrl.yaml shrunk for a tiny store: small dims, checkpoints every epoch, no retrieval callback."""
     cfg = yaml.safe_load((REPO / "configs" / "mrl.yaml").read_text())
+    cfg["fit_callbacks"] = {"enabled": False}  # only the callbacks below
     cfg["model"]["init_args"].update(output_dim=8, dims=[2, 4, 8])
     cfg["data"]["init_args"].update(store=str(store), models=None, batch_size=8)
     cfg["trainer"].update(
@@ -54,7 +55,7 @@ def recipe(tmp_path: Path, store: Path, *, epochs: int, logger: str = "csv", slo
 
 
 def smec_recipe(tmp_path: Path, store: Path, name: str, *, slow_steps: float = 0.0) -> Path:
-    """configs/smec.yaml, with all its callbacks, shrunk for a tiny store: chain 10 → 8 → 4, two epochs a stage."""
+    """configs/smec.yaml, with all its (standard) callbacks, shrunk for a tiny store: chain 10 → 8 → 4, two epochs a stage."""
     cfg = yaml.safe_load((REPO / "configs" / "smec.yaml").read_text())
     cfg["model"]["init_args"].update(dims=[8, 4], memory_size=48, memory_k=4, epochs_per_stage=2)
     cfg["data"]["init_args"].update(store=str(store), models=None, batch_size=16, block_rows=32)
@@ -67,7 +68,7 @@ def smec_recipe(tmp_path: Path, store: Path, name: str, *, slow_steps: float = 0
         enable_model_summary=False,
     )
     if slow_steps:  # the fit computes the same, only slower, so a signal can land mid-epoch
-        cfg["trainer"]["callbacks"].append(
+        cfg["trainer"].setdefault("callbacks", []).append(
             {"class_path": "tests.smec.slow_callback.SlowSteps", "init_args": {"seconds": slow_steps}}
         )
     path = tmp_path / f"{name}.yaml"

@@ -24,6 +24,8 @@ from smec.evaluation.codes.base import Code
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.quantize import l2_normalize
+from smec.evaluation.spec import EvaluationSpec
+from smec.sampling import sample_rows
 
 
 def evaluate_code(
@@ -35,8 +37,8 @@ def evaluate_code(
     dim: int | None = None,
     *,
     columns: Sequence[int] | None = None,
-    fit_sample_size: int = 10_000,
-    seed: int = 0,
+    fit_sample_size: int | None = EvaluationSpec.calibration_size,
+    seed: int = EvaluationSpec.seed,
     run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Fit ``code`` on a corpus sample of ``method``'s vectors at ``dim`` and score it: one result row.
@@ -46,7 +48,8 @@ def evaluate_code(
         code: an unfitted (or refittable) code; it is fitted here.
         queries, corpus: (nq, D), (nc, D) float, rows aligned with the evaluator's ids.
         dim: prefix width (default D); columns: explicit column indices instead (ADS), ``dim`` = their count.
-        fit_sample_size, seed: corpus rows the code is fitted on (seeded sample; all rows if fewer).
+        fit_sample_size, seed: corpus rows the code is fitted on (seeded sample, :func:`smec.sampling.sample_rows`;
+            all rows if fewer, or None): the spec's ``calibration_size`` and ``seed``.
         run_dir: if given, the TREC run ``<method>.<dim>.<code>.trec``.
     """
     queries, corpus = np.asarray(queries), np.asarray(corpus)
@@ -68,14 +71,8 @@ def evaluate_code(
     perm = np.argsort(evaluator.qrels.tie_rank)
     q = l2_normalize(queries[:, cols])
     c = l2_normalize(corpus[np.ix_(perm, cols)])
-    n = c.shape[0]
-    sample_rows = (
-        np.arange(n)
-        if fit_sample_size >= n
-        else np.sort(np.random.default_rng(seed).choice(n, size=fit_sample_size, replace=False))
-    )
     fit_start = time.perf_counter()
-    code.fit(c[sample_rows])
+    code.fit(c[sample_rows(c.shape[0], fit_sample_size, seed)])
     fit_s = time.perf_counter() - fit_start
     code.index(c)
     scores, idx = code.search(q, evaluator.k)

@@ -1,16 +1,11 @@
 import numpy as np
 import pytest
 
-from smec.evaluation.baselines import (
-    PCA,
-    GridWarning,
-    OPQProductQuantizer,
-    RandomRotation,
-    Truncation,
-    run_baselines,
-)
+from smec.evaluation.baselines import PCA, OPQProductQuantizer, RandomRotation, Truncation, run_baselines
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
+from smec.evaluation.grid import GridWarning
+from smec.evaluation.spec import EvaluationSpec
 
 
 @pytest.fixture
@@ -84,8 +79,7 @@ def test_run_baselines_grid(split):
             queries,
             corpus,
             dims=[8, 24],
-            precisions=("float32", "binary"),
-            fit_sample_size=300,
+            spec=EvaluationSpec(precisions=("float32", "binary"), calibration_size=300),
         )
     assert [str(w.message) for w in caught] == [  # one warning for the grid, naming what it left out
         "left out of the grid: model:a at dims [24] (wider than its 16 dims; its full width is evaluated); "

@@ -9,16 +9,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from smec.evaluation.callback import RetrievalEvalCallback
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
+from smec.evaluation.grid import GridWarning, evaluate_system
+from smec.evaluation.spec import EvaluationSpec
 
 D, D_MAX = 24, 16
 
 
-def _eval_data():
+def _eval_data(n_docs: int = 200):
     rng = np.random.default_rng(0)
-    corpus = rng.standard_normal((200, D)).astype(np.float32)
-    rel = rng.integers(0, 200, 25)
+    corpus = rng.standard_normal((n_docs, D)).astype(np.float32)
+    rel = rng.integers(0, n_docs, 25)
     queries = corpus[rel] + 0.8 * rng.standard_normal((25, D)).astype(np.float32)
-    qids, cids = [f"q{i}" for i in range(25)], [f"d{j}" for j in range(200)]
+    qids, cids = [f"q{i}" for i in range(25)], [f"d{j}" for j in range(n_docs)]
     return SimpleNamespace(
         queries=queries,
         corpus=corpus,
@@ -30,17 +32,15 @@ def _eval_data():
 
 
 class TinySystem(pl.LightningModule):
-    def __init__(self, with_index_sets: bool = False):
+    eval_dims = (8, 16)
+
+    def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.proj = torch.nn.Linear(D, D_MAX, bias=False)
-        self.with_index_sets = with_index_sets
 
     def compress(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
-
-    def index_sets(self):
-        return {8: torch.arange(8, 16)} if self.with_index_sets else None
 
     def training_step(self, batch, batch_idx):
         (x,) = batch
@@ -55,9 +55,9 @@ class TinySystem(pl.LightningModule):
 
 
 class FakeData(pl.LightningDataModule):
-    def __init__(self):
+    def __init__(self, n_docs: int = 200):
         super().__init__()
-        self.data = _eval_data()
+        self.data = _eval_data(n_docs)
         self.calls = []
 
     def _loader(self):
@@ -91,7 +91,7 @@ def _trainer(callbacks, epochs=1, checkpoint=False, tmp_path=None):
 
 
 def test_logs_the_evaluator_grid_and_skips_the_sanity_check():
-    cb = RetrievalEvalCallback(dims=[8, 16], precisions=("float32", "int8"), k=50)
+    cb = RetrievalEvalCallback(EvaluationSpec(dims=(8, 16), precisions=("float32", "int8"), k=50))
     model, dm = TinySystem(), FakeData()
     trainer = _trainer([cb])
     trainer.fit(model, datamodule=dm)
@@ -108,33 +108,65 @@ def test_logs_the_evaluator_grid_and_skips_the_sanity_check():
     (row,) = ev.evaluate("x", q, c, dims=[16], precisions=("int8",))
     assert float(metrics["val/ndcg@10/d16/int8"]) == pytest.approx(row["ndcg@10"], abs=1e-6)
     assert cb.last_rows[0]["compression"] == 32 * D / (32 * 8)
+    assert float(metrics["val/ndcg@10/mean"]) == pytest.approx(
+        np.mean([float(metrics[f"val/ndcg@10/d{d}/float32"]) for d in (8, 16)])
+    )
 
 
-def test_index_sets_every_n_epochs_and_checkpoint_monitoring(tmp_path):
-    cb = RetrievalEvalCallback(dims=[8], precisions=("binary",), every_n_epochs=2, k=20)
+def test_the_evaluator_is_the_specs_with_its_calibration_sample():
+    """Quantisers are fitted on the spec's calibration sample, as in the test grid (not on the whole corpus)."""
+    spec = EvaluationSpec(precisions=("int4",), calibration_size=40, seed=3, k=20)
+    cb = RetrievalEvalCallback(spec)
+    model, dm = TinySystem(), FakeData(n_docs=300)
+    _trainer([cb]).fit(model, datamodule=dm)
+    assert cb._evaluator.settings == spec.evaluator_settings()
+    with torch.no_grad():
+        q = model.compress(torch.from_numpy(dm.data.queries)).numpy()
+        c = model.compress(torch.from_numpy(dm.data.corpus)).numpy()
+    data = dm.data
+    ours = spec.evaluator(data.qrels, data.query_ids, data.corpus_ids, D).evaluate(
+        "val", q, c, [8, 16], ["int4"]
+    )
+    whole = EvaluationSpec(precisions=("int4",), calibration_size=None, k=20)
+    other = whole.evaluator(data.qrels, data.query_ids, data.corpus_ids, D).evaluate(
+        "val", q, c, [8, 16], ["int4"]
+    )
+    assert [r["per_query"]["ndcg@10"].tolist() for r in cb.last_rows] == [
+        r["per_query"]["ndcg@10"].tolist() for r in ours
+    ]
+    assert [r["per_query"]["ndcg@10"].tolist() for r in ours] != [
+        r["per_query"]["ndcg@10"].tolist() for r in other
+    ]  # the sample matters here, so equality above is the sample's
+
+
+def test_mean_dims_every_n_epochs_and_checkpoint_monitoring(tmp_path):
+    cb = RetrievalEvalCallback(EvaluationSpec(precisions=("binary",), k=20), every_n_epochs=2, mean_dims=[8])
     # A monitoring checkpoint must run on the same epochs as the evaluation (Lightning raises on a missing
     # key).
-    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/ndcg@10/d8/binary", mode="max", every_n_epochs=2)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/ndcg@10/mean", mode="max", every_n_epochs=2)
     dm = FakeData()
     trainer = _trainer([cb, ckpt], epochs=2, checkpoint=True, tmp_path=tmp_path)
-    trainer.fit(TinySystem(with_index_sets=True), datamodule=dm)
+    trainer.fit(TinySystem(), datamodule=dm)
     assert dm.calls == ["dev"]  # epoch 2 only
+    assert {r["dim"] for r in cb.last_rows} == {8, 16}  # the model's eval_dims
     assert ckpt.best_model_score is not None
-    assert float(ckpt.best_model_score) == pytest.approx(cb.last_rows[0]["ndcg@10"])
+    assert float(ckpt.best_model_score) == pytest.approx(
+        next(r["ndcg@10"] for r in cb.last_rows if r["dim"] == 8)
+    )
 
 
 def test_errors():
     with pytest.raises(EvaluationError, match="every_n_epochs must be >= 1, got 0"):
-        RetrievalEvalCallback(dims=[8], every_n_epochs=0)
-    with pytest.raises(EvaluationError, match="RetrievalEvalCallback needs at least one dim"):
-        RetrievalEvalCallback(dims=[])
+        RetrievalEvalCallback(every_n_epochs=0)
+    with pytest.raises(EvaluationError, match=r"mean_dims must name at least one dim"):
+        RetrievalEvalCallback(mean_dims=[])
+    cb = RetrievalEvalCallback(mean_dims=[4])
+    with pytest.raises(EvaluationError, match=r"mean_dims \[4\] are not among the evaluated dims \[8, 16\]"):
+        _trainer([cb]).fit(TinySystem(), datamodule=FakeData())
 
 
 @pytest.mark.parametrize("prefix_nested", [True, False], ids=["prefixes", "per-size"])
 def test_binary_at_sizes_that_are_not_whole_bytes_is_one_warning(prefix_nested):
-    from smec.evaluation.baselines import GridWarning
-    from smec.evaluation.callback import evaluate_system
-
     class Module(TinySystem):
         def embed(self, x, dim):
             return self.proj(x)[:, :dim]

@@ -94,21 +94,6 @@ def test_binary_ties_match_trec_eval_on_the_full_ranking(data):
     np.testing.assert_allclose(row["per_query"]["ndcg@10"], expected, atol=1e-12)
 
 
-def test_index_sets_select_columns(data):
-    queries, corpus, qids, cids, qrels = data
-    ev = RetrievalEvaluator(qrels, qids, cids, input_dim=DIM, k=30)
-    cols = np.array([5, 3, 30, 1, 7, 9, 11, 2])
-    (picked,) = ev.evaluate("ads", queries, corpus, dims=[8], precisions=("int8",), index_sets={8: cols})
-    (prefix,) = ev.evaluate("ads", queries[:, cols], corpus[:, cols], dims=[8], precisions=("int8",))
-    np.testing.assert_array_equal(picked["per_query"]["ndcg@10"], prefix["per_query"]["ndcg@10"])
-    with pytest.raises(EvaluationError, match=r"index_sets has no entry for dim 16 \(has \[8\]\)"):
-        ev.evaluate("ads", queries, corpus, dims=[16], precisions=("int8",), index_sets={8: cols})
-    with pytest.raises(
-        EvaluationError, match=r"index_sets\[8\] must hold 8 distinct column indices in \[0, 32\)"
-    ):
-        ev.evaluate("ads", queries, corpus, dims=[8], precisions=("int8",), index_sets={8: np.zeros(8, int)})
-
-
 def test_scoring_options(data):
     queries, corpus, qids, cids, qrels = data
     full = RetrievalEvaluator(qrels, qids, cids, input_dim=DIM, k=30, binary_rescore=N_DOCS)

@@ -75,8 +75,80 @@ def test_method_args_become_cli_overrides(tmp_path):
 
 def test_recipe_paths_resolve_from_the_configs_tree(tmp_path):
     cfg = load_experiment(REPO / "configs/experiment/demo.yaml")
-    assert all(m.config.is_file() for m in cfg.methods)
-    assert cfg.method("smec").args["model.init_args.dims"] == [384, 192, 96, 48]
+    assert all(p.is_file() for m in cfg.methods for p in m.config)
+    # the grid, written once (a YAML anchor), is SMEC's chain below the input: 1152 -> 384 -> 192 -> 96 -> 48
+    assert cfg.method("smec").args["model.init_args.dims"] == list(cfg.dims) == [48, 96, 192, 384]
+    pca_w = load_experiment(REPO / "configs/experiment/mrl-vs-pca.yaml").method("mrl-pca-w")
+    assert [p.name for p in pca_w.config] == ["mrl.yaml", "mrl-pca.yaml"]  # recipes composed in order
+
+
+def test_the_evaluation_section_is_the_spec_and_the_older_keys_still_load(tmp_path):
+    from smec.evaluation.spec import EvaluationSpec
+
+    new = load_experiment(
+        write(
+            tmp_path,
+            dims=None,
+            evaluation={"dims": [8, 4], "precisions": ["float32"], "calibration_size": 50, "pq": False},
+        )
+    )
+    assert new.evaluation == EvaluationSpec(
+        dims=(4, 8), precisions=("float32",), calibration_size=50, pq=False
+    )
+    old = load_experiment(
+        write(tmp_path, precisions=["float32"], baselines={"fit_sample": 50, "pq": False, "enabled": False})
+    )
+    assert old.evaluation == new.evaluation and old.baselines is False
+    assert load_experiment(write(tmp_path)).evaluation == EvaluationSpec(dims=(4, 8))  # the spec's defaults
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"evaluation": {"dims": [4, 8]}},
+            "dims and evaluation.dims are the same setting: keep evaluation.dims",
+        ),
+        (
+            {"baselines": {"fit_sample": 10}, "evaluation": {"calibration_size": 5}},
+            "baselines.fit_sample and evaluation.calibration_size are the same setting",
+        ),
+        ({"dims": None}, "missing required key evaluation.dims (the grid's dims)"),
+        ({"evaluation": {"k": 0}}, "evaluation: k must be a positive integer, got 0"),
+        ({"evaluation": {"int_scoring": "both"}}, "evaluation: int_scoring must be one of ['symmetric', "),
+        (
+            {"evaluation": {"codes": [{"name": "zip"}]}},
+            "evaluation: codes: unknown code 'zip': expected one of",
+        ),
+        (
+            {"evaluation": {"fit_sample": 3}},
+            "unknown key evaluation.fit_sample (expected one of dims, precisions",
+        ),
+        (
+            {"evaluation": {"dims": [4, 12], "precisions": ["binary"]}, "dims": None},
+            "dims [4, 12] with precision binary: binary codes need a multiple of 8 dims",
+        ),
+        (
+            {
+                "methods": [
+                    {
+                        "name": "m",
+                        "config": str(REPO / "configs/mrl.yaml"),
+                        "args": {"model.init_args.eval_dims": [4]},
+                    }
+                ]
+            },
+            "methods[0].args: model.init_args.eval_dims is the experiment's evaluation.dims for every method",
+        ),
+    ],
+    ids=["dims-twice", "sample-twice", "no-dims", "k", "scoring", "code", "unknown", "binary", "eval-dims"],
+)
+def test_bad_evaluation_settings_name_the_key(tmp_path, overrides, message):
+    path = write(tmp_path, **overrides)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -27,10 +27,7 @@ def tiny_recipe(tmp_path: Path, epochs: int = 2, slow: bool = False) -> Path:
     cfg["data"]["init_args"].update(batch_size=16)
     cfg["trainer"].update(max_epochs=epochs, log_every_n_steps=1, enable_model_summary=False)
     if slow:  # epochs long enough to kill the comparison between checkpoints
-        cfg["trainer"]["callbacks"].append({"class_path": "tests.smec.slow_callback.SlowEpochs"})
-    for cb in cfg["trainer"]["callbacks"]:
-        if cb["class_path"].endswith("RetrievalEvalCallback"):
-            cb["init_args"]["precisions"] = ["float32"]
+        cfg["trainer"]["callbacks"] = [{"class_path": "tests.smec.slow_callback.SlowEpochs"}]
     path = tmp_path / "tiny-mrl.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -109,6 +106,18 @@ def test_compare_writes_the_report_and_a_rerun_is_a_no_op(tmp_path):
     for png in ("pareto.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert (out / "mrl/s0/config.yaml").exists() and (out / "mrl/s0/fit.done").exists()
+    # every fit is evaluated on the grid, with the experiment's evaluation spec (dev selection = test settings)
+    saved = yaml.safe_load((out / "mrl/s0/config.yaml").read_text())
+    assert saved["model"]["init_args"]["eval_dims"] == [2, 4]
+    assert saved["evaluation"]["calibration_size"] == 100 and saved["evaluation"]["precisions"] == [
+        "float32",
+        "int8",
+    ]
+    selected = json.loads((out / "mrl/s0/fit_result.json").read_text())["checkpoint"]
+    assert (
+        selected.startswith("checkpoints/best-")
+        and read_results(out / "mrl/s0/test.json")[1]["checkpoint"] == selected
+    )
     # one W&B group: the training run and the summary run, both offline
     assert list((out / "mrl/s0/wandb").glob("offline-run-*-mrl-s0"))
     assert list((out / "wandb").glob("offline-run-*-summary"))
@@ -147,14 +156,21 @@ def test_task_list_and_a_failing_fit(tmp_path):
     listed = compare(config, tmp_path / "run", "--list")
     assert listed.returncode == 0 and listed.stdout == "0\tmrl/s0\ttodo\n"
     bad = yaml.safe_load(config.read_text())
-    bad["methods"][0]["args"]["model.init_args.dims"] = [2, 4, 16]  # above output_dim 8: the fit refuses
+    # A setting only the fit itself can refuse (PCA init needs a one-layer decoder: checked when the fit
+    # starts); settings the system's constructor refuses are found before any fit (test_bad_input_cli.py).
+    bad["methods"][0]["args"].update(
+        {"model.init_args.init_from": "pca", "model.init_args.arch": "encoder_only"}
+    )
     config.write_text(yaml.safe_dump(bad))
     failed = compare(config, tmp_path / "run2")
     assert failed.returncode == 1
     assert "smec compare: error: 1 fit(s) failed: mrl/s0 (log: " in failed.stdout
-    assert "model.dims" in (tmp_path / "run2/mrl/s0/fit.log").read_text()
+    assert "model.init_from" in (tmp_path / "run2/mrl/s0/fit.log").read_text()
     # the fit left no checkpoint, so its record does not bind: with the mistake fixed, the same folder refits
-    bad["methods"][0]["args"]["model.init_args.dims"] = [2, 4, 8]
+    del (
+        bad["methods"][0]["args"]["model.init_args.init_from"],
+        bad["methods"][0]["args"]["model.init_args.arch"],
+    )
     config.write_text(yaml.safe_dump(bad))
     fixed = compare(config, tmp_path / "run2")
     assert fixed.returncode == 0, fixed.stderr[-3000:]
@@ -259,13 +275,13 @@ def test_a_fit_record_binds_only_once_the_fit_left_a_checkpoint(tmp_path):
     (run,) = runner.fit_runs()
     run.root.mkdir(parents=True)
     (run.root / "fit.json").write_text('{"args": {"model.init_args.lrr": 0.01}, "recipes": {}, "seed": 0}')
-    runner.check_fit(run)  # nothing came of the failed fit: its record is replaced
-    assert json.loads((run.root / "fit.json").read_text()) == runner.fit_signature(run)
+    runner.state.check_fit(run)  # nothing came of the failed fit: its record is replaced
+    assert json.loads((run.root / "fit.json").read_text()) == runner.state.fit_signature(run)
     (run.root / "fit.json").write_text('{"args": {}, "recipes": {}, "seed": 0}')
     (run.root / "checkpoints").mkdir()
     (run.root / "checkpoints" / "last.ckpt").write_bytes(b"")
     with pytest.raises(ExperimentError, match="was fitted with other settings"):
-        runner.check_fit(run)  # a checkpoint exists: these weights belong to the recorded settings
+        runner.state.check_fit(run)  # a checkpoint exists: these weights belong to the recorded settings
 
 
 def test_the_test_grid_loads_checkpoints_safely(tmp_path):
@@ -273,21 +289,36 @@ def test_the_test_grid_loads_checkpoints_safely(tmp_path):
 
     from smec.errors import ConfigError
     from smec.experiment.config import ExperimentError
-    from smec.experiment.runner import load_system, selected_checkpoint
+    from smec.experiment.evaluate import load_system
+    from smec.fit_result import read_fit_result
 
     class Evil:
         def __reduce__(self):
             return (open, (str(tmp_path / "ran"), "w"))
 
-    folder = tmp_path / "fit" / "checkpoints"
+    root = tmp_path / "fit"
+    folder = root / "checkpoints"
     folder.mkdir(parents=True)
     torch.save({"state_dict": {}, "callbacks": {"ModelCheckpoint{}": Evil()}}, folder / "last.ckpt")
+    result = {
+        "format": 1,
+        "checkpoint": "checkpoints/last.ckpt",
+        "epoch": 0,
+        "monitor": None,
+        "score": None,
+        "model_class": "smec.systems.mrl.MRLDecoderModule",
+        "data": {},
+    }
+    (root / "fit_result.json").write_text(json.dumps(result))
     with pytest.raises(ConfigError, match=r"^test grid: \S+last\.ckpt: refused to load: it holds \S*open"):
-        selected_checkpoint(tmp_path / "fit")
-    with pytest.raises(ConfigError, match=r"refused to load"):
-        load_system("smec.systems.mrl.MRLDecoderModule", folder / "last.ckpt")
+        load_system(result["model_class"], read_fit_result(root).checkpoint_path(root))
     assert not (tmp_path / "ran").exists()
     with pytest.raises(
         ExperimentError, match=r"model.class_path 'os.system' is not a smec compression system"
     ):
         load_system("os.system", folder / "last.ckpt")
+    # A fit result is read from a file: its checkpoint path must stay inside the run.
+    (tmp_path / "outside.ckpt").write_bytes(b"")
+    (root / "fit_result.json").write_text(json.dumps({**result, "checkpoint": "../outside.ckpt"}))
+    with pytest.raises(ConfigError, match=r"checkpoint '\.\./outside\.ckpt' is not inside"):
+        read_fit_result(root)

@@ -35,6 +35,7 @@ class World:
 def recipe(root: Path, name: str, store: Path, model_args: dict, epochs: int) -> Path:
     """configs/<name>.yaml shrunk for the tiny store: no retrieval callback, last checkpoint only."""
     cfg = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+    cfg["fit_callbacks"] = {"enabled": False}  # only the checkpoint below
     cfg["model"]["init_args"].update(model_args)
     cfg["data"]["init_args"].update(store=str(store), models=None, batch_size=16)
     cfg["trainer"].update(

@@ -289,9 +289,11 @@ def test_recipes_build_the_model_and_match_its_data_mode(recipe, cls, mode):
     model = cls(input_dim=384, **config["model"]["init_args"])
     assert config["data"]["init_args"]["mode"] == mode
     assert config["trainer"]["default_root_dir"] == f"runs/{model.method_name}"
-    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in config["trainer"]["callbacks"]}
-    assert callbacks["RetrievalEvalCallback"]["dims"] is None  # the model's eval_dims: every one <= D
+    from smec.evaluation.spec import EvaluationSpec
+    from smec.fit_callbacks import FitCallbacks
+
+    spec = EvaluationSpec(**config.get("evaluation", {}))
+    assert spec.dims is None  # the dev callback evaluates the model's eval_dims: every one <= D
     assert max(model.eval_dims) <= 384
-    assert (
-        callbacks["ModelCheckpoint"]["monitor"] == callbacks["EarlyStopping"]["monitor"] == "val/ndcg@10/mean"
-    )
+    callbacks = {type(c).__name__: c for c in FitCallbacks(**config.get("fit_callbacks", {})).build(spec)}
+    assert callbacks["ModelCheckpoint"].monitor == callbacks["EarlyStopping"].monitor == "val/ndcg@10/mean"

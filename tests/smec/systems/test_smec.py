@@ -328,10 +328,11 @@ def test_bad_config_names_the_key(kwargs, message):
 def test_evaluator_callback_embeds_each_size_separately(tiny_store):
     """SMEC sizes are separate vectors: the callback must score embed(x, dim), not prefixes of compress(x)."""
     from smec.evaluation.callback import RetrievalEvalCallback
+    from smec.evaluation.spec import EvaluationSpec
 
     model = SMECModule(input_dim=10, dims=[8, 4], sxbm=False, epochs_per_stage=1)
     assert model.prefix_nested is False
-    cb = RetrievalEvalCallback(dims=None, precisions=("float32",), split="dev")
+    cb = RetrievalEvalCallback(EvaluationSpec(precisions=("float32",)), split="dev")
     fit = trainer(2, [cb])
     dm = EmbeddingDataModule(str(tiny_store), mode="both", batch_size=8)
     fit.fit(model, datamodule=dm)

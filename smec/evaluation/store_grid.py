@@ -1,0 +1,139 @@
+"""The grid of an embedding store: training-free baselines on its base models, or its compressed models.
+
+`smec eval` and `smec compare` read a store through here, with one :class:`~smec.evaluation.spec.EvaluationSpec`
+for both, so baseline rows and trained rows compare like for like:
+
+* a store of frozen base-model embeddings (`smec embed`): :func:`baseline_rows`, the training-free grid on the
+  L2-concatenation of its models (and each model alone);
+* a store of compressed embeddings (`smec predict`): :func:`compressed_rows`, each compressed model at its
+  nested prefixes, or, for a model recorded with ``prefix_nested: false`` (one size of a system whose sizes are
+  not prefixes of each other, e.g. SMEC's ``smec-d96``), at its stored width only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smec.evaluation.errors import EvaluationError
+from smec.evaluation.grid import evaluate_grid, note_dropped
+from smec.evaluation.spec import AUTO_DIMS, EvaluationSpec
+
+if TYPE_CHECKING:
+    from datamodules.store.reader import EmbeddingStore
+    from smec.evaluation.evaluator import RetrievalEvaluator
+
+
+def store_evaluator(
+    store: EmbeddingStore, split: str, input_dim: int, spec: EvaluationSpec
+) -> RetrievalEvaluator:
+    """The evaluator of ``split`` of ``store`` with the spec's settings (``input_dim``: the float32 input)."""
+    return spec.evaluator(store.qrels(split), store.ids(f"queries/{split}"), store.ids("corpus"), input_dim)
+
+
+def grid_dims(spec: EvaluationSpec, width: int, what: str, dropped: list[str]) -> list[int]:
+    """The spec's dims for a representation ``width`` wide (without its full width).
+
+    Explicit dims wider than the input are an error; without dims the grid is the automatic :data:`AUTO_DIMS`,
+    and those wider than the input are left out (noted in ``dropped``).
+    """
+    dims = sorted(spec.dims if spec.dims is not None else AUTO_DIMS)
+    wide = [d for d in dims if d > width]
+    if wide and spec.dims is not None:
+        raise EvaluationError(f"--dims {wide}: wider than the input ({what} has {width} dims)")
+    if wide:
+        dropped.append(f"default dims {wide} (wider than the input: {what} has {width} dims)")
+    return [d for d in dims if d <= width]
+
+
+def baseline_rows(
+    store: EmbeddingStore,
+    keys: Sequence[str],
+    split: str,
+    spec: EvaluationSpec,
+    *,
+    run_dir: Path | None = None,
+    single_only: Sequence[str] = (),
+    dropped: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The training-free grid (:func:`~smec.evaluation.baselines.run_baselines`) on the L2-concatenation of
+    ``keys`` in a raw store, at the spec's dims (:func:`grid_dims`).
+
+    ``single_only``: more models evaluated alone (``model:<key>`` rows) but not concatenated. Returns
+    ``(rows, input_dim)``, input_dim being the concatenation's width.
+    """
+    from datamodules.store.combine import combine
+    from smec.evaluation.baselines import run_baselines
+
+    notes: list[str] = []
+    q_by = {k: store.array(k, f"queries/{split}").read() for k in [*keys, *single_only]}
+    c_by = {k: store.array(k, "corpus").read() for k in [*keys, *single_only]}
+    cq, cc = combine([q_by[k] for k in keys]), combine([c_by[k] for k in keys])
+    width = int(cc.shape[1])
+    rows = run_baselines(
+        store_evaluator(store, split, width, spec),
+        {k: combine([v], "l2-concat") for k, v in q_by.items()},
+        {k: combine([v], "l2-concat") for k, v in c_by.items()},
+        cq,
+        cc,
+        grid_dims(spec, width, f"the concatenation of {', '.join(keys)}", notes),
+        spec,
+        run_dir=run_dir,
+        dropped=notes,
+    )
+    note_dropped(notes, dropped)
+    return rows, width
+
+
+def compressed_rows(
+    store: EmbeddingStore,
+    keys: Sequence[str],
+    split: str,
+    spec: EvaluationSpec,
+    *,
+    run_dir: Path | None = None,
+    dropped: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Each compressed model of ``keys`` at the spec's dims below its width, plus its width.
+
+    A model recorded with ``prefix_nested: false`` is evaluated at its stored width only: its prefixes are not
+    sizes of the system that wrote it, and asking for other dims (explicit dims) is an error. Returns ``(rows,
+    input_dim)``, input_dim being the width of the float32 input the models compressed (compression factors are
+    relative to it).
+    """
+    infos = {k: store.meta["models"][k]["model"] for k in keys}
+    single_size = [k for k in keys if infos[k].get("prefix_nested") is False]
+    asked = set(spec.dims or ())
+    other = [k for k in single_size if spec.dims is not None and asked != {store.model_dim(k)}]
+    if other:
+        widths = ", ".join(f"{k}: {store.model_dim(k)}" for k in other)
+        raise EvaluationError(
+            f"--dims {sorted(asked)}: {', '.join(other)}: one size of a system whose sizes are not prefixes "
+            f"(prefix_nested: false), evaluated at its width only ({widths}); leave out --dims, or choose models "
+            "with --models"
+        )
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+    input_dim = 0
+    for key in keys:
+        input_dim = int(infos[key].get("input_dim") or store.model_dim(key))
+        width = store.model_dim(key)
+        dims = [] if key in single_size else grid_dims(spec, width, key, notes)
+        rows += evaluate_grid(
+            store_evaluator(store, split, input_dim, spec),
+            key,
+            store.array(key, f"queries/{split}").read(),
+            store.array(key, "corpus").read(),
+            [d for d in dims if d < width] + [width],
+            spec.precisions,
+            run_dir=run_dir,
+            dropped=notes,
+        )
+    note_dropped(notes, dropped)
+    return rows, input_dim
+
+
+def source_models(infos: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> list[str]:
+    """The base models the compressed models ``keys`` were made from, in order, each once."""
+    return list(dict.fromkeys(m for k in keys for m in infos[k].get("source_models", [])))

@@ -1,0 +1,103 @@
+"""The test grid of a comparison: each finished fit's selected checkpoint on the experiment's split.
+
+A fit is read from its own ``fit_result.json`` (:mod:`smec.fit_result`): the checkpoint it selected on dev, its
+system's class and its data settings, from which the input is rebuilt as the fit saw it (store, models,
+normalisation, model weights). The rows come from :func:`smec.evaluation.grid.evaluate_system` with the
+evaluator the experiment's :class:`~smec.evaluation.spec.EvaluationSpec` builds, the very function and evaluator
+settings of the fit's dev callback: the dev rows of a checkpoint and its test rows differ only in the split.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from smec.evaluation.spec import EvaluationSpec
+from smec.experiment.config import ExperimentError
+from smec.fit_result import FitResult, read_fit_result
+
+__all__ = ["TestGrid", "load_system"]
+
+
+def load_system(class_path: str, checkpoint: Path) -> Any:
+    """A compression system of ``class_path`` restored from a Lightning checkpoint, in eval mode on CPU.
+
+    The checkpoint is read with ``weights_only=True`` (:func:`smec.checkpoint.load_checkpoint` first, for one
+    clear line on a file that is not a checkpoint); ``class_path`` must name a compression system.
+    """
+    import torch
+
+    from smec.checkpoint import SAFE_GLOBALS, load_checkpoint
+    from smec.systems.base import CompressionSystem
+
+    module_name, _, cls_name = class_path.rpartition(".")
+    try:
+        cls: Callable[..., Any] = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None  # type: ignore[assignment]
+    if not (isinstance(cls, type) and issubclass(cls, CompressionSystem)):
+        raise ExperimentError(
+            f"{checkpoint}: model.class_path {class_path!r} is not a smec compression system"
+        )
+    load_checkpoint(checkpoint, "test grid")
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        model = cls.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    model.eval()
+    return model
+
+
+class TestGrid:
+    """Rows of fits on one split with one spec; the input and the evaluator are built once per data setting.
+
+    Args:
+        spec: the evaluation spec (its ``dims`` are the grid's; required).
+        split: the qrels split (the experiment's ``split``, test).
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    def __init__(self, spec: EvaluationSpec, split: str) -> None:
+        if spec.dims is None:
+            raise ExperimentError("the test grid needs the spec's dims")
+        self.spec = spec
+        self.split = split
+        self._data: dict[str, tuple[Any, Any]] = {}
+
+    def eval_data(self, data: Mapping[str, Any]) -> tuple[Any, Any]:
+        """(the split's EvalData, its evaluator) for a fit's data settings (``FitResult.data``)."""
+        from datamodules.embedding import EmbeddingDataModule
+
+        key = json.dumps(
+            [data.get("store"), data.get("models"), data.get("normalization"), data.get("model_weights")],
+            default=str,
+        )
+        if key not in self._data:
+            dm = EmbeddingDataModule(
+                store=data["store"],
+                models=data.get("models"),
+                normalization=data["normalization"],
+                model_weights=data.get("model_weights"),
+            )
+            split = dm.eval_data(self.split)
+            evaluator = self.spec.evaluator(
+                split.qrels, split.query_ids, split.corpus_ids, int(split.input_dim)
+            )
+            self._data[key] = (split, evaluator)
+        return self._data[key]
+
+    def rows(self, root: Path, method: str) -> tuple[list[dict[str, Any]], FitResult, int]:
+        """The rows of the fit in ``root`` (its fit_result.json's checkpoint) named ``method``, its FitResult,
+        and the input width the compression factors are relative to."""
+        from smec.evaluation.grid import evaluate_system
+
+        result = read_fit_result(root, "test grid")
+        model = load_system(result.model_class, result.checkpoint_path(root))
+        data, evaluator = self.eval_data(result.data)
+        assert self.spec.dims is not None
+        rows = evaluate_system(
+            model, data.queries, data.corpus, evaluator, list(self.spec.dims), self.spec.precisions, method
+        )
+        return rows, result, int(data.input_dim)
