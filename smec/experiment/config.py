@@ -50,7 +50,7 @@ class MethodSpec:
     Args:
         name: the ``method`` of its rows in results.json and its folder ``runs/<experiment>/<name>/s<seed>``.
         config: `smec fit` recipes (YAML), composed in this order (repeated ``--config``); the experiment file
-            names one (``config: configs/mrl.yaml``) or a list (``[configs/mrl.yaml, configs/variants/x.yaml]``).
+            names one (``config: configs/mrl.yaml``) or a list (``[configs/mrl.yaml, configs/variants/mrl-pca.yaml]``).
         args: CLI overrides appended after the recipes, ``{dotted.key: value}`` (lists and mappings are passed as
             JSON), e.g. ``{"trainer.max_epochs": 12, "model.init_args.dims": [48, 96]}``. Not
             ``model.init_args.eval_dims``: every method is evaluated at the experiment's dims.
