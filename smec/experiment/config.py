@@ -44,14 +44,15 @@ class MethodSpec:
 
     Args:
         name: the ``method`` of its rows in results.json and its folder ``runs/<experiment>/<name>/s<seed>``.
-        config: a `smec fit` recipe (YAML).
+        config: a `smec fit` recipe (YAML), or a recipe and overlays composed in order (repeated ``--config``:
+            ``[configs/smec.yaml, configs/ablations/no-smrl.yaml]``).
         args: CLI overrides appended after the recipe, ``{dotted.key: value}`` (lists and mappings are passed as
             JSON), e.g. ``{"trainer.max_epochs": 12, "model.init_args.dims": [48, 96]}``.
         seeds: seeds for this method (default: the experiment's ``seeds``).
     """
 
     name: str
-    config: Path
+    config: tuple[Path, ...]
     args: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = ()
 
@@ -334,7 +335,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         methods.append(
             MethodSpec(
                 name=m.string("name", pattern=_NAME),
-                config=_resolve(m.string("config"), source, f"methods[{i}].config"),
+                config=tuple(_resolve(p, source, f"methods[{i}].config") for p in m.str_list("config")),
                 args=dict(args),
                 seeds=m.int_list("seeds", ()),
             )

@@ -145,7 +145,7 @@ class ComparisonRunner:
 
     def fit_signature(self, run: FitRun) -> dict[str, Any]:
         """What a fit depends on: its recipe (path and content), overrides, seed, trainer profiles."""
-        files = [run.method.config, *self.config.trainer]
+        files = [*run.method.config, *self.config.trainer]
         return {
             "recipes": {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in files},
             "args": dict(run.method.args),
@@ -332,8 +332,8 @@ class ComparisonRunner:
                     },
                 }
             )
-        cmd = [self.python, "-m", "smec.cli", "fit", "--config", str(run.method.config)]
-        for profile in cfg.trainer:
+        cmd = [self.python, "-m", "smec.cli", "fit"]
+        for profile in (*run.method.config, *cfg.trainer):
             cmd += ["--config", str(profile)]
         cmd += [
             f"--data.init_args.store={cfg.store}",
@@ -429,9 +429,9 @@ class ComparisonRunner:
         import yaml
 
         value = run.method.args.get("trainer.max_epochs")
-        if value is None:
-            recipe = yaml.safe_load(Path(run.method.config).read_text(encoding="utf-8")) or {}
-            value = (recipe.get("trainer") or {}).get("max_epochs")
+        for path in run.method.config if value is None else ():  # the last file that sets it wins
+            recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            value = (recipe.get("trainer") or {}).get("max_epochs", value)
         return int(value) if isinstance(value, int) and value > 0 else 1
 
     def _eval_data(self, run_config: dict[str, Any]) -> Any:

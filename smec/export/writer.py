@@ -144,6 +144,22 @@ def check_encoders(
     return {"dataset": data.name, "texts": checked, "max_abs_diff": worst}
 
 
+def _checked_dim(system: Any, dim: int | None, eval_dims: list[int], input_dim: int) -> int:
+    """``--dim`` (default: the largest trained size), refused unless the system produces it."""
+    import torch
+
+    width = _output_width(system)
+    dim = int(dim if dim is not None else (eval_dims[-1] if eval_dims else width))
+    if not 1 <= dim <= width:
+        raise ConfigError(f"--dim {dim}: the system's output has {width} dims (trained sizes: {eval_dims})")
+    try:  # a size the system does not produce (SMEC: one outside its chain) is refused by embed itself
+        with torch.no_grad():
+            system.embed(torch.zeros(1, input_dim), dim)
+    except ValueError as exc:
+        raise ConfigError(f"--dim {dim}: {exc}") from None
+    return dim
+
+
 def export_model(
     ckpt_path: str | Path,
     out: str | Path,
@@ -216,10 +232,7 @@ def export_model(
             f"concatenate to {input_dim} dims (--store / --models)"
         )
     eval_dims = sorted(int(d) for d in getattr(system, "eval_dims", ()) or ())
-    width = _output_width(system)
-    dim = int(dim if dim is not None else (eval_dims[-1] if eval_dims else width))
-    if not 1 <= dim <= width:
-        raise ConfigError(f"--dim {dim}: the system's output has {width} dims (trained sizes: {eval_dims})")
+    dim = _checked_dim(system, dim, eval_dims, input_dim)
     if precision == "binary":
         check_binary_dim(dim)
 

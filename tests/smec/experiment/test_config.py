@@ -75,8 +75,12 @@ def test_method_args_become_cli_overrides(tmp_path):
 
 def test_recipe_paths_resolve_from_the_configs_tree(tmp_path):
     cfg = load_experiment(REPO / "configs/experiment/demo.yaml")
-    assert all(m.config.is_file() for m in cfg.methods)
+    assert all(path.is_file() for m in cfg.methods for path in m.config)
     assert cfg.method("smec").args["model.init_args.dims"] == [384, 192, 96, 48]
+    # an ablation is the recipe and its overlay, composed in order (repeated --config)
+    configs = REPO / "configs"
+    composed = tuple(path.resolve() for path in cfg.method("smec-no-smrl").config)
+    assert composed == (configs / "smec.yaml", configs / "ablations/no-smrl.yaml")
 
 
 @pytest.mark.parametrize(
