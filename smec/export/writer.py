@@ -144,6 +144,61 @@ def check_encoders(
     return {"dataset": data.name, "texts": checked, "max_abs_diff": worst}
 
 
+def _check_out(out: Path, overwrite: bool, fit_sample: int | None) -> None:
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out}: already exists; choose a new folder or pass --overwrite")
+    if out.exists() and not (out / EXPORT_FILE).is_file():
+        raise ConfigError(f"--out {out}: exists and is not an exported model; refusing to replace it")
+    if fit_sample is not None and fit_sample < 1:
+        raise ConfigError(f"--fit-sample must be a positive integer, got {fit_sample}")
+
+
+def _input_dim(ckpt_path: Path, system: Any, emb_store: Any, keys: list[str]) -> int:
+    """The width of the store's concatenation, which must be what the system compresses."""
+    input_dim = sum(emb_store.model_dim(k) for k in keys)
+    if int(system.input_dim) != input_dim:
+        raise ConfigError(
+            f"{ckpt_path}: the system compresses {system.input_dim}-d inputs, but the store's models {keys} "
+            f"concatenate to {input_dim} dims (--store / --models)"
+        )
+    return input_dim
+
+
+def _open_store(
+    ckpt_path: Path, data: dict[str, Any], store: str | Path | None, models: Sequence[str] | None
+) -> tuple[Any, list[str]]:
+    """The embedding store the system was trained on (``--store`` or the checkpoint's) and its model keys."""
+    from datamodules.store import EmbeddingStore
+
+    store_path = store if store is not None else data.get("store")
+    if store_path is None:
+        raise ConfigError(f"{ckpt_path}: the checkpoint names no embedding store; pass --store")
+    if not Path(store_path).is_dir():
+        raise ConfigError(
+            f"--store {store_path}: no such store folder (the store the system was trained on; pass --store "
+            "if it moved)"
+        )
+    emb_store = EmbeddingStore(store_path)
+    keys = list(models or data.get("models") or emb_store.models)
+    for k in keys:
+        emb_store.model_dim(k)  # one clear error for a model the store does not hold
+    return emb_store, keys
+
+
+def _base_encoders(emb_store: Any, keys: list[str], normalization: str, weights: Any) -> Any:
+    """The store's base models, loaded as the export's first module (each model's spec from its manifest)."""
+    from smec.export.encoders import BaseEncoders, encoder_entry, load_base_encoder
+
+    infos = {k: emb_store.meta["models"][k]["model"] for k in keys}
+    entries = [
+        encoder_entry(k, infos[k], emb_store.array(k, "corpus").dtype, where=str(emb_store.path))
+        for k in keys
+    ]
+    return BaseEncoders(
+        entries, normalization, weights, loaded=[load_base_encoder(e["spec"], e["load"]) for e in entries]
+    )
+
+
 def _checked_dim(system: Any, dim: int | None, eval_dims: list[int], input_dim: int) -> int:
     """``--dim`` (default: the largest trained size), refused unless the system produces it."""
     import torch
@@ -158,6 +213,44 @@ def _checked_dim(system: Any, dim: int | None, eval_dims: list[int], input_dim: 
     except ValueError as exc:
         raise ConfigError(f"--dim {dim}: {exc}") from None
     return dim
+
+
+def _export_record(
+    ckpt_path: Path,
+    system: Any,
+    emb_store: Any,
+    keys: list[str],
+    dim: int,
+    eval_dims: list[int],
+    precision: str,
+    input_dim: int,
+    normalization: str,
+    weights: Any,
+) -> dict[str, Any]:
+    """``smec_export.json`` up to the calibration: what was exported, from which checkpoint and store."""
+    from smec.evaluation.quantize import BITS_PER_DIM, compression_factor
+
+    bits = BITS_PER_DIM[precision] * dim
+    return {
+        "format": EXPORT_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoint": str(ckpt_path.resolve()),
+        "checkpoint_sha256": _sha256(ckpt_path),
+        "method": str(getattr(system, "method_name", type(system).__name__)),
+        "class_path": f"{type(system).__module__}.{type(system).__qualname__}",
+        "dim": dim,
+        "trained_dims": eval_dims,
+        "precision": precision,
+        "bits": bits,
+        "input_dim": input_dim,
+        "compression": compression_factor(input_dim, bits),
+        "store": str(emb_store.path.resolve()),
+        "dataset": emb_store.dataset,
+        "dataset_fingerprint": emb_store.meta["dataset"].get("fingerprint"),
+        "base_models": keys,
+        "normalization": normalization,
+        "model_weights": weights,
+    }
 
 
 def export_model(
@@ -191,33 +284,15 @@ def export_model(
         overwrite: replace an existing ``out``.
     """
     from datamodules.datasets import BUILTIN_DATASETS
-    from datamodules.store import EmbeddingStore
-    from smec.evaluation.quantize import BITS_PER_DIM, check_binary_dim, check_precision, compression_factor
+    from smec.evaluation.quantize import check_binary_dim, check_precision
     from smec.export.checkpoint import load_system, read_checkpoint
-    from smec.export.encoders import BaseEncoders, encoder_entry, load_base_encoder
 
     check_precision(precision)
     ckpt_path, out = Path(ckpt_path), Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out {out}: already exists; choose a new folder or pass --overwrite")
-    if out.exists() and not (out / EXPORT_FILE).is_file():
-        raise ConfigError(f"--out {out}: exists and is not an exported model; refusing to replace it")
-    if fit_sample is not None and fit_sample < 1:
-        raise ConfigError(f"--fit-sample must be a positive integer, got {fit_sample}")
+    _check_out(out, overwrite, fit_sample)
     ckpt = read_checkpoint(ckpt_path)
     data = dict(ckpt.get("datamodule_hyper_parameters") or {})
-    store_path = store if store is not None else data.get("store")
-    if store_path is None:
-        raise ConfigError(f"{ckpt_path}: the checkpoint names no embedding store; pass --store")
-    if not Path(store_path).is_dir():
-        raise ConfigError(
-            f"--store {store_path}: no such store folder (the store the system was trained on; pass --store "
-            "if it moved)"
-        )
-    emb_store = EmbeddingStore(store_path)
-    keys = list(models or data.get("models") or emb_store.models)
-    for k in keys:
-        emb_store.model_dim(k)  # one clear error for a model the store does not hold
+    emb_store, keys = _open_store(ckpt_path, data, store, models)
     normalization = data.get("normalization") or "l2-concat-l2"
     weights = data.get("model_weights")
     batch_rows = int(chunk_rows or data.get("batch_size") or 256)
@@ -225,25 +300,13 @@ def export_model(
         raise ConfigError(f"--chunk-rows must be a positive integer, got {batch_rows}")
 
     system = load_system(ckpt_path, ckpt)
-    input_dim = sum(emb_store.model_dim(k) for k in keys)
-    if int(system.input_dim) != input_dim:
-        raise ConfigError(
-            f"{ckpt_path}: the system compresses {system.input_dim}-d inputs, but the store's models {keys} "
-            f"concatenate to {input_dim} dims (--store / --models)"
-        )
+    input_dim = _input_dim(ckpt_path, system, emb_store, keys)
     eval_dims = sorted(int(d) for d in getattr(system, "eval_dims", ()) or ())
     dim = _checked_dim(system, dim, eval_dims, input_dim)
     if precision == "binary":
         check_binary_dim(dim)
 
-    infos = {k: emb_store.meta["models"][k]["model"] for k in keys}
-    entries = [
-        encoder_entry(k, infos[k], emb_store.array(k, "corpus").dtype, where=str(emb_store.path))
-        for k in keys
-    ]
-    encoders = BaseEncoders(
-        entries, normalization, weights, loaded=[load_base_encoder(e["spec"], e["load"]) for e in entries]
-    )
+    encoders = _base_encoders(emb_store, keys, normalization, weights)
     if dataset is None and emb_store.dataset in BUILTIN_DATASETS:
         dataset = emb_store.dataset
     checked = None
@@ -257,37 +320,14 @@ def export_model(
             corpus, emb_store.ids("corpus"), precision, fit_sample, seed, binary_threshold
         )
 
-    bits = BITS_PER_DIM[precision] * dim
-    record = {
-        "format": EXPORT_FORMAT,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "checkpoint": str(ckpt_path.resolve()),
-        "checkpoint_sha256": _sha256(ckpt_path),
-        "method": str(getattr(system, "method_name", type(system).__name__)),
-        "class_path": f"{type(system).__module__}.{type(system).__qualname__}",
-        "dim": dim,
-        "trained_dims": eval_dims,
-        "precision": precision,
-        "bits": bits,
-        "input_dim": input_dim,
-        "compression": compression_factor(input_dim, bits),
-        "store": str(emb_store.path.resolve()),
-        "dataset": emb_store.dataset,
-        "dataset_fingerprint": emb_store.meta["dataset"].get("fingerprint"),
-        "base_models": keys,
-        "normalization": normalization,
-        "model_weights": weights,
-        "calibration": None
-        if quantizer is None
-        else {
-            "fit_sample": fit_sample,
-            "seed": seed,
-            "threshold": binary_threshold if precision == "binary" else None,
-        },
-        "chunk_rows": batch_rows,
-        "check": checked,
-        "load": "SentenceTransformer(path, trust_remote_code=True)",
-    }
+    calibration = None if quantizer is None else {"fit_sample": fit_sample, "seed": seed}
+    if calibration is not None:
+        calibration["threshold"] = binary_threshold if precision == "binary" else None
+    record = _export_record(
+        ckpt_path, system, emb_store, keys, dim, eval_dims, precision, input_dim, normalization, weights
+    )
+    record.update(calibration=calibration, chunk_rows=batch_rows, check=checked)
+    record["load"] = "SentenceTransformer(path, trust_remote_code=True)"
     model = build_model(encoders, system, ckpt, dim, batch_rows, precision, quantizer, record)
     _save_atomically(model, out, record, overwrite)
     return record
