@@ -38,8 +38,8 @@ METHODS = {
     "smec": [
         "--config=configs/smec.yaml",
         "--model.init_args.dims=[64, 32, 16, 8]",
-        "--model.init_args.epochs_per_stage=3",
-        "--model.init_args.memory_size=1024",
+        "--model.init_args.smrl.epochs_per_stage=3",
+        "--model.init_args.sxbm.memory_size=1024",
         "--trainer.min_epochs=12",
         "--trainer.max_epochs=12",
     ],

@@ -113,6 +113,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _leaves(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested settings (SMEC's ``smrl`` / ``ads`` / ``sxbm`` groups) as dotted keys, values made plain.
+
+    Grouped settings are stored as plain dicts (``torch.load(weights_only=True)`` builds them), so a checkpoint
+    and a config that differ in one setting of a group differ in one dotted key (``sxbm.k``), not in the
+    whole group; a key that only one side has compares with None.
+    """
+    out: dict[str, Any] = {}
+    for key, value in hparams.items():
+        if isinstance(value, Mapping) and value:
+            out.update({f"{key}.{k}": v for k, v in _leaves(value).items()})
+        else:
+            out[str(key)] = _plain(value)
+    return out
+
+
 def _same_path(a: Any, b: Any) -> bool:
     if a == b:
         return True
@@ -146,10 +162,10 @@ def differences(
     if saved_class is not None and my_class is not None and saved_class != my_class:
         # Another system altogether: its arguments would only add noise to the message.
         return [f"model.class_path: checkpoint {saved_class}, config {my_class}"]
-    for key in sorted(set(saved_model) | set(mine)):
-        if key in IGNORED_MODEL_KEYS:
-            continue
-        had, want = _plain(saved_model.get(key)), _plain(mine.get(key))
+    saved_leaves = _leaves({k: v for k, v in saved_model.items() if k not in IGNORED_MODEL_KEYS})
+    my_leaves = _leaves({k: v for k, v in mine.items() if k not in IGNORED_MODEL_KEYS})
+    for key in sorted(set(saved_leaves) | set(my_leaves)):
+        had, want = saved_leaves.get(key), my_leaves.get(key)
         if had != want:
             found.append(f"model.init_args.{key}: checkpoint {had!r}, config {want!r}")
 

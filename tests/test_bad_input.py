@@ -933,7 +933,10 @@ def test_an_unknown_key_names_it_and_where_it_was_set(where, key, expect, fresh,
     ("args", "expect"),
     [
         (["--trainer.max_epochs", "abc"], r"--trainer\.max_epochs: expected int or null, got abc$"),
-        (["--model.init_args.output_dim", "abc"], r"--model\.init_args\.output_dim: expected int, got abc$"),
+        (
+            ["--model.init_args.output_dim", "abc"],
+            r"--model\.init_args\.output_dim: expected int or null, got abc$",
+        ),
         (
             ["--model.init_args.dims=[2, x]"],
             r"--model\.init_args\.dims: expected list\[int\] or null, got \[2, 'x'\]$",
@@ -1093,7 +1096,9 @@ def test_a_crafted_checkpoint_as_extend_from_never_runs(fresh, tmp_path, capsys)
     marker = tmp_path / "ran"
     evil = crafted_checkpoint(tmp_path / "evil.ckpt", marker)
     cfg = yaml.safe_load((REPO / "configs" / "smec.yaml").read_text())
-    cfg["model"]["init_args"].update(dims=[8, 4, 2], epochs_per_stage=[0, 0, 1], memory_size=32, memory_k=4)
+    cfg["model"]["init_args"].update(
+        dims=[8, 4, 2], smrl={"epochs_per_stage": [0, 0, 1]}, sxbm={"memory_size": 32, "k": 4}
+    )
     cfg["model"]["init_args"]["extend_from"] = str(evil)
     cfg["data"]["init_args"].update(store=str(fresh.store), models=None, batch_size=8)
     cfg["trainer"].update(default_root_dir=str(fresh.root), callbacks=[], enable_progress_bar=False)

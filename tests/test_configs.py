@@ -23,18 +23,51 @@ PATIENCE = {
 }
 
 
+# The recipe an overlay folder composes on (every other fragment goes on top of configs/mrl.yaml).
+BASES = {"ablations": "smec.yaml", "variants": "mrl.yaml"}
+
+
 def compose(path: Path) -> list[str]:
-    """A full recipe alone, or a profile fragment on top of configs/mrl.yaml."""
-    return (
-        ["--config", str(path)]
-        if path in RECIPES
-        else ["--config", str(CONFIGS / "mrl.yaml"), "--config", str(path)]
-    )
+    """A full recipe alone, or a fragment on top of the recipe it overlays (``BASES``, else configs/mrl.yaml)."""
+    if path in RECIPES:
+        return ["--config", str(path)]
+    base = CONFIGS / BASES.get(path.parent.name, "mrl.yaml")
+    return ["--config", str(base), "--config", str(path)]
 
 
 def test_there_are_recipes():
     assert CONFIGS / "mrl.yaml" in RECIPES
-    assert {p.parent.name for p in FRAGMENTS} >= {"trainer", "logger", "data"}
+    assert {p.parent.name for p in FRAGMENTS} >= {"trainer", "logger", "data", "ablations"}
+
+
+@pytest.mark.parametrize(
+    ("overlay", "key", "value"),
+    [
+        ("no-smrl", "smrl", {"enabled": False}),
+        ("no-ads", "ads", {"enabled": False}),
+        ("no-sxbm", "sxbm", {"enabled": False}),
+    ],
+)
+def test_an_ablation_overlay_changes_one_setting_of_the_smec_recipe(overlay, key, value, tmp_path, capsys):
+    """configs/smec.yaml + configs/ablations/<overlay>.yaml = the recipe with one group's key changed."""
+    store = build_store(
+        tmp_path / "store", n_corpus=20, splits={"train": 4, "dev": 4, "test": 4}, dims={"m1": 576, "m2": 576}
+    )
+    data = ["--data.init_args.store", str(store), "--data.init_args.models", "[m1, m2]"]
+    base = print_config(["fit", "--config", str(CONFIGS / "smec.yaml"), *data], capsys)
+    path = CONFIGS / "ablations" / f"{overlay}.yaml"
+    ablated = print_config(["fit", *compose(path), *data], capsys)
+    changed = {
+        k
+        for k in base["model"]["init_args"]
+        if base["model"]["init_args"][k] != ablated["model"]["init_args"][k]
+    }
+    assert changed == {key}
+    assert ablated["model"]["init_args"][key] == {**base["model"]["init_args"][key], **value}
+    assert ablated["trainer"]["default_root_dir"] == f"runs/smec-{overlay}"
+    assert {k: v for k, v in ablated["trainer"].items() if k != "default_root_dir"} == {
+        k: v for k, v in base["trainer"].items() if k != "default_root_dir"
+    }
 
 
 @pytest.mark.parametrize("path", RECIPES + FRAGMENTS, ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -133,4 +166,7 @@ def test_sweep_trials_parse_through_the_cli(path, tmp_path, capsys):
             [a.replace("configs/", f"{CONFIGS}/", 1) if a.startswith("configs/") else a for a in args], capsys
         )
         for name in sweep["parameters"]:
-            assert printed["model"]["init_args"][name.split(".")[-1]] is not None
+            node = printed
+            for part in name.split("."):
+                node = node[part]
+            assert node is not None, name

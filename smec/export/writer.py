@@ -197,6 +197,8 @@ def _export_dim(
     system: Any, dim: int | None, precision: str, keys: list[str], input_dim: int, ckpt_path: Path
 ) -> tuple[int, list[int]]:
     """(the size to export, the system's evaluated sizes); errors for a size the system cannot give."""
+    import torch
+
     from smec.evaluation.quantize import check_binary_dim
 
     if int(system.input_dim) != input_dim:
@@ -209,6 +211,11 @@ def _export_dim(
     dim = int(dim if dim is not None else (eval_dims[-1] if eval_dims else width))
     if not 1 <= dim <= width:
         raise ConfigError(f"--dim {dim}: the system's output has {width} dims (trained sizes: {eval_dims})")
+    try:  # a size the system does not produce (SMEC: one outside its chain) is refused by embed itself
+        with torch.no_grad():
+            system.embed(torch.zeros(1, input_dim), dim)
+    except ValueError as exc:
+        raise ConfigError(f"--dim {dim}: {exc}") from None
     if precision == "binary":
         check_binary_dim(dim)
     return dim, eval_dims

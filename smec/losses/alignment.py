@@ -1,5 +1,5 @@
 """Teacher–student similarity alignment on selected pairs: the loss of SMEC's selectable cross-batch memory
-(S-XBM, papers.md §2.6)."""
+(S-XBM, arXiv 2510.12474; the formalisation is ours, docs/methods.md#s-xbm)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smec.errors import ConfigError
+from smec.validation import one_of, positive
 
 __all__ = ["ALIGNMENT_DISTANCES", "SimilarityAlignmentLoss", "pair_cosines"]
 
@@ -52,9 +52,10 @@ def pair_cosines(z: Tensor, memory: Tensor, indices: Tensor | None = None, norma
 class SimilarityAlignmentLoss(nn.Module):
     r"""Align the student's similarities to the teacher's on selected (hard) pairs — S-XBM's loss.
 
-    Formalisation of papers.md §2.6 (the paper's exact form is unknown): a FIFO memory holds frozen-backbone
-    embeddings h_j; for each batch item h_i the K most similar memory entries TopK_mem(i) are selected in the
-    teacher space, and with f the current compression (at the active size)
+    Our formalisation of SMEC's S-XBM (arXiv 2510.12474; the paper's exact form is not published, see
+    docs/methods.md#s-xbm): a FIFO memory holds frozen-backbone embeddings h_j; for each batch item h_i the K
+    most similar memory entries TopK_mem(i) are selected in the teacher space, and with f the current
+    compression (at the active size)
 
     .. math::
 
@@ -62,7 +63,8 @@ class SimilarityAlignmentLoss(nn.Module):
 
     Teacher cosines t_ik = cos(h_i, h_j) come from the frozen input space and are detached; student cosines
     s_ik = cos(f(h_i), f(h_j)) are computed by passing the stored h_j through the current f (`pair_cosines`),
-    so gradients flow through both the batch and the memory side.
+    so gradients can flow through both the batch and the memory side (:class:`~smec.losses.sxbm.SXBM` passes
+    the memory side without gradient, as XBM treats memory features as constants).
 
     Args:
         distance: ℓ, ``"l2"`` (default; squared error) | ``"l1"`` | ``"smooth_l1"`` (Huber-like with `beta`).
@@ -77,12 +79,8 @@ class SimilarityAlignmentLoss(nn.Module):
 
     def __init__(self, distance: str = "l2", beta: float = 0.1) -> None:
         super().__init__()
-        if distance not in ALIGNMENT_DISTANCES:
-            raise ConfigError(f"distance must be one of {list(ALIGNMENT_DISTANCES)}, got {distance!r}")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
-            raise ConfigError(f"beta must be a number > 0, got {beta!r}")
-        self.distance = distance
-        self.beta = float(beta)
+        self.distance = one_of("distance", distance, ALIGNMENT_DISTANCES)
+        self.beta = positive("beta", beta)
 
     def forward(self, student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
         if student.shape != teacher.shape or student.ndim != 2:

@@ -1,13 +1,13 @@
-"""Similarity preservation across nested dimensions: the concat-decoder MRL loss and Matryoshka-Adaptor's
-unsupervised losses (papers.md §1.3.4 and §3.2).
+"""Similarity preservation across nested dimensions: the concat-decoder MRL loss (arXiv 2510.04626) and
+Matryoshka-Adaptor's unsupervised losses (arXiv 2407.20243, Eq. 4).
 
-Also home of `LossOutput` and of the dims / weights validation that the other losses reuse.
+Also home of `LossOutput`, what every loss of smec returns.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smec.errors import ConfigError
+from smec.losses.reconstruction import reconstruction_loss
+from smec.validation import check_dims, check_weights, integer, nonnegative, one_of, optional_positive_int
 
-__all__ = ["DISTANCES", "LossOutput", "MatryoshkaSimilarityLoss", "check_dims", "check_weights"]
+__all__ = ["DISTANCES", "LossOutput", "MatryoshkaSimilarityLoss"]
 
 DISTANCES = ("mse", "l1")
 
@@ -36,43 +38,6 @@ class LossOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
-def check_dims(dims: Sequence[int], output_dim: int | None = None, name: str = "dims") -> tuple[int, ...]:
-    """Validate a nested-dims list: non-empty, positive ints, unique, sorted ascending, each <= output_dim.
-
-    Unsorted input is an error rather than silently sorted, so that a `weights` list written next to it in a
-    YAML recipe cannot end up paired with the wrong dims.
-    """
-    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
-        raise ConfigError(f"{name} must be a non-empty list of positive ints, got {dims!r}")
-    shown = list(dims)
-    if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in dims):
-        raise ConfigError(f"{name} must contain positive ints only, got {shown}")
-    if len(set(dims)) != len(dims):
-        raise ConfigError(f"{name} must be unique, got {shown}")
-    if shown != sorted(shown):
-        raise ConfigError(f"{name} must be sorted ascending, got {shown}")
-    if output_dim is not None and dims[-1] > output_dim:
-        raise ConfigError(f"{name} must all be <= output_dim={output_dim}, got {shown}")
-    return tuple(dims)
-
-
-def check_weights(weights: Sequence[float] | None, n: int, name: str = "weights") -> tuple[float, ...]:
-    """Validate per-dim weights: None → all 1.0; else exactly `n` positive numbers."""
-    if weights is None:
-        return (1.0,) * n
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != n:
-        raise ConfigError(f"{name} must have one entry per dim ({n}), got {weights!r}")
-    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0 for w in weights):
-        raise ConfigError(f"{name} must be positive numbers, got {list(weights)}")
-    return tuple(float(w) for w in weights)
-
-
-def _check_nonnegative(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-    return float(value)
-
-
 def _cosine_matrix(z: Tensor) -> Tensor:
     z = F.normalize(z, dim=-1)
     return z @ z.T
@@ -81,7 +46,7 @@ def _cosine_matrix(z: Tensor) -> Tensor:
 class MatryoshkaSimilarityLoss(nn.Module):
     r"""Preserve the input's pairwise cosine similarities at every nested size of the decoder output.
 
-    The concat-decoder paper's loss (papers.md §1.3.4, the authors' ``loss.py``), for a batch of B inputs x_i
+    The concat-decoder paper's loss (arXiv 2510.04626; the authors' code, ``loss.py``), for a batch of B inputs x_i
     (the frozen concatenation) and decoder outputs y_i, with ŷ_i^m = normalize(y_i[:m]):
 
     .. math::
@@ -91,11 +56,11 @@ class MatryoshkaSimilarityLoss(nn.Module):
     with the diagonal (i = j) of both similarity matrices zeroed. The mean runs over all B² entries as in the
     paper's code, so it equals the off-diagonal MSE × (B−1)/B. Weights default to 1 (the paper: equal weights).
 
-    Matryoshka-Adaptor's unsupervised objective (papers.md §3.2, Eq. 4) is covered too:
+    Matryoshka-Adaptor's unsupervised objective (arXiv 2407.20243, Eq. 4) is covered too:
     ``distance="l1"`` replaces the square by |·|; ``topk``/``topk_weight`` add its local term over each item's k
     nearest in-batch neighbours *in the input space*,
     L_topk = Σ_m w_m mean_{i, j∈NN_k(i)} dist(cos(ŷ_i^m, ŷ_j^m) − cos(x_i, x_j));
-    ``reconstruction_weight`` adds L_rec = mean |y − x[:, :d_max]| (only meaningful for a residual adaptor,
+    ``reconstruction_weight`` adds L_rec = mean |y − x[:, :d_max]| (:func:`~smec.losses.reconstruction.reconstruction_loss`; only meaningful for a residual adaptor,
     where it equals mean |g(x)|), or mean |y − target| for an explicit target. The paper sums these terms; here
     they are means, so their scale does not depend on B, k or d_max. Total:
 
@@ -118,7 +83,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
         distance: ``"mse"`` (default, the concat-decoder paper) | ``"l1"`` (Matryoshka-Adaptor).
 
     Shapes:
-        forward(y (B, d_max), x (B, D), index_sets=None, reconstruction_target=None) → `LossOutput` with
+        forward(y (B, d_max), x (B, D), reconstruction_target=None) → `LossOutput` with
         ``per_dim[m] = pair_weight·L_pair,m + topk_weight·L_topk,m`` (before w_m) for the dims used this step,
         so ``loss = Σ_m w_m·per_dim[m] + reconstruction_weight·L_rec``; ``terms`` holds the w-weighted
         ``"pair"``, ``"topk"`` and ``"reconstruction"`` totals of the enabled terms.
@@ -143,10 +108,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
         distance: str = "mse",
     ) -> None:
         super().__init__()
-        if output_dim is not None and (
-            isinstance(output_dim, bool) or not isinstance(output_dim, int) or output_dim < 1
-        ):
-            raise ConfigError(f"output_dim must be a positive int or None, got {output_dim!r}")
+        optional_positive_int("output_dim", output_dim)
         self.dims = check_dims(dims, output_dim)
         self.weights = check_weights(weights, len(self.dims))
         if (
@@ -157,11 +119,10 @@ class MatryoshkaSimilarityLoss(nn.Module):
             raise ConfigError(
                 f"n_dims_per_step must be -1 (all dims) or a positive int, got {n_dims_per_step!r}"
             )
-        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 0:
-            raise ConfigError(f"topk must be an int >= 0, got {topk!r}")
-        self.topk_weight = _check_nonnegative("topk_weight", topk_weight)
-        self.reconstruction_weight = _check_nonnegative("reconstruction_weight", reconstruction_weight)
-        self.pair_weight = _check_nonnegative("pair_weight", pair_weight)
+        integer("topk", topk, minimum=0)
+        self.topk_weight = nonnegative("topk_weight", topk_weight)
+        self.reconstruction_weight = nonnegative("reconstruction_weight", reconstruction_weight)
+        self.pair_weight = nonnegative("pair_weight", pair_weight)
         if self.topk_weight > 0 and topk == 0:
             raise ConfigError(
                 f"topk_weight={topk_weight} needs topk > 0 (the number of neighbours), got topk=0"
@@ -172,8 +133,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
             raise ConfigError(
                 "pair_weight, topk_weight and reconstruction_weight are all 0: nothing to train"
             )
-        if distance not in DISTANCES:
-            raise ConfigError(f"distance must be one of {list(DISTANCES)}, got {distance!r}")
+        one_of("distance", distance, DISTANCES)
         if output_dim is not None and output_dim not in self.dims:
             warnings.warn(
                 f"output_dim={output_dim} is not in dims {list(self.dims)}: the full decoder output will not be "
@@ -199,7 +159,6 @@ class MatryoshkaSimilarityLoss(nn.Module):
         self,
         y: Tensor,
         x: Tensor,
-        index_sets: Mapping[int, Tensor] | None = None,
         reconstruction_target: Tensor | None = None,
     ) -> LossOutput:
         """Compute the loss.
@@ -207,23 +166,12 @@ class MatryoshkaSimilarityLoss(nn.Module):
         Args:
             y: decoder output (B, d_max), raw; each nested size is L2-normalised here.
             x: the frozen input (B, D) whose cosine similarities are the target.
-            index_sets: optional size m → 1-D index tensor of m coordinates of y to use instead of the prefix
-                y[:, :m] (adaptive dimension selection). Keys must be among `dims`; dims not in it use prefixes.
             reconstruction_target: (B, d_max) target of L_rec; default x[:, :d_max].
         """
         if y.ndim != 2 or x.ndim != 2 or y.shape[0] != x.shape[0]:
             raise ValueError(f"expected y (B, d_max) and x (B, D), got {tuple(y.shape)} and {tuple(x.shape)}")
         if y.shape[1] < self.dims[-1]:
             raise ValueError(f"y has {y.shape[1]} columns, fewer than the largest dim {self.dims[-1]}")
-        index_sets = dict(index_sets or {})
-        unknown = sorted(set(index_sets) - set(self.dims))
-        if unknown:
-            raise ValueError(f"index_sets has sizes {unknown} that are not in dims {list(self.dims)}")
-        for m, idx in index_sets.items():
-            if idx.ndim != 1 or idx.numel() != m:
-                raise ValueError(
-                    f"index_sets[{m}] must be a 1-D tensor of {m} indices, got shape {tuple(idx.shape)}"
-                )
 
         batch = y.shape[0]
         off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=y.device)
@@ -239,8 +187,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
         per_dim: dict[int, Tensor] = {}
         for i in self._step_dims():
             m, w = self.dims[i], self.weights[i]
-            z = y.index_select(1, index_sets[m]) if m in index_sets else y[:, :m]
-            sim = _cosine_matrix(z) * off_diagonal
+            sim = _cosine_matrix(y[:, :m]) * off_diagonal
             term = zero
             if self.pair_weight > 0:
                 pair = self._dist(sim - target).sum() / batch**2
@@ -271,7 +218,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
                     f"reconstruction_target must have shape {tuple(y.shape)}, "
                     f"got {tuple(reconstruction_target.shape)}"
                 )
-            rec = (y - reconstruction_target.detach()).abs().mean()
+            rec = reconstruction_loss(y, reconstruction_target)
             terms["reconstruction"] = rec.detach()
             loss = loss + self.reconstruction_weight * rec
         return LossOutput(loss=loss, per_dim=per_dim, terms=terms)

@@ -13,18 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smec.errors import ConfigError
 from smec.losses.matryoshka import LossOutput
+from smec.validation import positive
 
 __all__ = ["InfoNCELoss", "PairwiseRankLoss"]
 
 Pairs = Mapping[int, tuple[Tensor, Tensor]]
-
-
-def _check_temperature(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"temperature must be a number > 0, got {value!r}")
-    return float(value)
 
 
 def _as_pairs(q: Tensor | Pairs, d: Tensor | None) -> dict[int, tuple[Tensor, Tensor]]:
@@ -68,7 +62,8 @@ def _per_dim(
 
 
 class PairwiseRankLoss(nn.Module):
-    r"""Pairwise logistic rank loss of Matryoshka-Adaptor / Search-Adaptor (papers.md §3.2–3.3).
+    r"""Pairwise logistic rank loss of Matryoshka-Adaptor (arXiv 2407.20243, Eq. 6) / Search-Adaptor (arXiv
+    2310.08750).
 
     For queries q_i, documents d_k and scores s_ik = ⟨q_i, d_k⟩ (cosine for unit-norm inputs), every pair of
     documents (j, k) that query i ranks by relevance, y_ij > y_ik, contributes
@@ -97,7 +92,7 @@ class PairwiseRankLoss(nn.Module):
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
-        self.temperature = _check_temperature(temperature)
+        self.temperature = positive("temperature", temperature)
 
     def forward(
         self,
@@ -155,7 +150,7 @@ class InfoNCELoss(nn.Module):
     L = Σ_m w_m L^(m), w_m default 1.
 
     Args:
-        temperature: τ > 0. Default 0.05 (the value used in the WordNet pilot; scale 20 in sentence-transformers).
+        temperature: τ > 0. Default 0.05 (scale 20 in sentence-transformers; see docs/methods.md#wordnet-pilot).
         symmetric: also contrast each document against all queries. Default False.
 
     Shapes:
@@ -165,7 +160,7 @@ class InfoNCELoss(nn.Module):
 
     def __init__(self, temperature: float = 0.05, symmetric: bool = False) -> None:
         super().__init__()
-        self.temperature = _check_temperature(temperature)
+        self.temperature = positive("temperature", temperature)
         self.symmetric = bool(symmetric)
 
     def forward(

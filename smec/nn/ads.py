@@ -1,6 +1,6 @@
 """ADS, adaptive dimension selection: learn which k of d coordinates survive a compression step.
 
-MRL halves a representation by keeping its prefix; SMEC's ADS (papers.md §2.5) instead learns an importance logit
+MRL halves a representation by keeping its prefix; SMEC's ADS (arXiv 2510.12474) instead learns an importance logit
 per coordinate and keeps the k most important ones, chosen during training by a Gumbel top-k so the choice
 explores and stays differentiable.
 
@@ -14,6 +14,9 @@ Formalisation (training). Logits a ∈ R^d (a parameter), temperature τ (a buff
                                                   (k+1)-th largest s, detached
     soft_j = k · softmax(s)_j                     "softmax" relaxation (option)
     output = (x ⊙ m)[S sorted ascending]          (B, k)
+
+The paper shows the Gumbel top-k but not the relaxation, τ or its schedule: the choices here are ours
+(docs/methods.md#ads).
 
 Evaluation: S = top-k of a (no noise), m = hard mask, no gradient path needed.
 
@@ -42,18 +45,53 @@ noise (the logits stay synchronised by DDP), which acts like dropout on the sele
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from smec.errors import ConfigError
+from smec.validation import integer, nonnegative, one_of, positive
 
-__all__ = ["AdaptiveDimensionSelector", "Selection"]
+__all__ = ["ADSSettings", "AdaptiveDimensionSelector", "Selection"]
 
 Init = Literal["uniform_noise", "prefix", "zeros"]
 Schedule = Literal["exponential", "linear", "cosine"]
 Relaxation = Literal["sigmoid", "softmax"]
+INITS = ("prefix", "uniform_noise", "zeros")
+SCHEDULES = ("exponential", "linear", "cosine")
+RELAXATIONS = ("sigmoid", "softmax")
+
+
+@dataclass(frozen=True)
+class ADSSettings:
+    """SMEC's ADS settings, ``model.init_args.ads`` (the defaults are SMEC's, see docs/methods.md#ads).
+
+    Args:
+        enabled: learned selection (default True); False keeps the MRL prefix at every stage (the ``no-ads``
+            ablation, configs/ablations/no-ads.yaml).
+        init / init_scale / tau_start / tau_end / schedule / gumbel_scale: as :class:`AdaptiveDimensionSelector`
+            (defaults ``prefix``, 1.0, 1.0 → 0.1 ``exponential``, 1.0).
+        anneal_noise: shrink the Gumbel noise with τ (default True here, unlike the component's False), so the
+            training pick converges to the deterministic eval pick by the end of each stage.
+        lr: learning rate of the logits (default None: 10 × ``model.lr``); they get no weight decay. Adam moves
+            a logit by about lr per step, and the logits must move by O(1) within one stage's few hundred steps
+            to reorder coordinates.
+    """
+
+    enabled: bool = True
+    init: str = "prefix"
+    init_scale: float = 1.0
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    schedule: str = "exponential"
+    gumbel_scale: float = 1.0
+    anneal_noise: bool = True
+    lr: float | None = None
+
+    def selector_kwargs(self) -> dict[str, Any]:
+        """The :class:`AdaptiveDimensionSelector` arguments (everything but ``enabled`` and ``lr``)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("enabled", "lr")}
 
 
 class Selection(NamedTuple):
@@ -94,15 +132,13 @@ class AdaptiveDimensionSelector(nn.Module):
             module docstring for the choice).
         gumbel_scale: σ, multiplier of the Gumbel noise (default 1.0; 0 makes training picks deterministic).
         anneal_noise: scale the noise by τ/τ_start too, so exploration fades as τ anneals (default False).
-        total_steps: number of `step()` calls that take progress from 0 to 1; only needed if `step()` is used.
 
     State (all in the state_dict, so a resumed fit restores them): `logits` (in_dim,) parameter; `tau` () buffer;
-    `progress` () buffer; `num_steps` () int64 buffer.
+    `progress` () buffer. Progress is set from outside (`set_progress`, e.g. by the SMRL stage schedule).
     """
 
     tau: torch.Tensor
     progress: torch.Tensor
-    num_steps: torch.Tensor
 
     def __init__(
         self,
@@ -117,39 +153,19 @@ class AdaptiveDimensionSelector(nn.Module):
         relaxation: Relaxation = "sigmoid",
         gumbel_scale: float = 1.0,
         anneal_noise: bool = False,
-        total_steps: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(in_dim, int) or in_dim < 1:
-            raise ConfigError(f"ads in_dim must be a positive integer, got {in_dim!r}")
-        if not isinstance(k, int) or not 1 <= k <= in_dim:
-            raise ConfigError(f"ads k must be an integer in [1, in_dim={in_dim}], got {k!r}")
-        if init not in ("uniform_noise", "prefix", "zeros"):
-            raise ConfigError(f"ads init must be one of 'uniform_noise', 'prefix', 'zeros', got {init!r}")
-        if schedule not in ("exponential", "linear", "cosine"):
-            raise ConfigError(
-                f"ads schedule must be one of 'exponential', 'linear', 'cosine', got {schedule!r}"
-            )
-        if relaxation not in ("sigmoid", "softmax"):
-            raise ConfigError(f"ads relaxation must be 'sigmoid' or 'softmax', got {relaxation!r}")
-        if not (tau_start > 0 and tau_end > 0):
-            raise ConfigError(f"ads tau_start and tau_end must be > 0, got {tau_start!r} and {tau_end!r}")
-        if gumbel_scale < 0:
-            raise ConfigError(f"ads gumbel_scale must be >= 0, got {gumbel_scale!r}")
-        if init_scale < 0:
-            raise ConfigError(f"ads init_scale must be >= 0, got {init_scale!r}")
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
-            raise ConfigError(f"ads total_steps must be a positive integer or None, got {total_steps!r}")
-        self.in_dim = in_dim
-        self.k = k
-        self.tau_start = float(tau_start)
-        self.tau_end = float(tau_end)
-        self.schedule = schedule
+        self.in_dim = integer("in_dim", in_dim)
+        self.k = integer("k", k, 1, in_dim, bound=f"in_dim={in_dim}")
+        one_of("init", init, INITS)
+        self.schedule = one_of("schedule", schedule, SCHEDULES)
+        self.relaxation = one_of("relaxation", relaxation, RELAXATIONS)
+        self.tau_start = positive("tau_start", tau_start)
+        self.tau_end = positive("tau_end", tau_end)
+        self.gumbel_scale = nonnegative("gumbel_scale", gumbel_scale)
+        init_scale = nonnegative("init_scale", init_scale)
         self.hard = hard
-        self.relaxation = relaxation
-        self.gumbel_scale = float(gumbel_scale)
         self.anneal_noise = anneal_noise
-        self.total_steps = total_steps
 
         if init == "prefix":
             logits = torch.linspace(init_scale, -init_scale, in_dim) if in_dim > 1 else torch.zeros(1)
@@ -160,7 +176,6 @@ class AdaptiveDimensionSelector(nn.Module):
         self.logits = nn.Parameter(logits)
         self.register_buffer("tau", torch.tensor(self.tau_start))
         self.register_buffer("progress", torch.tensor(0.0))
-        self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))
 
     def extra_repr(self) -> str:
         return (
@@ -187,14 +202,6 @@ class AdaptiveDimensionSelector(nn.Module):
             raise ValueError(f"ads progress must be in [0, 1], got {p}")
         self.progress.fill_(p)
         self.tau.fill_(self.tau_at(p))
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """Advance one step of `total_steps` (progress = steps / total_steps, capped at 1) and update τ."""
-        if self.total_steps is None:
-            raise ConfigError("ads step() needs total_steps; pass total_steps=... or call set_progress(p)")
-        self.num_steps += 1
-        self.set_progress(min(1.0, int(self.num_steps) / self.total_steps))
 
     # selection ---------------------------------------------------------------------------------------------
 

@@ -1,29 +1,28 @@
 """The decoder: a shallow network that maps a frozen (concatenated) embedding x ∈ R^D to y ∈ R^{d_max}.
 
-Nested ("Matryoshka") embeddings are read off its output with `nested` (prefixes) or `nested_indexed` (explicit
-index sets, as chosen by adaptive dimension selection).
+Nested ("Matryoshka") embeddings are read off its output with `nested` (L2-normalised prefixes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smec.errors import ConfigError
+from smec.validation import integer, is_int, one_of
 
-__all__ = ["ACTIVATIONS", "INITS", "NORMS", "PRESETS", "Decoder", "nested", "nested_indexed"]
+__all__ = ["ACTIVATIONS", "INITS", "NORMS", "PRESETS", "Decoder", "nested"]
 
 NORMS = ("none", "batchnorm", "layernorm")
 ACTIVATIONS = ("leaky_relu", "gelu", "relu")
 INITS = ("kaiming", "orthogonal", "default")
-# LeakyReLU slope of the authors' code (papers.md §1.3.3).
+# LeakyReLU slope of the concat-decoder authors' code (arXiv 2510.04626; eigenAyoub/embed-fusion, model.py).
 LEAKY_SLOPE = 0.2
 
-# Named variants (papers.md §1.3.3; pilot-wordnet.md names them lin / bn / mlp2).
+# Named variants of that code (docs/methods.md#wordnet-pilot calls them lin / bn / mlp2).
 PRESETS: dict[str, dict[str, Any]] = {
     # LN → Linear. The pilot's best decoder.
     "linear": {"hidden_dim": None, "norm": "none", "activation": None},
@@ -32,18 +31,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # LN → Linear(D→1024) → LN → LeakyReLU(0.2) → Linear(1024→d_max) → LN: the paper code's `EncoderOnly`.
     "encoder_only": {"hidden_dim": 1024, "norm": "layernorm", "activation": "leaky_relu"},
 }
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    # bool is an int subclass; `True` as a width is always a YAML slip.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value: object, choices: Sequence[object]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
 def _make_norm(norm: str, dim: int) -> nn.Module:
@@ -72,9 +59,10 @@ class Decoder(nn.Module):
         [LayerNorm(D)] → [Dropout → Linear(D→hidden) → norm → activation] → Dropout → Linear(→output_dim)
                        → norm → [activation]                                        (+ [skip(x)])
 
-    The three variants of the concat-decoder paper (papers.md §1.3.3) are available as `Decoder.preset(name, D, d)`:
+    The three variants of the concat-decoder paper's code (arXiv 2510.04626) are available as
+    `Decoder.preset(name, D, d)`:
 
-    - ``"linear"``: LN → Linear. **The default**: in the WordNet pilot (pilot-wordnet.md, findings 2–3) it beat
+    - ``"linear"``: LN → Linear. **The default**: in the WordNet pilot (docs/methods.md#wordnet-pilot) it beat
       the paper's BN variant at every dim in float32 and int8 (int8@128: 95.5% vs 86.6%/80.7% retention over two
       seeds) and was far less seed-sensitive.
     - ``"simple_encoder"``: LN → Linear → BatchNorm1d → LeakyReLU(0.2) (the paper code's final ``SimpleEncoder``;
@@ -83,7 +71,7 @@ class Decoder(nn.Module):
 
     Args:
         input_dim: D, width of the input (the concatenation).
-        output_dim: d_max, width of the output; nested sizes are prefixes or index sets of it.
+        output_dim: d_max, width of the output; nested sizes are prefixes of it.
         hidden_dim: width of one hidden layer; None (default) for a single Linear layer.
         norm: ``"none"`` (default) | ``"batchnorm"`` | ``"layernorm"``, applied after the output Linear (and after
             the hidden Linear when there is one).
@@ -91,7 +79,8 @@ class Decoder(nn.Module):
             hidden layer's norm, and after the output norm when `output_activation` is true.
         input_norm: LayerNorm on the input (default True, as in every variant of the paper code).
         residual: add a fixed skip path from the raw input x (not its LayerNorm) to the output, making the
-            decoder an adaptor ``y = x[:, :output_dim] + g(x)`` (Matryoshka-/Search-Adaptor, papers.md §3.2–3.3).
+            decoder an adaptor ``y = x[:, :output_dim] + g(x)`` (Matryoshka-Adaptor, arXiv 2407.20243;
+            Search-Adaptor, arXiv 2310.08750).
             When output_dim == input_dim this is the identity skip; when smaller, the skip is the input's first
             output_dim coordinates (no learned projection, so the adaptor starts from plain truncation).
             Requires output_dim <= input_dim. The last Linear is then zero-initialised so that training starts
@@ -123,13 +112,13 @@ class Decoder(nn.Module):
         output_activation: bool | None = None,
     ) -> None:
         super().__init__()
-        self.input_dim = _check_positive_int("input_dim", input_dim)
-        self.output_dim = _check_positive_int("output_dim", output_dim)
+        self.input_dim = integer("input_dim", input_dim)
+        self.output_dim = integer("output_dim", output_dim)
         if hidden_dim is not None:
-            _check_positive_int("hidden_dim", hidden_dim)
-        _check_choice("norm", norm, NORMS)
-        _check_choice("activation", activation, (*ACTIVATIONS, None))
-        _check_choice("init", init, INITS)
+            integer("hidden_dim", hidden_dim)
+        one_of("norm", norm, NORMS)
+        one_of("activation", activation, (*ACTIVATIONS, None))
+        one_of("init", init, INITS)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be a float in [0, 1), got {dropout!r}")
         if residual and output_dim > input_dim:
@@ -174,7 +163,7 @@ class Decoder(nn.Module):
     @classmethod
     def preset(cls, name: str, input_dim: int, output_dim: int, **overrides: Any) -> Decoder:
         """Build a named variant (see `PRESETS`); `overrides` replace any constructor argument."""
-        _check_choice("preset", name, tuple(PRESETS))
+        one_of("preset", name, tuple(PRESETS))
         return cls(input_dim, output_dim, **{**PRESETS[name], **overrides})
 
     def forward(self, x: Tensor) -> Tensor:
@@ -199,31 +188,6 @@ def nested(y: Tensor, dims: Sequence[int]) -> dict[int, Tensor]:
     """
     width = y.shape[-1]
     for m in dims:
-        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= width:
+        if not is_int(m) or not 1 <= m <= width:
             raise ConfigError(f"dims must be ints in [1, {width}] (the output width), got {list(dims)}")
     return {m: F.normalize(y[..., :m], dim=-1) for m in dims}
-
-
-def nested_indexed(y: Tensor, index_sets: Mapping[int, Tensor]) -> dict[int, Tensor]:
-    """L2-normalised selections of `y` by explicit index sets: ``{m: normalize(y[..., idx_m])}``.
-
-    Used with adaptive dimension selection (SMEC's ADS, papers.md §2.5), where the kept coordinates of a size
-    are a learned set rather than a prefix. Coordinates are taken in the order given in `idx_m`.
-
-    Args:
-        y: decoder output, shape (..., d_max).
-        index_sets: size m → 1-D integer tensor of m distinct indices into the last axis of `y`. Out-of-range
-            indices raise in `index_select` (not checked here, to avoid a device sync per step).
-
-    Returns:
-        dict m → tensor of shape (..., m), unit-norm along the last axis.
-    """
-    out: dict[int, Tensor] = {}
-    for m, idx in index_sets.items():
-        if idx.ndim != 1 or idx.numel() != m or idx.dtype not in (torch.int32, torch.int64):
-            raise ValueError(
-                f"index_sets[{m}] must be a 1-D integer tensor of {m} indices, "
-                f"got shape {tuple(idx.shape)} and dtype {idx.dtype}"
-            )
-        out[m] = F.normalize(y.index_select(-1, idx), dim=-1)
-    return out

@@ -1,10 +1,14 @@
 """S-XBM's cross-batch memory: a FIFO queue of frozen teacher embeddings with top-K cosine retrieval.
 
-XBM (Wang et al., CVPR 2020) keeps a ring buffer of past embeddings so pair losses see more pairs than one batch
-holds. SMEC's selectable variant (S-XBM, papers.md §2.6) stores the *frozen backbone* embeddings h instead (they
-never drift, because the backbone never trains) and, for each query, uses only the K most similar entries (hard
-neighbours) for a teacher–student similarity-alignment loss. This module is the memory and the selection; the loss
-lives in `smec.losses`.
+XBM (Wang et al., CVPR 2020, arXiv 1912.06798) keeps a ring buffer of past embeddings so pair losses see more
+pairs than one batch holds. SMEC's selectable variant (S-XBM, arXiv 2510.12474) stores the *frozen backbone*
+embeddings h instead (they never drift, because the backbone never trains) and, for each query, uses only the K
+most similar entries (hard neighbours) for a teacher–student similarity-alignment loss. This module is the
+memory and the retrieval; :class:`smec.losses.sxbm.SXBM` combines it with the selection and the loss.
+
+No ids are stored: the training batches carry none, and the one exclusion S-XBM needs (a row is not its own
+neighbour) is made on the teacher cosine itself (:data:`smec.losses.sxbm.SELF_MATCH`), which also catches an
+exact duplicate under another id.
 """
 
 from __future__ import annotations
@@ -14,22 +18,19 @@ from torch import nn
 
 from datamodules import distributed
 from smec.errors import ConfigError
+from smec.validation import integer
 
-__all__ = ["NO_ID", "CrossBatchMemory"]
-
-NO_ID = -1
-"""Id stored for entries enqueued without ids. Negative ids never match an exclusion."""
+__all__ = ["CrossBatchMemory"]
 
 
 class CrossBatchMemory(nn.Module):
-    """FIFO ring buffer of `size` embeddings of width `dim`, with optional int64 ids, kept in registered buffers.
+    """FIFO ring buffer of `size` embeddings of width `dim`, kept in registered buffers.
 
     Everything that must survive a checkpoint is a buffer, so `state_dict()` / `load_state_dict()` restore the
-    memory bit-for-bit (contents, ids, write pointer, fill count) and a resumed fit continues exactly where it
+    memory bit-for-bit (contents, write pointer, fill count) and a resumed fit continues exactly where it
     stopped, as MoCo's queue does:
 
     - `queue`  (size, dim), `dtype`: the stored embeddings (zeros where nothing was written yet);
-    - `ids`    (size,) int64: the caller's id for each entry (e.g. a corpus row or query id), `NO_ID` if none;
     - `ptr`    () int64: the slot the next entry goes to;
     - `filled` () int64: how many slots hold data (grows to `size`, then stays).
 
@@ -44,30 +45,24 @@ class CrossBatchMemory(nn.Module):
     the ranks' memories identical (tests/smec/test_ddp_fit.py checks it at the end of a 2-process fit).
 
     Args:
-        size: capacity N_mem (number of entries). The paper does not give it (papers.md §2.10); XBM's default is
-            8192, and a few thousand to tens of thousands is typical.
+        size: capacity N_mem (number of entries). SMEC does not give it (docs/methods.md#s-xbm); XBM's default
+            is 8192, and a few thousand to tens of thousands is typical.
         dim: embedding width (the teacher's D).
         dtype: storage dtype. float32 by default; float16/bfloat16 halve the memory at a small cost in
             similarity precision (similarities are always computed in at least float32).
     """
 
     queue: torch.Tensor
-    ids: torch.Tensor
     ptr: torch.Tensor
     filled: torch.Tensor
 
     def __init__(self, size: int, dim: int, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if not isinstance(size, int) or size < 1:
-            raise ConfigError(f"memory size must be a positive integer, got {size!r}")
-        if not isinstance(dim, int) or dim < 1:
-            raise ConfigError(f"memory dim must be a positive integer, got {dim!r}")
+        self.size = integer("memory_size", size)
+        self.dim = integer("dim", dim)
         if not dtype.is_floating_point:
-            raise ConfigError(f"memory dtype must be a floating-point dtype, got {dtype}")
-        self.size = size
-        self.dim = dim
+            raise ConfigError(f"dtype must be a floating-point dtype, got {dtype}")
         self.register_buffer("queue", torch.zeros(size, dim, dtype=dtype))
-        self.register_buffer("ids", torch.full((size,), NO_ID, dtype=torch.int64))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.int64))
         self.register_buffer("filled", torch.zeros((), dtype=torch.int64))
 
@@ -88,37 +83,28 @@ class CrossBatchMemory(nn.Module):
 
     @torch.no_grad()
     def reset(self) -> None:
-        """Empty the memory (contents zeroed, ids cleared, pointer and count back to 0)."""
+        """Empty the memory (contents zeroed, pointer and count back to 0)."""
         self.queue.zero_()
-        self.ids.fill_(NO_ID)
         self.ptr.zero_()
         self.filled.zero_()
 
     @torch.no_grad()
-    def enqueue(self, x: torch.Tensor, ids: torch.Tensor | None = None, gather: bool = True) -> None:
+    def enqueue(self, x: torch.Tensor, gather: bool = True) -> None:
         """Append a batch, overwriting the oldest entries once full.
 
         Args:
             x: (B, dim) embeddings; detached and cast to the memory's dtype and device. They are stored as given
                 (not normalised), so the memory can also serve losses that need raw teacher vectors.
-            ids: optional (B,) integer ids stored with the entries (for `topk`'s exclusion); `NO_ID` if None.
-            gather: under `torch.distributed`, all-gather `x` and `ids` from every rank first (rank 0's rows
-                first), so all ranks store the same entries. Ranks may pass different B. A no-op when not
-                distributed.
+            gather: under `torch.distributed`, all-gather `x` from every rank first (rank 0's rows first), so all
+                ranks store the same entries. Ranks may pass different B. A no-op when not distributed.
 
         The result equals enqueuing the (gathered) rows one at a time: writing wraps around when `ptr + B > size`,
         and when B > size only the newest `size` rows are kept.
         """
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"enqueue expects x of shape (B, {self.dim}), got {tuple(x.shape)}")
-        if ids is not None and (ids.dim() != 1 or ids.shape[0] != x.shape[0]):
-            raise ValueError(f"enqueue expects ids of shape ({x.shape[0]},), got {tuple(ids.shape)}")
         if gather and distributed.world_size() > 1:
-            # Ids are always gathered (NO_ID-filled when absent) so every rank runs the same collectives even
-            # if only some ranks pass ids.
-            local_ids = ids if ids is not None else torch.full((x.shape[0],), NO_ID, dtype=torch.int64)
             x = distributed.all_gather_tensor(x, uneven=True)
-            ids = distributed.all_gather_tensor(local_ids.to(device=x.device, dtype=torch.int64), uneven=True)
         n = x.shape[0]
         if n == 0:
             return
@@ -128,26 +114,20 @@ class CrossBatchMemory(nn.Module):
         first = n - keep
         slots = (self.ptr + first + torch.arange(keep, device=self.queue.device)) % self.size
         self.queue[slots] = x[first:].detach().to(device=self.queue.device, dtype=self.queue.dtype)
-        if ids is None:
-            self.ids[slots] = NO_ID
-        else:
-            self.ids[slots] = ids[first:].to(device=self.ids.device, dtype=torch.int64)
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
 
-    def ordered(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stored entries oldest first: ((filled, dim) embeddings, (filled,) ids). Views/copies, no grad."""
+    def ordered(self) -> torch.Tensor:
+        """The stored entries oldest first, (filled, dim). A view or a copy, no grad."""
         n = int(self.filled)
         if n < self.size:
-            return self.queue[:n], self.ids[:n]
+            return self.queue[:n]
         p = int(self.ptr)
         order = torch.cat([torch.arange(p, self.size), torch.arange(0, p)]).to(self.queue.device)
-        return self.queue[order], self.ids[order]
+        return self.queue[order]
 
     @torch.no_grad()
-    def topk(
-        self, queries: torch.Tensor, k: int, exclude_ids: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def topk(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The `k` stored entries most cosine-similar to each query.
 
         sim(q, m) = <q/‖q‖, m/‖m‖> over the filled slots only (an all-zero vector has similarity 0 to everything).
@@ -158,16 +138,12 @@ class CrossBatchMemory(nn.Module):
             k: neighbours per query; must satisfy 1 <= k <= len(self). Asking for more than is stored raises
                 ValueError rather than silently returning fewer columns, so the loss's shape never changes
                 mid-warm-up; guard calls with `is_ready(k)`.
-            exclude_ids: (B,) or (B, P) int64. Entry m is excluded for query i when `ids[m]` equals any of
-                `exclude_ids[i]` (its own row, or its known positives). Negative values are padding and exclude
-                nothing. If a row has fewer than k non-excluded entries, the missing columns get similarity
-                `-inf` (and an arbitrary, valid slot index): mask them with `torch.isfinite(similarities)`.
 
         Returns:
             (similarities (B, k), indices (B, k)), similarities in descending order. Indices are slots of
-            `queue` / `ids` (use `queue[indices]` for the (B, k, dim) neighbours). No sampling is involved: the
-            result is a deterministic function of the inputs on a given device (exact ties are broken in
-            `torch.topk`'s order).
+            `queue` (use `queue[indices]` for the (B, k, dim) neighbours). No sampling is involved: the result is
+            a deterministic function of the inputs on a given device (exact ties are broken in `torch.topk`'s
+            order).
         """
         n = int(self.filled)
         if queries.dim() != 2 or queries.shape[1] != self.dim:
@@ -178,18 +154,4 @@ class CrossBatchMemory(nn.Module):
         q = nn.functional.normalize(queries.detach().to(compute), dim=1)
         mem = nn.functional.normalize(self.queue[:n].to(device=q.device, dtype=compute), dim=1)
         sims = q @ mem.T  # (B, n)
-        if exclude_ids is not None:
-            excl = exclude_ids.to(device=q.device, dtype=torch.int64)
-            if excl.dim() == 1:
-                excl = excl[:, None]
-            if excl.dim() != 2 or excl.shape[0] != q.shape[0]:
-                raise ValueError(
-                    f"exclude_ids must have shape ({q.shape[0]},) or ({q.shape[0]}, P), "
-                    f"got {tuple(exclude_ids.shape)}"
-                )
-            mem_ids = self.ids[:n].to(q.device)
-            # (B, P, n) comparison; P is small (own id plus a few positives).
-            hit = (excl[:, :, None] == mem_ids[None, None, :]) & (excl[:, :, None] >= 0)
-            sims = sims.masked_fill(hit.any(dim=1), float("-inf"))
-        values, indices = torch.topk(sims, k, dim=1, largest=True, sorted=True)
-        return values, indices
+        return torch.topk(sims, k, dim=1, largest=True, sorted=True)

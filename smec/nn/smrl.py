@@ -1,12 +1,12 @@
 """SMRL, sequential Matryoshka representation learning: compress D → D/2 → D/4 → … one stage at a time.
 
-MRL trains every nested size at once on shared weights, and the small sizes' large gradients fight the large
-sizes' (papers.md §2.2). SMRL (§2.4) trains one halving step per stage and freezes what earlier stages learned, so
-a size already reached cannot be degraded later, and a finished model can be compressed further by appending a
-stage.
+MRL (arXiv 2205.13147) trains every nested size at once on shared weights, and the small sizes' large gradients
+fight the large sizes' (SMEC, arXiv 2510.12474, its gradient analysis of one FC layer). SMRL, SMEC's first part,
+trains one halving step per stage and freezes what earlier stages learned, so a size already reached cannot be
+degraded later, and a finished model can be compressed further by appending a stage.
 
-Parametrisation chosen here (the paper's exact one is unknown, §2.10 item 1). With dims d_0 = D > d_1 > … > d_T
-there are T stages; stage t owns
+Parametrisation chosen here (the paper does not publish its exact one; docs/methods.md#smrl). With dims
+d_0 = D > d_1 > … > d_T there are T stages; stage t owns
 
 - a square block  B_t: R^{d_t} → R^{d_t}  (linear by default, see `CompressionBlock`), and
 - a selector      S_t: R^{d_t} → R^{d_{t+1}}  (ADS, or the MRL prefix).
@@ -26,13 +26,17 @@ block trained for that size (it refines the selection u_t it starts from); the s
 the selection u_{t+1}. `forward` returns these in a dict {d_0: z_0, d_1: z_1, …, d_t: z_t, d_{t+1}: u_{t+1}}, which
 is also exactly what stage t's loss needs ({d_t, d_{t+1}} are its two sizes). The sizes are *not* sub-vectors of
 one vector (each block makes a new vector), so evaluators must call `embed(x, dim)` per size rather than slicing
-one output; `index_sets()` says which coordinates of z_t each selection keeps, for reports.
+one output.
+
+Joint training (`joint=True`, SMEC's ``no-smrl`` ablation) trains the *same* chain MRL-style: every stage is
+active from the first step, nothing is frozen, and the objective covers every stage's pair of sizes
+(`training_targets`).
 
 Defaults and why:
 - Blocks start as the identity (`identity_init=True`): stage 0 then starts with z_0 = h, i.e. zero loss at size
   D, and each selection starts as truncation of the teacher (with ADS's default "prefix" init), so training starts
   from the truncation baseline and can only move away from it by lowering the loss.
-- `block="linear"`, no activation or normalisation: the paper analyses a single FC layer (§2.3); "mlp" (Linear →
+- `block="linear"`, no activation or normalisation: the paper analyses a single FC layer; "mlp" (Linear →
   GELU → Linear) is available. `residual=True` computes x + f(x) with f starting at zero; for the linear block it
   is the same function at init but weight decay then pulls towards the identity instead of towards zero.
 - `selection="ads"`; `"prefix"` gives SMRL without ADS (the ablation).
@@ -40,7 +44,10 @@ Defaults and why:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -49,11 +56,56 @@ from torch import nn
 
 from smec.errors import ConfigError
 from smec.nn.ads import AdaptiveDimensionSelector, Selection
+from smec.validation import integer, is_int, named_config_errors, one_of, optional_positive_int
 
-__all__ = ["CompressionBlock", "PrefixSelector", "SMRLCompressor", "StageSchedule", "halving_dims"]
+__all__ = [
+    "CompressionBlock",
+    "PrefixSelector",
+    "SMRLCompressor",
+    "SMRLSettings",
+    "StageSchedule",
+    "chain_dims",
+    "halving_dims",
+]
 
 BlockKind = Literal["linear", "mlp"]
 SelectionKind = Literal["ads", "prefix"]
+BLOCKS = ("linear", "mlp")
+SELECTIONS = ("ads", "prefix")
+DEFAULT_EPOCHS_PER_STAGE = 4
+
+
+@dataclass(frozen=True)
+class SMRLSettings:
+    """SMEC's SMRL settings, ``model.init_args.smrl``: how the chain trains.
+
+    Args:
+        enabled: stage by stage, earlier stages frozen (default True). False: the ``no-smrl`` ablation
+            (configs/ablations/no-smrl.yaml), every stage trained jointly on the sum of all stages' objectives
+            (``SMRLCompressor(joint=True)``); the stage budget then only sets the ADS annealing horizon.
+        epochs_per_stage / steps_per_stage: the stage budget, at most one of them (an int, or a list with one
+            entry per stage, 0 for stages loaded from ``model.extend_from``). Neither: 4 epochs per stage.
+            ``trainer.max_epochs`` should cover the total (the last stage keeps training after its budget).
+            To replace a recipe's epoch budget on the command line, give the group as JSON,
+            ``--model.init_args.smrl='{"epochs_per_stage": null, "steps_per_stage": 500}'`` (jsonargparse reads
+            ``--model.init_args.smrl.epochs_per_stage=null`` as the string "None").
+    """
+
+    enabled: bool = True
+    epochs_per_stage: int | list[int] | None = None
+    steps_per_stage: int | list[int] | None = None
+
+    def schedule(self, num_stages: int) -> StageSchedule:
+        """The :class:`StageSchedule` of a chain of ``num_stages`` stages."""
+        if self.epochs_per_stage is not None and self.steps_per_stage is not None:
+            raise ConfigError(
+                "steps_per_stage cannot be combined with epochs_per_stage (give one budget; on the command "
+                """line: --model.init_args.smrl='{"epochs_per_stage": null, "steps_per_stage": N}')"""
+            )
+        if self.steps_per_stage is not None:
+            return StageSchedule(num_stages, steps_per_stage=self.steps_per_stage)
+        epochs = DEFAULT_EPOCHS_PER_STAGE if self.epochs_per_stage is None else self.epochs_per_stage
+        return StageSchedule(num_stages, epochs_per_stage=epochs)
 
 
 def halving_dims(input_dim: int, min_dim: int) -> list[int]:
@@ -61,16 +113,46 @@ def halving_dims(input_dim: int, min_dim: int) -> list[int]:
 
     E.g. (1536, 48) → [1536, 768, 384, 192, 96, 48]; (1536, 64) → [1536, 768, 384, 192, 96].
     """
-    if not isinstance(input_dim, int) or input_dim < 2:
-        raise ConfigError(f"smrl input_dim must be an integer >= 2, got {input_dim!r}")
-    if not isinstance(min_dim, int) or not 1 <= min_dim < input_dim:
-        raise ConfigError(f"smrl min_dim must be an integer in [1, input_dim={input_dim}), got {min_dim!r}")
+    integer("input_dim", input_dim, minimum=2)
+    if not is_int(min_dim) or not 1 <= min_dim < input_dim:
+        raise ConfigError(f"min_dim must be an integer in [1, input_dim={input_dim}), got {min_dim!r}")
     dims = [input_dim]
     while dims[-1] // 2 >= min_dim:
         dims.append(dims[-1] // 2)
     if len(dims) < 2:
-        raise ConfigError(f"smrl min_dim={min_dim} leaves no halving step below input_dim={input_dim}")
+        raise ConfigError(f"min_dim={min_dim} leaves no halving step below input_dim={input_dim}")
     return dims
+
+
+def chain_dims(input_dim: int, dims: Sequence[int] | None, min_dim: int, name: str = "dims") -> list[int]:
+    """The chain [D, d_1, …, d_T] of a system: its sizes (``name`` says which option gave them) or halving.
+
+    ``dims`` may be in any order and may list D itself (the chain's start); None halves D down to ``min_dim``
+    (:func:`halving_dims`). A size above D, or a list with no size below D, is an error: a chain wider than its
+    input does not compress (a recipe written for a wider concatenation needs its dims set for the data).
+    """
+    integer("min_dim", min_dim)
+    if dims is None:
+        if min_dim >= input_dim:
+            raise ConfigError(f"min_dim must be below input_dim={input_dim}, got {min_dim!r}")
+        return halving_dims(input_dim, min_dim)
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
+        raise ConfigError(f"{name} must be a list of positive integers, got {dims!r}")
+    shown = list(dims)
+    if any(not is_int(m) or m < 1 for m in shown):
+        raise ConfigError(f"{name} must contain positive integers only, got {shown}")
+    if len(set(shown)) != len(shown):
+        raise ConfigError(f"{name} must be unique, got {shown}")
+    above = sorted(m for m in shown if m > input_dim)
+    below = sorted((m for m in shown if m < input_dim), reverse=True)
+    if above or not below:
+        what = f"sizes {above} are wider than" if above else "no size is below"
+        example = halving_dims(input_dim, max(1, min(min_dim, input_dim // 2)))[1:]
+        raise ConfigError(
+            f"{name} {shown}: {what} the input (input_dim={input_dim}, the data's width): the chain must "
+            f"compress, e.g. dims {example}"
+        )
+    return [input_dim, *below]
 
 
 class CompressionBlock(nn.Module):
@@ -95,10 +177,8 @@ class CompressionBlock(nn.Module):
         identity_init: bool = True,
     ) -> None:
         super().__init__()
-        if kind not in ("linear", "mlp"):
-            raise ConfigError(f"smrl block must be 'linear' or 'mlp', got {kind!r}")
-        if hidden_dim is not None and (not isinstance(hidden_dim, int) or hidden_dim < 1):
-            raise ConfigError(f"smrl hidden_dim must be a positive integer or None, got {hidden_dim!r}")
+        one_of("kind", kind, BLOCKS)
+        optional_positive_int("hidden_dim", hidden_dim)
         self.dim = dim
         self.kind = kind
         self.residual = residual
@@ -131,8 +211,7 @@ class PrefixSelector(nn.Module):
 
     def __init__(self, in_dim: int, k: int) -> None:
         super().__init__()
-        if not 1 <= k <= in_dim:
-            raise ConfigError(f"prefix selector k must be in [1, in_dim={in_dim}], got {k!r}")
+        integer("k", k, 1, in_dim, bound=f"in_dim={in_dim}")
         self.in_dim = in_dim
         self.k = k
 
@@ -168,7 +247,7 @@ class SMRLCompressor(nn.Module):
             residual, identity init).
         selection: "ads" (default) or "prefix".
         ads_kwargs: extra keyword arguments for every stage's `AdaptiveDimensionSelector` (init, tau_start,
-            tau_end, schedule, …); its `in_dim` and `k` come from dims.
+            tau_end, schedule, …); its `in_dim` and `k` come from dims. Their errors are named ``ads.<key>``.
         toggle_requires_grad: freeze inactive stages by setting requires_grad=False (default). Inactive stages
             always run under `torch.no_grad()` as well, so with False they still get no gradient (grad stays
             None and optimizers skip them) while every parameter keeps requires_grad=True. Use False when the
@@ -176,10 +255,12 @@ class SMRLCompressor(nn.Module):
             wrapped the model, so a block unfrozen later would silently train unsynchronised on each rank (also
             set DDP's find_unused_parameters=True, since inactive stages are unused). With the default, wrap the
             model in DDP after `set_stage` (e.g. one fit per stage).
+        joint: train every stage at once (see the module docstring): the last stage is the active one from the
+            start, no stage is frozen or kept in eval mode, and `set_progress` reaches every selector.
 
     State: `active_stage` () int64 buffer (the stage being / last trained; restored by `load_state_dict`, which
     re-applies the freezing) and `stage_dims` (T+1,) int64 buffer (checked on load, so a checkpoint with other
-    dims fails with a message saying which dims to construct with). Starts at stage 0.
+    dims fails with a message saying which dims to construct with). Starts at stage 0 (joint: at the last).
     """
 
     active_stage: torch.Tensor
@@ -197,23 +278,25 @@ class SMRLCompressor(nn.Module):
         selection: SelectionKind = "ads",
         ads_kwargs: dict[str, Any] | None = None,
         toggle_requires_grad: bool = True,
+        joint: bool = False,
     ) -> None:
         super().__init__()
         if dims is not None and (input_dim is not None or min_dim is not None):
-            raise ConfigError("smrl takes either dims or input_dim + min_dim, not both")
+            raise ConfigError("give either dims or input_dim + min_dim, not both")
         if dims is None:
             if input_dim is None or min_dim is None:
-                raise ConfigError("smrl needs dims, or both input_dim and min_dim")
+                raise ConfigError("give dims, or both input_dim and min_dim")
             dims = halving_dims(input_dim, min_dim)
         dims = list(dims)
-        if len(dims) < 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
-            raise ConfigError(f"smrl dims must list at least two positive integers, got {dims!r}")
+        if len(dims) < 2 or not all(is_int(d) and d >= 1 for d in dims):
+            raise ConfigError(f"dims must list at least two positive integers, got {dims!r}")
         if any(b >= a for a, b in pairwise(dims)):
-            raise ConfigError(f"smrl dims must be strictly decreasing, got {dims!r}")
-        if selection not in ("ads", "prefix"):
-            raise ConfigError(f"smrl selection must be 'ads' or 'prefix', got {selection!r}")
+            raise ConfigError(f"dims must be strictly decreasing, got {dims!r}")
+        one_of("block", block, BLOCKS)
+        optional_positive_int("hidden_dim", hidden_dim)
+        one_of("selection", selection, SELECTIONS)
         if ads_kwargs is not None and {"in_dim", "k"} & set(ads_kwargs):
-            raise ConfigError("smrl ads_kwargs must not set in_dim or k; they come from dims")
+            raise ConfigError("ads_kwargs must not set in_dim or k; they come from dims")
         self.block_kwargs: dict[str, Any] = {
             "kind": block,
             "residual": residual,
@@ -222,6 +305,7 @@ class SMRLCompressor(nn.Module):
         }
         self.selection = selection
         self.toggle_requires_grad = toggle_requires_grad
+        self.joint = bool(joint)
         self.ads_kwargs = dict(ads_kwargs or {})
         self.dims: list[int] = [dims[0]]
         self.blocks = nn.ModuleList()
@@ -230,7 +314,7 @@ class SMRLCompressor(nn.Module):
         self.register_buffer("stage_dims", torch.tensor(self.dims, dtype=torch.int64))
         for d in dims[1:]:
             self._append(d)
-        self._apply_stage(0)
+        self._apply_stage(self.num_stages - 1 if self.joint else 0)
         self.register_load_state_dict_post_hook(_reapply_stage_after_load)
 
     # structure ---------------------------------------------------------------------------------------------
@@ -249,13 +333,15 @@ class SMRLCompressor(nn.Module):
         return self.dims[: self.stage + 2]
 
     def extra_repr(self) -> str:
-        return f"dims={self.dims}, active_stage={self.stage}, selection={self.selection}"
+        return f"dims={self.dims}, active_stage={self.stage}, selection={self.selection}, joint={self.joint}"
 
     def _append(self, new_dim: int) -> None:
         d = self.dims[-1]
         block = CompressionBlock(d, **self.block_kwargs)
         if self.selection == "ads":
-            selector: nn.Module = AdaptiveDimensionSelector(d, new_dim, **self.ads_kwargs)
+            selector: nn.Module = named_config_errors(
+                "ads", AdaptiveDimensionSelector, d, new_dim, **self.ads_kwargs
+            )
         else:
             selector = PrefixSelector(d, new_dim)
         if len(self.blocks) > 0:
@@ -273,13 +359,33 @@ class SMRLCompressor(nn.Module):
         Every earlier block and selector is frozen. Returns the new stage's index. Build the optimizer again
         afterwards (or use `trainable_parameters()`), since the new block's parameters did not exist before.
         """
-        if not isinstance(new_dim, int) or not 1 <= new_dim < self.dims[-1]:
-            raise ConfigError(
-                f"smrl add_stage new_dim must be an integer in [1, {self.dims[-1]}), got {new_dim!r}"
-            )
+        if not is_int(new_dim) or not 1 <= new_dim < self.dims[-1]:
+            raise ConfigError(f"new_dim must be an integer in [1, {self.dims[-1]}), got {new_dim!r}")
         self._append(new_dim)
         self.set_stage(self.num_stages - 1)
         return self.num_stages - 1
+
+    def load_stages(self, state: dict[str, torch.Tensor], prefix: str = "") -> int:
+        """Load the trained stages of a shorter chain this chain continues; return how many were loaded.
+
+        ``state`` is a state dict of an `SMRLCompressor` (keys under ``prefix``) whose dims are a strict prefix
+        of these dims: its blocks and selectors are copied into stages 0 … T'−1, the rest keep their init.
+        """
+        if prefix + "stage_dims" not in state:
+            raise ConfigError(f"is not a checkpoint of an SMRL chain (no {prefix}stage_dims)")
+        saved = [int(d) for d in state[prefix + "stage_dims"].tolist()]
+        if len(self.dims) <= len(saved) or self.dims[: len(saved)] != saved:
+            raise ConfigError(
+                f"trained the chain {saved}; the chain must continue it with more sizes "
+                f"(e.g. dims {[*saved[1:], saved[-1] // 2]}), got {self.dims}"
+            )
+        trained = len(saved) - 1
+        keep = tuple(f"{prefix}{part}.{t}." for part in ("blocks", "selectors") for t in range(trained))
+        result = self.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(keep)}, strict=False
+        )
+        assert not result.unexpected_keys, result.unexpected_keys
+        return trained
 
     # stages ------------------------------------------------------------------------------------------------
 
@@ -291,47 +397,44 @@ class SMRLCompressor(nn.Module):
         moments are not applied to a parameter whose grad is None), and their modules stay in eval mode while the
         compressor trains. Stages after t are frozen too: they are not on the path yet.
         """
-        if not isinstance(t, int) or not 0 <= t < self.num_stages:
+        if not is_int(t) or not 0 <= t < self.num_stages:
             raise ValueError(f"smrl stage must be in [0, {self.num_stages}), got {t!r}")
         self._apply_stage(t)
+
+    def _trains(self, s: int) -> bool:
+        return self.joint or s == self.stage
 
     def _apply_stage(self, t: int) -> None:
         self.active_stage.fill_(t)
         for s, (block, selector) in enumerate(zip(self.blocks, self.selectors)):
             for p in (*block.parameters(), *selector.parameters()):
                 if self.toggle_requires_grad:
-                    p.requires_grad_(s == t)
-                if s != t:
+                    p.requires_grad_(self._trains(s))
+                if not self._trains(s):
                     p.grad = None
         self.train(self.training)
 
     def train(self, mode: bool = True) -> SMRLCompressor:
         """Set train/eval mode; frozen stages always stay in eval mode (deterministic selection, no dropout)."""
         super().train(mode)
-        t = self.stage
         for s, (block, selector) in enumerate(zip(self.blocks, self.selectors)):
-            if s != t:
+            if not self._trains(s):
                 block.eval()
                 selector.eval()
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the active stage only (its block and, with ADS, its selector's logits)."""
+        """Parameters of the active stage only (its block and, with ADS, its selector's logits); joint: all."""
+        if self.joint:
+            return list(self.parameters())
         t = self.stage
         return [*self.blocks[t].parameters(), *self.selectors[t].parameters()]
 
     def set_progress(self, p: float) -> None:
-        """Forward annealing progress p ∈ [0, 1] within the active stage to its selector (ADS temperature)."""
-        selector = self.selectors[self.stage]
-        if isinstance(selector, AdaptiveDimensionSelector):
-            selector.set_progress(p)
-
-    def index_sets(self) -> dict[int, torch.Tensor]:
-        """{d_{s+1}: indices into z_s (width d_s) kept by selector s} for every stage reached, ascending.
-
-        For reports only: the evaluator should use `embed`, since z_{s+1} is a new vector, not a subset.
-        """
-        return {self.dims[s + 1]: self.selectors[s].selected_indices() for s in range(self.stage + 1)}
+        """Forward annealing progress p ∈ [0, 1] to the active stage's selector (joint: to every selector)."""
+        for s, selector in enumerate(self.selectors):
+            if self._trains(s) and isinstance(selector, AdaptiveDimensionSelector):
+                selector.set_progress(p)
 
     # computation -------------------------------------------------------------------------------------------
 
@@ -376,7 +479,7 @@ class SMRLCompressor(nn.Module):
         for s in range(t + 1):
             # Frozen stages never need a graph: saves memory and keeps their parameters' grads None even when
             # requires_grad is left on (toggle_requires_grad=False).
-            with torch.set_grad_enabled(torch.is_grad_enabled() and s == self.stage):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self._trains(s)):
                 z = self.blocks[s](u)
                 sel = selections[s]
                 u = self.selectors[s].apply(z, Selection(sel.mask.to(z.device), sel.indices.to(z.device)))
@@ -384,17 +487,37 @@ class SMRLCompressor(nn.Module):
         out[self.dims[t + 1]] = u
         return out
 
+    def training_targets(
+        self, x: torch.Tensor, selections: Sequence[Selection]
+    ) -> list[tuple[int, torch.Tensor]]:
+        """The representations the current objective trains, as (size, (..., size)) pairs, largest first.
+
+        Stage by stage: the active stage t's block output z_t and selection u_{t+1} (the paper's
+        "L(z_t) + L(z_t[S_t])"). Joint: every stage's pair (z_s, u_{s+1}), with gradient through every stage.
+        """
+        if not self.joint:
+            out = self(x, selections=selections)
+            t = self.stage
+            return [(d, out[d]) for d in self.dims[t : t + 2]]
+        targets: list[tuple[int, torch.Tensor]] = []
+        u = x
+        for s, (block, selector) in enumerate(zip(self.blocks, self.selectors)):
+            z = block(u)
+            u = selector.apply(z, selections[s])
+            targets += [(self.dims[s], z), (self.dims[s + 1], u)]
+        return targets
+
     def embed(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """The (..., dim) embedding of size `dim` (one of `available_dims`), computing only the stages it needs.
 
-        Meant for inference: call it in eval mode, where every selection is its deterministic top-k (in train
-        mode the active stage's ADS draws a Gumbel sample).
+        Runs in eval mode, where every selection is its deterministic top-k, and restores every submodule's own
+        mode afterwards (frozen stages stay in eval).
         """
         if dim not in self.available_dims:
             raise ValueError(f"smrl has no embedding of size {dim}; available sizes: {self.available_dims}")
         i = self.dims.index(dim)
-        upto = min(i, self.stage)
-        return self.forward(x, upto=upto)[dim]
+        with _eval_mode(self):
+            return self.forward(x, upto=min(i, self.stage))[dim]
 
     # checkpoints -------------------------------------------------------------------------------------------
 
@@ -420,6 +543,18 @@ class SMRLCompressor(nn.Module):
         )
 
 
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run with `module` in eval mode, then restore every submodule's own flag (frozen stages stay in eval)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def _reapply_stage_after_load(module: SMRLCompressor, incompatible_keys: Any) -> None:
     # load_state_dict copies the active_stage buffer but not the freezing it implies.
     t = module.stage
@@ -428,7 +563,7 @@ def _reapply_stage_after_load(module: SMRLCompressor, incompatible_keys: Any) ->
 
 
 class StageSchedule:
-    """Maps training progress (epoch, global step) to the SMRL stage to train.
+    """Maps training progress (epoch, global step) to the SMRL stage to train, and to the progress within it.
 
     Give exactly one budget: `epochs_per_stage` or `steps_per_stage`, each an int (same for every stage) or a
     list with one int per stage (0 skips a stage that is already trained). Stage t runs for its budget, then t+1
@@ -446,8 +581,7 @@ class StageSchedule:
         epochs_per_stage: int | Sequence[int] | None = None,
         steps_per_stage: int | Sequence[int] | None = None,
     ) -> None:
-        if not isinstance(num_stages, int) or num_stages < 1:
-            raise ConfigError(f"num_stages must be a positive integer, got {num_stages!r}")
+        integer("num_stages", num_stages)
         if (epochs_per_stage is None) == (steps_per_stage is None):
             raise ConfigError("give exactly one of epochs_per_stage and steps_per_stage")
         key = "epochs_per_stage" if epochs_per_stage is not None else "steps_per_stage"
@@ -457,7 +591,7 @@ class StageSchedule:
             raise ConfigError(f"{key} has {len(budgets)} entries but there are {num_stages} stages")
         # A list may give 0 to stages that are already trained (a model extended by a stage skips them).
         minimum = 1 if isinstance(value, int) else 0
-        ints = all(isinstance(b, int) and not isinstance(b, bool) and b >= minimum for b in budgets)
+        ints = all(is_int(b) and b >= minimum for b in budgets)
         first = next((t for t, b in enumerate(budgets) if ints and b > 0), None)
         if not ints or first is None or not all(b > 0 for b in budgets[first:]):
             what = (
@@ -470,6 +604,7 @@ class StageSchedule:
         self.unit = "epoch" if key == "epochs_per_stage" else "step"
         self.budgets: list[int] = budgets
         self.starts: list[int] = [sum(budgets[:t]) for t in range(num_stages)]
+        self._warned_backwards = False
 
     def __repr__(self) -> str:
         return f"StageSchedule(num_stages={self.num_stages}, {self.unit}s_per_stage={self.budgets})"
@@ -479,12 +614,18 @@ class StageSchedule:
         """Epochs (or steps) until the last stage's budget is spent, e.g. for `Trainer(max_epochs=...)`."""
         return sum(self.budgets)
 
-    def _position(self, epoch: int, global_step: int) -> int:
-        return epoch if self.unit == "epoch" else global_step
+    def check_loaded(self, trained: int) -> None:
+        """Refuse a budget that would retrain the ``trained`` stages loaded from a shorter chain."""
+        if any(self.budgets[:trained]) or not self.budgets[trained]:
+            example = [0] * trained + [DEFAULT_EPOCHS_PER_STAGE] * (self.num_stages - trained)
+            raise ConfigError(
+                f"{self.unit}s_per_stage: the {trained} stage(s) loaded from model.extend_from need budget 0 "
+                f"and the next one a positive budget, e.g. {example}"
+            )
 
     def stage_at(self, epoch: int, global_step: int) -> int:
         """The stage to train at this (epoch, global_step)."""
-        pos = self._position(epoch, global_step)
+        pos = epoch if self.unit == "epoch" else global_step
         if pos < 0:
             raise ValueError(f"epoch and global_step must be >= 0, got {epoch} and {global_step}")
         for t in range(self.num_stages - 1, -1, -1):
@@ -492,17 +633,41 @@ class StageSchedule:
                 return t
         return 0
 
-    def progress(self, epoch: int, global_step: int, steps_per_epoch: int | None = None) -> float:
-        """Fraction in [0, 1] of the current stage's budget spent, e.g. for ADS temperature annealing.
+    def advance(self, current: int, epoch: int, global_step: int) -> int:
+        """The stage to train now, given the one trained so far: the scheduled one, but never an earlier one.
 
-        For an epoch budget, pass `steps_per_epoch` for a per-step value (otherwise it moves once per epoch).
+        Going back would retrain a block the later blocks depend on. A schedule that asks for an earlier stage
+        (a fit resumed with other budgets) keeps the current one, with one warning.
         """
-        t = self.stage_at(epoch, global_step)
-        if self.unit == "step":
-            done, budget = global_step - self.starts[t], self.budgets[t]
-        elif steps_per_epoch:
-            done = global_step - self.starts[t] * steps_per_epoch
-            budget = self.budgets[t] * steps_per_epoch
-        else:
-            done, budget = epoch - self.starts[t], self.budgets[t]
-        return min(1.0, max(0.0, done / budget)) if budget > 0 else 1.0
+        target = self.stage_at(epoch, global_step)
+        if target < current:
+            if not self._warned_backwards:
+                warnings.warn(
+                    f"smec: the schedule asks for stage {target} but stage {current} is already trained; "
+                    f"keeping stage {current} (earlier stages are never retrained)",
+                    stacklevel=2,
+                )
+                self._warned_backwards = True
+            return current
+        return target
+
+    def progress(
+        self, epoch: int, global_step: int, epoch_fraction: float = 0.0, stage: int | None = None
+    ) -> float:
+        """Fraction in [0, 1] of stage ``stage``'s budget spent (None: of the whole budget), e.g. for ADS's τ.
+
+        Args:
+            epoch, global_step: where training is.
+            epoch_fraction: how far into the epoch (batch index / batches per epoch), so an epoch budget moves
+                every step instead of once per epoch; ignored for a step budget.
+            stage: whose budget: the stage being trained (SMRL), or None for joint training, which anneals over
+                every stage's budget at once.
+        """
+        start, budget = (0, self.total) if stage is None else (self.starts[stage], self.budgets[stage])
+        return self._fraction(epoch, global_step, epoch_fraction, start, budget)
+
+    def _fraction(
+        self, epoch: int, global_step: int, epoch_fraction: float, start: int, budget: int
+    ) -> float:
+        pos = global_step if self.unit == "step" else epoch + epoch_fraction
+        return min(1.0, max(0.0, (pos - start) / budget)) if budget > 0 else 1.0

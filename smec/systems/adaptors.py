@@ -1,13 +1,15 @@
-"""The two adaptor baselines SMEC is compared against (papers.md §3.2–3.3, §2.9).
+"""The two adaptor baselines SMEC is compared against (SMEC, arXiv 2510.12474, compares with both).
 
 Both learn a residual adaptor on the frozen input c ∈ R^D and keep its width: ĉ = f(c) = c + g_θ(c), with
 g_θ = Linear(D→h) → ReLU → Linear(h→D) whose last layer is zero-initialised, so that training starts from the
 identity (plain truncation). Nested sizes are prefixes ĉ[:m] (the evaluator L2-normalises them).
 
-- :class:`MatryoshkaAdaptorModule` ("matryoshka-adaptor", Yoon et al., EMNLP 2024): two-stage training.
+- :class:`MatryoshkaAdaptorModule` ("matryoshka-adaptor", Yoon et al., EMNLP 2024, arXiv 2407.20243): two-stage
+  training.
   Stage 1 (unsupervised, Eq. 4): L_topk + α·L_pair + β·L_rec over the nested sizes; stage 2 (supervised, Eq. 6)
   adds γ·L_rank, the pairwise logistic rank loss summed over the nested sizes, with the learning rate scaled down.
-- :class:`SearchAdaptorModule` ("search-adaptor", Yoon et al., ACL 2024): supervised only; the pairwise rank loss
+- :class:`SearchAdaptorModule` ("search-adaptor", Yoon et al., ACL 2024, arXiv 2310.08750): supervised only; the
+  pairwise rank loss
   on the *full* dimension plus β·L_rec. Not Matryoshka: it is evaluated by truncating ĉ, as presumably in SMEC's
   comparison.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +30,18 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from smec.errors import ConfigError
-from smec.losses.matryoshka import LossOutput, MatryoshkaSimilarityLoss, check_dims, check_weights
+from smec.losses.matryoshka import LossOutput, MatryoshkaSimilarityLoss
 from smec.losses.rank import PairwiseRankLoss
-from smec.nn.decoder import Decoder
-from smec.systems.base import CompressionSystem, named_config_errors
+from smec.losses.reconstruction import reconstruction_loss
+from smec.nn.decoder import Decoder, nested
+from smec.systems.base import CompressionSystem, resolve_eval_dims, trained_sizes
+from smec.validation import check_dims, check_weights, integer, named_config_errors, nonnegative, positive
 
 __all__ = ["MatryoshkaAdaptorModule", "SearchAdaptorModule", "default_dims"]
 
 log = logging.getLogger(__name__)
 
-# Smallest default nested size: below 32 dims nDCG collapses for every method (pilot-wordnet.md, finding 2).
+# Smallest default nested size: below 32 dims nDCG collapses for every method (docs/methods.md#wordnet-pilot).
 SMALLEST_DEFAULT_DIM = 32
 
 
@@ -52,14 +57,6 @@ def default_dims(input_dim: int) -> list[int]:
     return [*dims, input_dim]
 
 
-def _check_number(name: str, value: object, *, positive: bool) -> float:
-    # bool is an int subclass; `true` as a rate or weight is always a YAML slip.
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not ok or not (value > 0 if positive else value >= 0):  # type: ignore[operator]
-        raise ConfigError(f"{name} must be a number {'>' if positive else '>='} 0, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
 def _check_nested_dims(name: str, dims: list[int], input_dim: int) -> tuple[int, ...]:
     dims_t = check_dims(dims, None, name=name)
     if dims_t[-1] > input_dim:
@@ -67,6 +64,11 @@ def _check_nested_dims(name: str, dims: list[int], input_dim: int) -> tuple[int,
             f"{name} must all be <= input_dim={input_dim} (the adaptor keeps the input width), got {list(dims)}"
         )
     return dims_t
+
+
+def _prefix_sizes(input_dim: int) -> tuple[Callable[[int], bool], str]:
+    """What an adaptor evaluated by truncation produces: any prefix of its D-wide output."""
+    return (lambda d: d <= input_dim), f"any prefix of its output, sizes up to model.input_dim={input_dim}"
 
 
 class _ResidualAdaptorSystem(CompressionSystem):
@@ -98,8 +100,8 @@ class _ResidualAdaptorSystem(CompressionSystem):
 
     @staticmethod
     def _check_optim(lr: float, weight_decay: float) -> None:
-        _check_number("model.lr", lr, positive=True)
-        _check_number("model.weight_decay", weight_decay, positive=False)
+        positive("model.lr", lr)
+        nonnegative("model.weight_decay", weight_decay)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.adaptor(x)
@@ -110,7 +112,7 @@ class _ResidualAdaptorSystem(CompressionSystem):
 
     def reconstruction(self, x: Tensor) -> Tensor:
         """L_rec = mean |ĉ − c| = mean |g(c)| over the batch and the D coordinates (0 at init)."""
-        return (self.adaptor(x) - x).abs().mean()
+        return reconstruction_loss(self.adaptor(x), x)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self.compress(batch["x"])
@@ -133,17 +135,18 @@ class _ResidualAdaptorSystem(CompressionSystem):
             self.log(f"{prefix}/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
 
     def _adam(self, lr: float) -> torch.optim.Optimizer:
-        # Plain Adam (papers.md §3.2, "Table 5": Adam, lr 1e-3); no scheduler, none is reported.
+        # Plain Adam (Matryoshka-Adaptor, arXiv 2407.20243, Table 5: Adam, lr 1e-3); no scheduler, none is reported.
         return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=self.hparams.weight_decay)
 
 
 def _nested_pairs(q: Tensor, d: Tensor, dims: tuple[int, ...]) -> dict[int, tuple[Tensor, Tensor]]:
     """{m: (normalize(q[:, :m]), normalize(d[:, :m]))}: the papers' Sim is the cosine of the prefixes."""
-    return {m: (F.normalize(q[:, :m], dim=-1), F.normalize(d[:, :m], dim=-1)) for m in dims}
+    nq, nd = nested(q, dims), nested(d, dims)
+    return {m: (nq[m], nd[m]) for m in dims}
 
 
 class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
-    """Matryoshka-Adaptor (papers.md §3.2): residual adaptor, unsupervised stage, then supervised stage.
+    """Matryoshka-Adaptor (arXiv 2407.20243): residual adaptor, unsupervised stage, then supervised stage.
 
     Objective per step, over the nested sizes M (prefixes of ĉ, cosine similarities, in-batch):
 
@@ -161,7 +164,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
     Validation (corpus rows only) logs the unsupervised objective, ``val/loss`` and ``val/loss/d{m}``; the rank
     loss has no validation pairs, the dev-split retrieval metrics of the evaluator callback select the epoch.
 
-    Choices where the paper is silent (papers.md §3.2):
+    Choices where the paper is silent (docs/methods.md#matryoshka-adaptor):
 
     - ``hidden_dim`` defaults to D (a "shallow MLP" of unknown width); ``input_norm`` False: g sees c as is, as in
       the paper's ĉ = c + g(c). The inputs are unit-norm already, and a LayerNorm would scale g's input up by
@@ -172,7 +175,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
     - The terms are means, not sums (see MatryoshkaSimilarityLoss, PairwiseRankLoss), so α, β, γ keep their
       meaning whatever B, k and D are; α = β = γ = 1 as in the re-implementation.
     - The rank loss uses raw cosines (temperature 1, the paper's equation). Its gradient is bounded and much
-      weaker than InfoNCE at τ = 0.05, which overfit 2k pairs in the WordNet pilot (finding 4); with the 10× lower
+      weaker than InfoNCE at τ = 0.05, which overfit 2k pairs in the WordNet pilot (docs/methods.md#wordnet-pilot); with the 10× lower
       stage-2 learning rate and the unsupervised terms still on, this is the conservative default.
     - ``unsupervised_epochs`` defaults to half of ``trainer.max_epochs``; the 10× lr drop follows the
       re-implementation (possibly its own choice).
@@ -181,7 +184,8 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
         input_dim: width D of the frozen input (linked from ``data.input_dim`` by the CLI); also the output width.
         hidden_dim: width h of g's hidden layer (default None → D).
         input_norm: LayerNorm on g's input (default False, see above).
-        dims: nested sizes M, ascending, each <= D (default None → :func:`default_dims`).
+        dims: nested sizes M, ascending, each <= D (default None → ``eval_dims`` if given, else
+            :func:`default_dims`).
         weights: per-size weights w_m of every term (default None → all 1).
         topk: neighbours k of L_topk (default 10); topk_weight: its weight (default 1.0).
         pair_weight: α (default 1.0); reconstruction_weight: β (default 1.0); rank_weight: γ (default 1.0).
@@ -191,7 +195,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
             a resume with a larger max_epochs moves a boundary not yet reached; 0 → stage 2 at once).
         stage2_lr_scale: learning-rate factor of stage 2 (default 0.1).
         lr: Adam learning rate of stage 1 (default 1e-3, the paper's Table 5); weight_decay: Adam's (default 0).
-        eval_dims: sizes the evaluator callback reports (default: ``dims``).
+        eval_dims: sizes the evaluator reports, each a trained size (default: ``dims``).
     """
 
     method_name = "matryoshka-adaptor"
@@ -219,24 +223,17 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
         super().__init__()
         self.save_hyperparameters()
         self._build_adaptor(input_dim, hidden_dim, input_norm)
-        self.dims = _check_nested_dims(
-            "model.dims", default_dims(self.input_dim) if dims is None else list(dims), self.input_dim
+        trained, source = trained_sizes(dims, eval_dims, default_dims(self.input_dim))
+        self.dims = _check_nested_dims(f"model.{source}", list(trained), self.input_dim)
+        what = f"its trained prefix sizes model.dims {list(self.dims)}"
+        self.eval_dims = resolve_eval_dims(
+            eval_dims, self.dims, self.method_name, self.dims.__contains__, what
         )
-        self.eval_dims = (
-            _check_nested_dims("model.eval_dims", list(eval_dims), self.input_dim) if eval_dims else self.dims
-        )
-        self.rank_weight = _check_number("model.rank_weight", rank_weight, positive=False)
-        self.stage2_lr_scale = _check_number("model.stage2_lr_scale", stage2_lr_scale, positive=True)
+        self.rank_weight = nonnegative("model.rank_weight", rank_weight)
+        self.stage2_lr_scale = positive("model.stage2_lr_scale", stage2_lr_scale)
         self._check_optim(lr, weight_decay)
-        if unsupervised_epochs is not None and (
-            isinstance(unsupervised_epochs, bool)
-            or not isinstance(unsupervised_epochs, int)
-            or unsupervised_epochs < 0
-        ):
-            raise ConfigError(
-                "model.unsupervised_epochs must be an int >= 0, or null for half of trainer.max_epochs, "
-                f"got {unsupervised_epochs!r}"
-            )
+        if unsupervised_epochs is not None:
+            integer("model.unsupervised_epochs", unsupervised_epochs, minimum=0)
         self.sim_loss = named_config_errors(
             "model",
             MatryoshkaSimilarityLoss,
@@ -345,7 +342,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
 
 
 class SearchAdaptorModule(_ResidualAdaptorSystem):
-    """Search-Adaptor (papers.md §3.3): residual adaptor trained on (query, document) pairs, full dimension only.
+    """Search-Adaptor (arXiv 2310.08750): residual adaptor trained on (query, document) pairs, full dimension only.
 
     Loss per step on a batch of B train pairs (q_i, d_i), shared adaptor f on both sides::
 
@@ -375,8 +372,10 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         reconstruction_weight: β of the reconstruction regulariser (default 1.0).
         temperature: τ dividing the rank loss's score differences (default 1.0).
         lr: Adam learning rate (default 1e-3); weight_decay: Adam's (default 0).
-        eval_dims: sizes the evaluator callback reports, ascending, each <= D (default None →
-            :func:`default_dims`).
+        dims: accepted for the dims contract every system follows (:mod:`smec.systems.base`), but nothing is
+            trained per size: it is only the default of ``eval_dims``.
+        eval_dims: sizes the evaluator reports, ascending, each <= D (any prefix: evaluated by truncation;
+            default: ``dims``, else :func:`default_dims`).
     """
 
     method_name = "search-adaptor"
@@ -391,19 +390,17 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         temperature: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        dims: list[int] | None = None,
         eval_dims: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self._build_adaptor(input_dim, hidden_dim, input_norm)
-        self.eval_dims = _check_nested_dims(
-            "model.eval_dims",
-            default_dims(self.input_dim) if eval_dims is None else list(eval_dims),
-            self.input_dim,
-        )
-        self.reconstruction_weight = _check_number(
-            "model.reconstruction_weight", reconstruction_weight, positive=False
-        )
+        trained, source = trained_sizes(dims, eval_dims, default_dims(self.input_dim))
+        sizes = _check_nested_dims(f"model.{source}", list(trained), self.input_dim)
+        produces, what = _prefix_sizes(self.input_dim)
+        self.eval_dims = resolve_eval_dims(eval_dims, sizes, self.method_name, produces, what)
+        self.reconstruction_weight = nonnegative("model.reconstruction_weight", reconstruction_weight)
         self._check_optim(lr, weight_decay)
         self.rank_loss = named_config_errors("model", PairwiseRankLoss, temperature=temperature)
         self.val_reconstruction = MeanMetric()
@@ -414,7 +411,7 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         c_hat = self.adaptor(c)
         y_q, y_d = c_hat.split([len(q), len(d)])
         rank = self.rank_loss(F.normalize(y_q, dim=-1), F.normalize(y_d, dim=-1)).loss
-        rec = (c_hat - c).abs().mean()
+        rec = reconstruction_loss(c_hat, c)
         loss = rank + self.reconstruction_weight * rec
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=len(q), prog_bar=True)
         self._log_terms("train", {"rank": rank.detach(), "reconstruction": rec.detach()}, len(q))

@@ -1,7 +1,20 @@
-"""What every compression system offers the evaluator callback, the predict writer and the CLI."""
+"""What every compression system offers the evaluator callback, the predict writer and the CLI.
+
+The dims contract, the same in every system:
+
+- ``dims`` are the sizes a system trains, ``eval_dims`` the sizes the dev callback and the test grid evaluate;
+- trained sizes = ``dims`` if given, else ``eval_dims`` if given, else the system's documented default
+  (:func:`trained_sizes`);
+- ``eval_dims`` = ``eval_dims`` if given, else the trained sizes, ascending; a size the system cannot produce
+  exactly is a ConfigError naming ``model.eval_dims``, the size and what the system produces
+  (:func:`resolve_eval_dims`), never a silent drop or a silent prefix.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -10,6 +23,7 @@ from torchmetrics import MeanMetric
 
 from smec import rng
 from smec.errors import ConfigError
+from smec.validation import check_dims
 
 RNG_KEY = "smec_rng_states"
 """Checkpoint key of every rank's generator states (:func:`smec.rng.gather`)."""
@@ -18,11 +32,12 @@ RNG_KEY = "smec_rng_states"
 class CompressionSystem(L.LightningModule):
     """What every compression system offers the evaluator, the predict writer and the CLI.
 
-    Subclasses set ``self.output_dim`` and ``self.eval_dims`` and implement :meth:`compress`.
+    Subclasses set ``self.output_dim`` and ``self.eval_dims`` (module docstring: the dims contract) and implement
+    :meth:`compress`.
     """
 
     method_name = "compressor"
-    # True when every nested size is a prefix (or an index set) of compress(x); SMEC's SMRL chain sets False.
+    # True when every nested size is a prefix of compress(x); SMEC's SMRL chain sets False (embed per size).
     prefix_nested = True
     input_dim: int
     output_dim: int
@@ -35,10 +50,6 @@ class CompressionSystem(L.LightningModule):
     def embed(self, x: Tensor, dim: int) -> Tensor:
         """The representation of size ``dim`` (default: the prefix of :meth:`compress`)."""
         return self.compress(x)[:, :dim]
-
-    def index_sets(self) -> dict[int, Tensor] | None:
-        """Explicit coordinate sets per size when they are not prefixes (ADS); None for prefixes."""
-        return None
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -61,6 +72,18 @@ class CompressionSystem(L.LightningModule):
         states = checkpoint.get(RNG_KEY)
         if states and self._trainer is not None and self.trainer.state.fn == "fit":
             rng.restore(rng.select(states))
+
+    def _plain_hyperparameters(self, **groups: Any) -> None:
+        """Store settings dataclasses as plain dicts in the hyper-parameters (and their logged copy).
+
+        A checkpoint then holds only what ``torch.load(weights_only=True)`` builds (no allow-listed classes,
+        :mod:`smec.checkpoint`), and :func:`smec.checkpoint.differences` compares them key by key with the
+        config's. The constructor accepts these dicts back (:func:`smec.validation.settings`).
+        """
+        for name, value in groups.items():
+            plain = dataclasses.asdict(value)
+            self._hparams[name] = plain
+            self._hparams_initial[name] = copy.deepcopy(plain)
 
     def _init_val_metrics(self, dims: Any) -> None:
         """torchmetrics, not Lightning's on_epoch means, so that validation losses aggregate exactly across ranks."""
@@ -92,10 +115,38 @@ class CompressionSystem(L.LightningModule):
                 )
 
 
-def named_config_errors(prefix: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
-    """Build a component, prefixing its ConfigError messages with the YAML section they belong to."""
-    try:
-        return factory(*args, **kwargs)
-    except ConfigError as e:
-        message = str(e)
-        raise ConfigError(message if message.startswith(f"{prefix}.") else f"{prefix}.{message}") from None
+def trained_sizes(
+    dims: Sequence[int] | None, eval_dims: Sequence[int] | None, default: Any
+) -> tuple[Any, str]:
+    """The sizes a system trains and the option they come from (for messages): ``dims`` if given, else
+    ``eval_dims`` if given, else the system's ``default`` (named ``dims``)."""
+    if dims is not None:
+        return dims, "dims"
+    return (eval_dims, "eval_dims") if eval_dims is not None else (default, "dims")
+
+
+def resolve_eval_dims(
+    eval_dims: Sequence[int] | None,
+    trained: Sequence[int],
+    method: str,
+    produces: Callable[[int], bool],
+    what: str,
+) -> tuple[int, ...]:
+    """``model.eval_dims`` checked against what the system produces, or the trained sizes ascending.
+
+    Args:
+        eval_dims: the configured sizes (None: the trained sizes).
+        trained: the trained sizes.
+        method: the system's name, for the message.
+        produces: whether the system produces a size exactly.
+        what: what it produces, for the message (``its trained prefix sizes model.dims [32, 64]``).
+    """
+    if eval_dims is None:
+        return tuple(sorted(trained))
+    sizes = check_dims(eval_dims, None, name="model.eval_dims")
+    bad = [d for d in sizes if not produces(d)]
+    if bad:
+        raise ConfigError(
+            f"model.eval_dims {list(sizes)}: {method} cannot produce the size(s) {bad} exactly; it produces {what}"
+        )
+    return sizes

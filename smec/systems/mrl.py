@@ -1,4 +1,4 @@
-"""`MRLDecoderModule`: the concat-decoder MRL system (Ben Ayad et al. 2025, papers.md §1.3–1.4).
+"""`MRLDecoderModule`: the concat-decoder MRL system (Ben Ayad et al. 2025, arXiv 2510.04626).
 
 Thin wiring only: a :class:`~smec.nn.decoder.Decoder` maps the frozen concatenation x (B, D) to y (B, d_max),
 and a :class:`~smec.losses.matryoshka.MatryoshkaSimilarityLoss` keeps the input's pairwise cosines at every
@@ -14,9 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from smec.errors import ConfigError
-from smec.losses.matryoshka import MatryoshkaSimilarityLoss, check_dims
+from smec.losses.matryoshka import MatryoshkaSimilarityLoss
 from smec.nn.decoder import PRESETS, Decoder
-from smec.systems.base import CompressionSystem, named_config_errors
+from smec.systems.base import CompressionSystem, resolve_eval_dims, trained_sizes
+from smec.validation import check_dims, named_config_errors, one_of
+
+DEFAULT_DIMS = (32, 64, 128, 256, 512)
 
 
 class MRLDecoderModule(CompressionSystem):
@@ -24,19 +27,22 @@ class MRLDecoderModule(CompressionSystem):
 
     Args:
         input_dim: width D of the frozen concatenation (linked from ``data.input_dim`` by the CLI).
-        output_dim: d_max, the decoder's width (default 512), at most ``input_dim``.
-        dims: nested sizes M trained by the loss, ascending, each <= output_dim (default 32…512).
+        output_dim: d_max, the decoder's width, at most ``input_dim`` (default: the largest trained size).
+        dims: nested sizes M trained by the loss, ascending, each <= output_dim (default: ``eval_dims`` if
+            given, else 32, 64, 128, 256, 512).
         weights: per-size loss weights (default: equal, as in the paper's code).
         n_dims_per_step: train a random subset of the dims each step (-1: all, default).
-        arch: decoder variant: ``linear`` (default: LN → Linear, best in the WordNet pilot), ``simple_encoder``
+        arch: decoder variant: ``linear`` (default: LN → Linear, best in the WordNet pilot,
+            docs/methods.md#wordnet-pilot), ``simple_encoder``
             (the paper's LN → Linear → BN → LeakyReLU), ``encoder_only`` (two layers); see ``Decoder.preset``.
         hidden_dim / residual / init / dropout: overrides for the chosen preset (None keeps the preset's).
         distance: ``mse`` (paper) or ``l1``.
         topk / topk_weight / reconstruction_weight: Matryoshka-Adaptor's optional extra terms (off by default).
         lr / weight_decay / step_size / gamma: AdamW + StepLR, the paper code's defaults (1e-3, 1e-4, 10, 0.8).
-        eval_dims: sizes the evaluator callback reports (default: ``dims``).
+        eval_dims: sizes the evaluator reports, each a trained size (default: ``dims``).
         init_from: ``pca`` starts the output Linear at PCA of a corpus sample (``init_sample`` rows), i.e. at
-            the strongest training-free baseline; None (default) keeps the preset's random init (the paper).
+            the strongest training-free baseline (the evaluator's own :class:`~smec.evaluation.baselines.PCA`);
+            None (default) keeps the preset's random init (the paper).
     """
 
     method_name = "mrl"
@@ -44,7 +50,7 @@ class MRLDecoderModule(CompressionSystem):
     def __init__(
         self,
         input_dim: int,
-        output_dim: int = 512,
+        output_dim: int | None = None,
         dims: list[int] | None = None,
         weights: list[float] | None = None,
         n_dims_per_step: int = -1,
@@ -67,12 +73,11 @@ class MRLDecoderModule(CompressionSystem):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if init_from not in (None, "pca"):
-            raise ConfigError(f"model.init_from: {init_from!r} is not one of null, pca")
-        dims = [32, 64, 128, 256, 512] if dims is None else list(dims)
-        if arch not in PRESETS:
-            raise ConfigError(f"model.arch: {arch!r} is not one of {', '.join(PRESETS)}")
-        check_dims(dims, output_dim, name="model.dims")
+        one_of("model.init_from", init_from, (None, "pca"))
+        one_of("model.arch", arch, tuple(PRESETS))
+        sizes, source = trained_sizes(dims, eval_dims, DEFAULT_DIMS)
+        dims = list(check_dims(sizes, output_dim, name=f"model.{source}"))
+        output_dim = dims[-1] if output_dim is None else output_dim
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         overrides = {
             k: v
@@ -100,9 +105,8 @@ class MRLDecoderModule(CompressionSystem):
                 f"model.output_dim={self.output_dim} is wider than the input (model.input_dim={self.input_dim}, "
                 f"the data's width): set model.init_args.output_dim and dims to at most {self.input_dim}"
             )
-        self.eval_dims = tuple(
-            check_dims(eval_dims, output_dim, name="model.eval_dims") if eval_dims else dims
-        )
+        what = f"its trained prefix sizes model.dims {dims}"
+        self.eval_dims = resolve_eval_dims(eval_dims, dims, self.method_name, dims.__contains__, what)
         self._init_val_metrics(dims)
 
     def on_fit_start(self) -> None:
@@ -115,8 +119,9 @@ class MRLDecoderModule(CompressionSystem):
         """Start the output Linear at PCA of its own input, so training starts from the PCA baseline.
 
         PCA is the bar the decoder has to clear (README, training-free baselines); starting there, the Matryoshka
-        loss only has to improve on it. The components are fit on a seeded sample of corpus rows as they reach
-        the output Linear (i.e. after the input LayerNorm). Only single-layer decoders without a residual path.
+        loss only has to improve on it. The components are fit, by the evaluator's PCA baseline, on a seeded
+        sample of corpus rows as they reach the output Linear (i.e. after the input LayerNorm). Only
+        single-layer decoders without a residual path.
         """
         linears = [m for m in self.decoder.net if isinstance(m, nn.Linear)]
         if len(linears) != 1 or self.decoder.residual:
@@ -125,6 +130,8 @@ class MRLDecoderModule(CompressionSystem):
             )
         import numpy as np
 
+        from smec.evaluation.baselines import PCA
+
         dm = self.trainer.datamodule
         corpus = dm.store.concat(dm.model_keys, "corpus", dm.normalization, dm.model_weights)
         rng = np.random.default_rng(0)
@@ -132,13 +139,12 @@ class MRLDecoderModule(CompressionSystem):
         x = torch.from_numpy(corpus.take(rows)).to(self.device)
         linear = linears[0]
         h = self.decoder.net[: list(self.decoder.net).index(linear)](x)  # what the Linear sees
-        mean = h.mean(dim=0)
-        _, _, v = torch.linalg.svd(h - mean, full_matrices=False)
-        components = v[: self.output_dim]
-        if components.shape[0] < self.output_dim:
+        if min(h.shape) < self.output_dim:
             raise ConfigError(f"model.init_from: pca needs >= output_dim={self.output_dim} sample rows")
+        pca = PCA(self.output_dim).fit(h.cpu().numpy())
+        components = torch.from_numpy(pca.components).to(linear.weight)
         linear.weight.copy_(components)
-        linear.bias.copy_(-(components @ mean))
+        linear.bias.copy_(-(components @ torch.from_numpy(pca.mean).to(linear.bias)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decoder(x)

@@ -124,3 +124,24 @@ def test_what_counts_as_another_configuration(tmp_path):
     assert differences(saved, other, DATA, fit=False) == [
         "model.class_path: checkpoint smec.systems.mrl.MRLDecoderModule, config smec.systems.smec.SMECModule"
     ]
+
+
+def test_grouped_settings_compare_key_by_key():
+    """SMEC's smrl / ads / sxbm groups are plain dicts in the checkpoint; one changed setting is one line."""
+    groups = {"sxbm": {"enabled": True, "memory_size": 4096, "k": 16}, "smrl": {"enabled": True}}
+    smec = {**MODEL, "_class_path": "smec.systems.smec.SMECModule", **groups}
+    saved = {"hyper_parameters": smec, "datamodule_hyper_parameters": DATA}
+    assert differences(saved, {**smec, "sxbm": dict(groups["sxbm"])}, DATA, fit=True) == []
+    changed = {**smec, "sxbm": {**groups["sxbm"], "k": 8}, "smrl": {"enabled": False}}
+    assert differences(saved, changed, DATA, fit=True) == [
+        "model.init_args.smrl.enabled: checkpoint True, config False",
+        "model.init_args.sxbm.k: checkpoint 16, config 8",
+    ]
+    # a group against a flat value (a checkpoint of an older layout): every key of the group differs
+    flat = {**smec, "sxbm": True}
+    assert differences({"hyper_parameters": flat}, smec, None, fit=False) == [
+        "model.init_args.sxbm: checkpoint True, config None",
+        "model.init_args.sxbm.enabled: checkpoint None, config True",
+        "model.init_args.sxbm.k: checkpoint None, config 16",
+        "model.init_args.sxbm.memory_size: checkpoint None, config 4096",
+    ]

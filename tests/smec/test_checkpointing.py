@@ -50,7 +50,9 @@ SYSTEMS: dict[str, tuple[Any, str, int, int, int]] = {
     # Chain 10 → 8 → 4, two epochs per stage: the stage switch (optimizer rebuilt) at epoch 2; the last stage
     # keeps training in epoch 4.
     "smec": (
-        lambda: SMECModule(input_dim=10, dims=[8, 4], memory_size=48, memory_k=4, epochs_per_stage=2),
+        lambda: SMECModule(
+            input_dim=10, dims=[8, 4], sxbm={"memory_size": 48, "k": 4}, smrl={"epochs_per_stage": 2}
+        ),
         "both",
         16,
         32,

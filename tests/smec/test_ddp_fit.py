@@ -34,9 +34,9 @@ SYSTEMS = {
     "smec": [  # two stages (10 -> 8 -> 4): the second epoch switches stage and rebuilds the optimizer
         "--config=configs/smec.yaml",
         "--model.init_args.dims=[8, 4]",
-        "--model.init_args.epochs_per_stage=1",
-        "--model.init_args.memory_size=16",
-        "--model.init_args.memory_k=4",
+        "--model.init_args.smrl.epochs_per_stage=1",
+        "--model.init_args.sxbm.memory_size=16",
+        "--model.init_args.sxbm.k=4",
         f"--trainer.min_epochs={EPOCHS}",
     ],
 }
@@ -126,7 +126,7 @@ def test_two_process_cpu_ddp_fit(ddp_fits, system):
     assert state0.keys() == state1.keys()
     assert [k for k in state0 if not torch.equal(state0[k], state1[k])] == []
     if system == "smec":
-        assert int(state0["memory.filled"]) == 16 and int(state0["compressor.active_stage"]) == 1
+        assert int(state0["sxbm.memory.filled"]) == 16 and int(state0["compressor.active_stage"]) == 1
 
 
 def test_a_batch_that_cannot_be_split_fails_before_any_process_starts(tmp_path, capsys):

@@ -57,7 +57,9 @@ def recipe(tmp_path: Path, store: Path, *, epochs: int, logger: str = "csv", slo
 def smec_recipe(tmp_path: Path, store: Path, name: str, *, slow_steps: float = 0.0) -> Path:
     """configs/smec.yaml, with all its (standard) callbacks, shrunk for a tiny store: chain 10 → 8 → 4, two epochs a stage."""
     cfg = yaml.safe_load((REPO / "configs" / "smec.yaml").read_text())
-    cfg["model"]["init_args"].update(dims=[8, 4], memory_size=48, memory_k=4, epochs_per_stage=2)
+    cfg["model"]["init_args"].update(
+        dims=[8, 4], sxbm={"memory_size": 48, "k": 4}, smrl={"epochs_per_stage": 2}
+    )
     cfg["data"]["init_args"].update(store=str(store), models=None, batch_size=16, block_rows=32)
     cfg["trainer"].update(
         default_root_dir=str(tmp_path / name),

@@ -103,7 +103,7 @@ def world(tmp_path_factory) -> World:
             root,
             "smec",
             store,
-            {"dims": [16, 8], "epochs_per_stage": 1, "memory_size": 32, "memory_k": 4},
+            {"dims": [16, 8], "smrl": {"epochs_per_stage": 1}, "sxbm": {"memory_size": 32, "k": 4}},
             epochs=2,
         ),
     }

@@ -72,7 +72,7 @@ def test_demo_models_export_at_96_and_mteb_equals_smec_eval(tmp_path, capsys):
         tmp_path,
         "smec",
         store,
-        {"dims": [384, 192, DIM], "epochs_per_stage": 1, "memory_size": 256, "memory_k": 8},
+        {"dims": [384, 192, DIM], "smrl": {"epochs_per_stage": 1}, "sxbm": {"memory_size": 256, "k": 8}},
         epochs=3,
     )
     run_lightning_cli(["fit", "--config", str(cfg)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -109,6 +110,9 @@ def test_quantizer_similarity_scores_codes_as_the_evaluator(world, exported):
 def test_exporting_writes_nothing_on_bad_input(world, tmp_path, capsys):
     base = ["export", "--ckpt", world.ckpt["mrl"], "--out", tmp_path / "x"]
     assert_fails_cleanly(capsys, [*base, "--dim", "17"], expect=r"--dim 17: .*16 dims", watch=tmp_path)
+    smec = ["export", "--ckpt", world.ckpt["smec"], "--out", tmp_path / "y"]  # its chain: 24 -> 16 -> 8
+    expect = re.escape("--dim 12: smec embeds the sizes of its chain [8, 16, 24], got 12")
+    assert_fails_cleanly(capsys, [*smec, "--dim", "12"], expect=expect, watch=tmp_path)
     assert_fails_cleanly(
         capsys, [*base, "--dim", "12", "--precision", "binary"], expect="multiple of 8", watch=tmp_path
     )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from smec.errors import ConfigError
-from smec.nn.ads import AdaptiveDimensionSelector
+from smec.nn.ads import AdaptiveDimensionSelector, ADSSettings
 
 
 def _trained(seed: int = 0, **kwargs) -> AdaptiveDimensionSelector:
@@ -104,42 +104,47 @@ def test_temperature_schedule_endpoints_and_midpoint(schedule, midpoint):
         ads.set_progress(1.5)
 
 
-def test_step_anneals_over_total_steps_and_stops_at_the_end():
-    ads = AdaptiveDimensionSelector(8, 4, tau_start=1.0, tau_end=0.1, schedule="linear", total_steps=4)
-    for _ in range(2):
-        ads.step()
-    assert float(ads.tau) == pytest.approx(0.55)
-    for _ in range(5):
-        ads.step()
-    assert float(ads.tau) == pytest.approx(0.1) and float(ads.progress) == 1.0
-    with pytest.raises(
-        ConfigError, match=r"^ads step\(\) needs total_steps; pass total_steps=\.\.\. or call"
-    ):
-        AdaptiveDimensionSelector(8, 4).step()
-
-
 def test_state_dict_round_trip_restores_logits_and_tau():
-    ads = _trained(init="uniform_noise", total_steps=10)
-    for _ in range(3):
-        ads.step()
+    ads = _trained(init="uniform_noise")
+    ads.set_progress(0.3)
     with torch.no_grad():
         ads.logits.add_(torch.randn(12))
-    restored = AdaptiveDimensionSelector(12, 5, total_steps=10)
+    restored = AdaptiveDimensionSelector(12, 5)
     restored.load_state_dict(ads.state_dict())
+    assert set(ads.state_dict()) == {"logits", "tau", "progress"}
     assert torch.equal(restored.logits, ads.logits)
     assert torch.equal(restored.tau, ads.tau) and float(restored.tau) < 1.0
-    assert int(restored.num_steps) == 3
+    assert float(restored.progress) == pytest.approx(0.3)
     assert torch.equal(restored.selected_indices(), ads.selected_indices())
 
 
+def test_settings_carry_smecs_defaults_and_the_selector_arguments():
+    settings = ADSSettings()
+    # SMEC anneals the noise with τ (the component's default does not); lr None means 10 × the model's lr.
+    assert settings.enabled and settings.anneal_noise and settings.lr is None
+    kwargs = settings.selector_kwargs()
+    assert kwargs == {
+        "init": "prefix",
+        "init_scale": 1.0,
+        "tau_start": 1.0,
+        "tau_end": 0.1,
+        "schedule": "exponential",
+        "gumbel_scale": 1.0,
+        "anneal_noise": True,
+    }
+    assert AdaptiveDimensionSelector(8, 4, **kwargs).anneal_noise
+
+
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ConfigError, match=r"^ads k must be an integer in \[1, in_dim=8\], got 9$"):
+    with pytest.raises(ConfigError, match=r"^k must be an integer in \[1, in_dim=8\], got 9$"):
         AdaptiveDimensionSelector(8, 9)
-    with pytest.raises(
-        ConfigError, match=r"^ads init must be one of 'uniform_noise', 'prefix', 'zeros', got 'x'$"
-    ):
+    with pytest.raises(ConfigError, match=r"^init must be one of prefix, uniform_noise, zeros, got 'x'$"):
         AdaptiveDimensionSelector(8, 4, init="x")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"^ads tau_start and tau_end must be > 0, got 1.0 and 0$"):
+    with pytest.raises(ConfigError, match=r"^tau_end must be a number > 0, got 0$"):
         AdaptiveDimensionSelector(8, 4, tau_end=0)
+    with pytest.raises(ConfigError, match=r"^gumbel_scale must be a number >= 0, got -1$"):
+        AdaptiveDimensionSelector(8, 4, gumbel_scale=-1)
+    with pytest.raises(ConfigError, match=r"^relaxation must be one of sigmoid, softmax, got 'gauss'$"):
+        AdaptiveDimensionSelector(8, 4, relaxation="gauss")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^ads expects inputs with last dimension 8, got \(2, 7\)$"):
         AdaptiveDimensionSelector(8, 4)(torch.ones(2, 7))

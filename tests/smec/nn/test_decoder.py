@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smec.errors import ConfigError
-from smec.nn.decoder import Decoder, nested, nested_indexed
+from smec.nn.decoder import Decoder, nested
 
 
 def _layer_types(decoder: Decoder) -> list[type]:
@@ -109,16 +109,16 @@ def test_residual_learns_through_the_zeroed_layer():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"input_dim": 0}, r"input_dim must be a positive int, got 0"),
-        ({"output_dim": 2.5}, r"output_dim must be a positive int, got 2.5"),
-        ({"output_dim": True}, r"output_dim must be a positive int, got True"),
-        ({"hidden_dim": -1}, r"hidden_dim must be a positive int, got -1"),
-        ({"norm": "groupnorm"}, r"norm must be one of \['none', 'batchnorm', 'layernorm'\], got 'groupnorm'"),
+        ({"input_dim": 0}, r"input_dim must be a positive integer, got 0"),
+        ({"output_dim": 2.5}, r"output_dim must be a positive integer, got 2.5"),
+        ({"output_dim": True}, r"output_dim must be a positive integer, got True"),
+        ({"hidden_dim": -1}, r"hidden_dim must be a positive integer, got -1"),
+        ({"norm": "groupnorm"}, r"norm must be one of none, batchnorm, layernorm, got 'groupnorm'"),
         (
             {"activation": "tanh"},
-            r"activation must be one of \['leaky_relu', 'gelu', 'relu', None\], got 'tanh'",
+            r"activation must be one of leaky_relu, gelu, relu, null, got 'tanh'",
         ),
-        ({"init": "xavier"}, r"init must be one of \['kaiming', 'orthogonal', 'default'\], got 'xavier'"),
+        ({"init": "xavier"}, r"init must be one of kaiming, orthogonal, default, got 'xavier'"),
         ({"dropout": 1.0}, r"dropout must be a float in \[0, 1\), got 1.0"),
         (
             {"output_dim": 12, "residual": True},
@@ -133,9 +133,7 @@ def test_bad_arguments_raise_config_error_naming_them(kwargs, message):
 
 
 def test_unknown_preset():
-    with pytest.raises(
-        ConfigError, match=r"preset must be one of \['linear', 'simple_encoder', 'encoder_only'\]"
-    ):
+    with pytest.raises(ConfigError, match=r"preset must be one of linear, simple_encoder, encoder_only, got"):
         Decoder.preset("bn", 8, 4)
 
 
@@ -158,15 +156,3 @@ def test_nested_rejects_dims_beyond_width():
         ConfigError, match=r"dims must be ints in \[1, 3\] \(the output width\), got \[2, 4\]"
     ):
         nested(torch.randn(2, 3), [2, 4])
-
-
-def test_nested_indexed_selects_in_given_order():
-    y = torch.tensor([[3.0, 7.0, 4.0, 1.0]])
-    out = nested_indexed(y, {2: torch.tensor([2, 0]), 1: torch.tensor([1])})
-    torch.testing.assert_close(out[2], torch.tensor([[0.8, 0.6]]))
-    torch.testing.assert_close(out[1], torch.tensor([[1.0]]))
-
-
-def test_nested_indexed_rejects_size_mismatch():
-    with pytest.raises(ValueError, match=r"index_sets\[2\] must be a 1-D integer tensor of 2 indices"):
-        nested_indexed(torch.randn(1, 4), {2: torch.tensor([0, 1, 2])})

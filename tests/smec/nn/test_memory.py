@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from smec.errors import ConfigError
-from smec.nn.memory import NO_ID, CrossBatchMemory
+from smec.nn.memory import CrossBatchMemory
 
 
 def _rows(start: int, n: int, dim: int) -> torch.Tensor:
@@ -18,29 +18,17 @@ def test_fifo_order_matches_deque_across_wraparound():
     size, dim = 7, 4
     memory = CrossBatchMemory(size, dim)
     ref_x: deque[torch.Tensor] = deque(maxlen=size)
-    ref_ids: deque[int] = deque(maxlen=size)
     seq = 0
     # batch sizes: partial fill, exact wrap, wrap past the end, one bigger than the memory, empty
     for b in [3, 4, 5, 2, 11, 0, 6, 1]:
         x = _rows(seq, b, dim)
-        ids = torch.arange(seq, seq + b) + 100
-        memory.enqueue(x, ids)
-        for i in range(b):
-            ref_x.append(x[i])
-            ref_ids.append(int(ids[i]))
+        memory.enqueue(x)
+        ref_x.extend(x)
         seq += b
-        got_x, got_ids = memory.ordered()
+        got_x = memory.ordered()
         assert torch.equal(got_x, torch.stack(list(ref_x)) if ref_x else torch.zeros(0, dim))
-        assert got_ids.tolist() == list(ref_ids)
         assert len(memory) == len(ref_x)
         assert int(memory.ptr) == seq % size
-
-
-def test_enqueue_without_ids_stores_no_id_and_overwrites_old_ids():
-    memory = CrossBatchMemory(4, 2)
-    memory.enqueue(torch.ones(3, 2), torch.tensor([5, 6, 7]))
-    memory.enqueue(torch.ones(2, 2))
-    assert memory.ordered()[1].tolist() == [6, 7, NO_ID, NO_ID]
 
 
 def test_enqueue_casts_to_storage_dtype_and_detaches():
@@ -55,14 +43,14 @@ def test_enqueue_casts_to_storage_dtype_and_detaches():
 def test_state_dict_round_trip_is_bit_for_bit():
     torch.manual_seed(0)
     memory = CrossBatchMemory(5, 3)
-    memory.enqueue(torch.randn(4, 3), torch.arange(4))
-    memory.enqueue(torch.randn(3, 3), torch.arange(4, 7))  # wraps: ptr = 2
+    memory.enqueue(torch.randn(4, 3))
+    memory.enqueue(torch.randn(3, 3))  # wraps: ptr = 2
     buffer = io.BytesIO()
     torch.save(memory.state_dict(), buffer)
     buffer.seek(0)
     restored = CrossBatchMemory(5, 3)
     restored.load_state_dict(torch.load(buffer))
-    assert set(memory.state_dict()) == {"queue", "ids", "ptr", "filled"}
+    assert set(memory.state_dict()) == {"queue", "ptr", "filled"}
     for key, value in memory.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
     assert int(restored.ptr) == 2 and len(restored) == 5
@@ -70,7 +58,7 @@ def test_state_dict_round_trip_is_bit_for_bit():
     nxt = torch.randn(2, 3)
     memory.enqueue(nxt)
     restored.enqueue(nxt)
-    assert torch.equal(memory.ordered()[0], restored.ordered()[0])
+    assert torch.equal(memory.ordered(), restored.ordered())
 
 
 def test_topk_equals_brute_force_over_filled_entries_only():
@@ -92,30 +80,12 @@ def test_topk_equals_brute_force_over_filled_entries_only():
     assert torch.equal(sims, sims2) and torch.equal(idx, idx2)
 
 
-def test_topk_exclusion_by_id():
+def test_topk_finds_the_row_itself_first():
+    # No exclusion here: S-XBM masks a row's own entry by its cosine (tests/smec/losses/test_sxbm.py).
     memory = CrossBatchMemory(8, 2)
-    # entries 0..3 with ids 10..13; the query equals entry 1, entry 2 is the next most similar
-    memory.enqueue(
-        torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0], [-1.0, -0.5]]), torch.tensor([10, 11, 12, 13])
-    )
-    query = torch.tensor([[0.0, 1.0]])
-    _, idx = memory.topk(query, k=1)
-    assert idx.tolist() == [[1]]
-    _, idx = memory.topk(query, k=1, exclude_ids=torch.tensor([11]))
-    assert idx.tolist() == [[2]]
-    _, idx = memory.topk(query, k=1, exclude_ids=torch.tensor([[11, 12]]))
-    assert idx.tolist() == [[0]]
-    # negative ids are padding: they exclude nothing (not even NO_ID entries)
-    _, idx = memory.topk(query, k=1, exclude_ids=torch.tensor([[-1, 11]]))
-    assert idx.tolist() == [[2]]
-
-
-def test_topk_marks_missing_neighbours_with_minus_inf():
-    memory = CrossBatchMemory(4, 2)
-    memory.enqueue(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 2]))
-    sims, idx = memory.topk(torch.tensor([[1.0, 0.0]]), k=2, exclude_ids=torch.tensor([1]))
-    assert idx[0, 0].item() == 1
-    assert torch.isfinite(sims).tolist() == [[True, False]]
+    memory.enqueue(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0], [-1.0, -0.5]]))
+    sims, idx = memory.topk(torch.tensor([[0.0, 1.0]]), k=2)
+    assert idx.tolist() == [[1, 2]] and sims[0, 0].item() == pytest.approx(1.0)
 
 
 def test_topk_k_larger_than_filled_raises():
@@ -135,16 +105,14 @@ def test_is_ready_and_reset():
     memory.enqueue(torch.ones(1, 2))
     assert memory.is_ready()
     memory.reset()
-    assert len(memory) == 0 and int(memory.ptr) == 0 and memory.ids.eq(NO_ID).all()
+    assert len(memory) == 0 and int(memory.ptr) == 0 and memory.queue.eq(0).all()
 
 
 def test_bad_arguments():
-    with pytest.raises(ConfigError, match=r"^memory size must be a positive integer, got 0$"):
+    with pytest.raises(ConfigError, match=r"^memory_size must be a positive integer, got 0$"):
         CrossBatchMemory(0, 4)
-    with pytest.raises(ConfigError, match=r"^memory dtype must be a floating-point dtype, got torch.int64$"):
+    with pytest.raises(ConfigError, match=r"^dtype must be a floating-point dtype, got torch.int64$"):
         CrossBatchMemory(4, 4, dtype=torch.int64)
     memory = CrossBatchMemory(4, 3)
     with pytest.raises(ValueError, match=r"^enqueue expects x of shape \(B, 3\), got \(2, 4\)$"):
         memory.enqueue(torch.ones(2, 4))
-    with pytest.raises(ValueError, match=r"^enqueue expects ids of shape \(2,\), got \(3,\)$"):
-        memory.enqueue(torch.ones(2, 3), torch.arange(3))

@@ -31,8 +31,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         memory = CrossBatchMemory(MEMORY_SIZE, DIM)
         for step in range(len(BATCHES[rank])):
-            x, ids = _batch(rank, step)
-            memory.enqueue(x, ids)  # all-gathers first
+            x, _ = _batch(rank, step)
+            memory.enqueue(x)  # all-gathers first
         equal = distributed.all_gather_tensor(torch.full((2, 1), float(rank)))
         torch.save(
             {
@@ -62,8 +62,8 @@ def test_ddp_memories_identical_across_ranks(tmp_path):
     # and equal to one process enqueuing each step's batches in rank order
     reference = CrossBatchMemory(MEMORY_SIZE, DIM)
     for step in range(3):
-        xs, ids = zip(*(_batch(r, step) for r in range(WORLD)))
-        reference.enqueue(torch.cat(xs), torch.cat(ids))
+        xs, _ = zip(*(_batch(r, step) for r in range(WORLD)))
+        reference.enqueue(torch.cat(xs))
     for key, value in reference.state_dict().items():
         assert torch.equal(mem0[key], value), key
     assert int(mem0["filled"]) == MEMORY_SIZE and int(mem0["ptr"]) == 18 % MEMORY_SIZE

@@ -1,10 +1,19 @@
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from smec.errors import ConfigError
 from smec.nn.ads import AdaptiveDimensionSelector
-from smec.nn.smrl import CompressionBlock, SMRLCompressor, StageSchedule, halving_dims
+from smec.nn.smrl import (
+    CompressionBlock,
+    SMRLCompressor,
+    SMRLSettings,
+    StageSchedule,
+    chain_dims,
+    halving_dims,
+)
 
 DIMS = [16, 8, 4, 2]
 
@@ -96,7 +105,11 @@ def test_embed_returns_each_reached_size_and_rejects_others():
     model.set_stage(0)
     with pytest.raises(ValueError, match=r"^smrl has no embedding of size 4; available sizes: \[16, 8\]$"):
         model.embed(x, 4)
-    assert set(model.index_sets()) == {8}
+    # embed runs in eval mode (deterministic ADS pick) and restores every flag it found
+    model.train()
+    modes = [m.training for m in model.modules()]
+    assert torch.equal(model.embed(x, 8), model.embed(x, 8))
+    assert [m.training for m in model.modules()] == modes
 
 
 def test_stage_restored_from_state_dict_reapplies_freezing():
@@ -132,7 +145,7 @@ def test_add_stage_on_a_restored_model():
     bigger = SMRLCompressor([*DIMS, 1])
     bigger.load_state_dict(restored.state_dict())
     assert bigger.stage == 3
-    with pytest.raises(ConfigError, match=r"^smrl add_stage new_dim must be an integer in \[1, 1\), got 1$"):
+    with pytest.raises(ConfigError, match=r"^new_dim must be an integer in \[1, 1\), got 1$"):
         bigger.add_stage(1)
 
 
@@ -141,7 +154,7 @@ def test_prefix_selection_and_blocks():
     x = torch.randn(2, 8)
     out = model(x)
     assert torch.equal(out[8], x) and torch.equal(out[4], x[:, :4])
-    assert model.index_sets()[4].tolist() == [0, 1, 2, 3]
+    assert model.selectors[0].selected_indices().tolist() == [0, 1, 2, 3]
     assert not any(isinstance(s, AdaptiveDimensionSelector) for s in model.selectors)
     plain_mlp = CompressionBlock(4, kind="mlp", residual=False)  # cannot start as identity
     assert not torch.allclose(plain_mlp(torch.eye(4)), torch.eye(4))
@@ -155,16 +168,21 @@ def test_set_progress_reaches_the_active_selector():
 
 
 def test_bad_configuration_names_the_key():
-    with pytest.raises(ConfigError, match=r"^smrl dims must be strictly decreasing, got \[8, 8, 4\]$"):
+    with pytest.raises(ConfigError, match=r"^dims must be strictly decreasing, got \[8, 8, 4\]$"):
         SMRLCompressor([8, 8, 4])
-    with pytest.raises(ConfigError, match=r"^smrl takes either dims or input_dim \+ min_dim, not both$"):
+    with pytest.raises(ConfigError, match=r"^give either dims or input_dim \+ min_dim, not both$"):
         SMRLCompressor([8, 4], input_dim=8, min_dim=4)
-    with pytest.raises(ConfigError, match=r"^smrl needs dims, or both input_dim and min_dim$"):
+    with pytest.raises(ConfigError, match=r"^give dims, or both input_dim and min_dim$"):
         SMRLCompressor(input_dim=8)
-    with pytest.raises(ConfigError, match=r"^smrl block must be 'linear' or 'mlp', got 'conv'$"):
+    with pytest.raises(ConfigError, match=r"^block must be one of linear, mlp, got 'conv'$"):
         SMRLCompressor([8, 4], block="conv")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"^smrl ads_kwargs must not set in_dim or k; they come from dims$"):
+    with pytest.raises(ConfigError, match=r"^ads_kwargs must not set in_dim or k; they come from dims$"):
         SMRLCompressor([8, 4], ads_kwargs={"k": 2})
+    # a selector's own arguments are named under ads. (the system adds model.)
+    with pytest.raises(ConfigError, match=r"^ads\.tau_end must be a number > 0, got 0$"):
+        SMRLCompressor([8, 4], ads_kwargs={"tau_end": 0})
+    with pytest.raises(ConfigError, match=r"^min_dim must be an integer in \[1, input_dim=8\), got 8$"):
+        halving_dims(8, 8)
     with pytest.raises(ValueError, match=r"^smrl stage must be in \[0, 2\), got 2$"):
         SMRLCompressor([8, 4, 2]).set_stage(2)
 
@@ -173,11 +191,112 @@ def test_stage_schedule_by_epochs_and_steps():
     by_epoch = StageSchedule(3, epochs_per_stage=[2, 1, 3])
     assert [by_epoch.stage_at(e, 0) for e in range(8)] == [0, 0, 1, 2, 2, 2, 2, 2]
     assert by_epoch.total == 6
-    assert by_epoch.progress(1, 0) == 0.5
-    assert by_epoch.progress(1, 15, steps_per_epoch=10) == 0.75
+    assert by_epoch.progress(1, 0, stage=0) == 0.5
+    assert by_epoch.progress(1, 15, epoch_fraction=0.5, stage=0) == 0.75  # moves within the epoch
+    assert by_epoch.progress(4, 0, stage=2) == pytest.approx(1 / 3)
+    assert by_epoch.progress(0, 0, stage=2) == 0.0  # before its start: clamped
+    # None: the whole budget (joint training anneals over every stage's budget at once)
+    assert by_epoch.progress(3, 0, epoch_fraction=0.0) == 0.5 and by_epoch.progress(9, 0) == 1.0
     by_step = StageSchedule(2, steps_per_stage=5)
     assert [by_step.stage_at(0, s) for s in range(12)] == [0] * 5 + [1] * 7
-    assert by_step.progress(0, 7) == 0.4 and by_step.progress(0, 100) == 1.0
+    assert by_step.progress(0, 7, epoch_fraction=0.9, stage=1) == 0.4  # a step budget ignores the epoch
+    assert by_step.progress(0, 100, stage=1) == 1.0 and by_step.progress(3, 5) == 0.5
+
+
+def test_stage_schedule_never_goes_back_to_a_trained_stage():
+    schedule = StageSchedule(3, epochs_per_stage=2)
+    assert [schedule.advance(0, e, 0) for e in range(6)] == [0, 0, 1, 1, 2, 2]
+    # a resumed fit whose schedule points to an earlier stage keeps the current one, with one warning
+    with pytest.warns(UserWarning, match=r"asks for stage 0 but stage 2 is already trained; keeping stage 2"):
+        assert schedule.advance(2, 0, 0) == 2
+    assert schedule.advance(2, 1, 0) == 2  # warned once
+
+
+def test_stage_schedule_checks_the_budget_of_loaded_stages():
+    StageSchedule(3, epochs_per_stage=[0, 0, 4]).check_loaded(2)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "epochs_per_stage: the 2 stage(s) loaded from model.extend_from need budget 0 and the next one a "
+            "positive budget, e.g. [0, 0, 4]"
+        ),
+    ):
+        StageSchedule(3, epochs_per_stage=1).check_loaded(2)
+
+
+def test_settings_build_the_schedule():
+    assert SMRLSettings().schedule(3).budgets == [4, 4, 4]  # neither budget: 4 epochs per stage
+    steps = SMRLSettings(steps_per_stage=[0, 5]).schedule(2)
+    assert steps.unit == "step" and steps.budgets == [0, 5]
+    with pytest.raises(ConfigError, match=r"^steps_per_stage cannot be combined with epochs_per_stage"):
+        SMRLSettings(epochs_per_stage=1, steps_per_stage=1).schedule(2)
+
+
+def test_chain_dims_sorts_checks_and_defaults():
+    assert chain_dims(16, [2, 8, 16, 4], 2) == [16, 8, 4, 2]  # any order, D itself may be listed
+    assert chain_dims(16, None, 3) == [16, 8, 4]
+    for dims, message in [
+        ([8, 8], "dims must be unique, got [8, 8]"),
+        ([0, 4], "dims must contain positive integers only, got [0, 4]"),
+        ([32, 8], "dims [32, 8]: sizes [32] are wider than the input (input_dim=16, the data's width)"),
+        ([16], "dims [16]: no size is below the input (input_dim=16"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            chain_dims(16, dims, 2)
+    with pytest.raises(ConfigError, match=r"^min_dim must be below input_dim=16, got 16$"):
+        chain_dims(16, None, 16)
+    with pytest.raises(ConfigError, match=r"^eval_dims must be unique"):
+        chain_dims(16, [4, 4], 2, name="eval_dims")
+
+
+def test_joint_training_trains_every_stage_at_once():
+    torch.manual_seed(0)
+    model = SMRLCompressor(DIMS, ads_kwargs={"tau_start": 1.0, "tau_end": 0.5}, joint=True).train()
+    assert model.stage == 2 and model.available_dims == DIMS
+    assert all(m.training for m in model.modules())  # nothing frozen in eval mode
+    assert model.trainable_parameters() == list(model.parameters())
+    model.set_progress(1.0)
+    assert [float(s.tau) for s in model.selectors] == [0.5, 0.5, 0.5]
+    x = torch.randn(6, 16)
+    targets = model.training_targets(x, model.select())
+    assert [m for m, _ in targets] == [16, 8, 8, 4, 4, 2]  # every stage's (z_s, u_{s+1})
+    sum(e.square().mean() for _, e in targets).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_sequential_targets_are_the_active_stage_pair():
+    model = SMRLCompressor(DIMS).train()
+    model.set_stage(1)
+    x = torch.randn(4, 16)
+    selections = model.select()
+    out = model(x, selections=selections)
+    targets = model.training_targets(x, selections)
+    assert [m for m, _ in targets] == [8, 4]
+    assert all(torch.equal(e, out[m]) for m, e in targets)
+
+
+def test_load_stages_continues_a_shorter_chain():
+    torch.manual_seed(0)
+    short = SMRLCompressor([16, 8, 4], ads_kwargs={"init": "uniform_noise"})
+    long = SMRLCompressor([16, 8, 4, 2])
+    state = {f"compressor.{k}": v for k, v in short.state_dict().items()}
+    assert long.load_stages(state, "compressor.") == 2
+    for key, value in short.state_dict().items():
+        if key.startswith(("blocks.", "selectors.")):
+            assert torch.equal(long.state_dict()[key], value), key
+    for chain, message in [
+        (
+            [16, 8],
+            "trained the chain [16, 8, 4]; the chain must continue it with more sizes (e.g. dims [8, 4, 2])",
+        ),
+        ([16, 8, 2, 1], "trained the chain [16, 8, 4]; the chain must continue it"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            SMRLCompressor(chain).load_stages(state, "compressor.")
+    with pytest.raises(
+        ConfigError, match=re.escape("is not a checkpoint of an SMRL chain (no compressor.stage_dims)")
+    ):
+        long.load_stages({}, "compressor.")
 
 
 def test_stage_schedule_validation():

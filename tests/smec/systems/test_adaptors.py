@@ -63,7 +63,7 @@ def test_the_adaptor_is_the_identity_at_init(cls):
     x = torch.randn(7, 10)
     assert torch.equal(model.compress(x), x)
     assert torch.equal(model.embed(x, 4), x[:, :4])
-    assert model.output_dim == 10 and model.eval_dims == (4, 10) and model.index_sets() is None
+    assert model.output_dim == 10 and model.eval_dims == (4, 10) and not hasattr(model, "index_sets")
     assert model.reconstruction(x).item() == 0.0
 
 
@@ -217,13 +217,19 @@ def test_unsupervised_only_adaptor_accepts_row_batches(tiny_store):
         ),
         (
             MatryoshkaAdaptorModule,
+            {"dims": [4, 10], "eval_dims": [4, 8]},
+            "model.eval_dims [4, 8]: matryoshka-adaptor cannot produce the size(s) [8] exactly; it produces its "
+            "trained prefix sizes model.dims [4, 10]",
+        ),
+        (
+            MatryoshkaAdaptorModule,
             {"dims": [4, 10], "weights": [1.0]},
             "model.weights must have one entry per dim (2), got [1.0]",
         ),
         (
             MatryoshkaAdaptorModule,
             {"unsupervised_epochs": -1},
-            "model.unsupervised_epochs must be an int >= 0, or null for half of trainer.max_epochs, got -1",
+            "model.unsupervised_epochs must be an integer >= 0, got -1",
         ),
         (
             MatryoshkaAdaptorModule,
@@ -232,14 +238,10 @@ def test_unsupervised_only_adaptor_accepts_row_batches(tiny_store):
         ),
         (MatryoshkaAdaptorModule, {"rank_weight": -1.0}, "model.rank_weight must be a number >= 0, got -1.0"),
         (MatryoshkaAdaptorModule, {"pair_weight": -1.0}, "model.pair_weight must be a number >= 0, got -1.0"),
-        (MatryoshkaAdaptorModule, {"topk": -2}, "model.topk must be an int >= 0, got -2"),
-        (
-            MatryoshkaAdaptorModule,
-            {"distance": "l2"},
-            "model.distance must be one of ['mse', 'l1'], got 'l2'",
-        ),
+        (MatryoshkaAdaptorModule, {"topk": -2}, "model.topk must be an integer >= 0, got -2"),
+        (MatryoshkaAdaptorModule, {"distance": "l2"}, "model.distance must be one of mse, l1, got 'l2'"),
         (MatryoshkaAdaptorModule, {"temperature": 0.0}, "model.temperature must be a number > 0, got 0.0"),
-        (MatryoshkaAdaptorModule, {"hidden_dim": 0}, "model.hidden_dim must be a positive int, got 0"),
+        (MatryoshkaAdaptorModule, {"hidden_dim": 0}, "model.hidden_dim must be a positive integer, got 0"),
         (
             SearchAdaptorModule,
             {"eval_dims": [4, 16]},
@@ -253,6 +255,11 @@ def test_unsupervised_only_adaptor_accepts_row_batches(tiny_store):
         (SearchAdaptorModule, {"lr": 0}, "model.lr must be a number > 0, got 0"),
         (SearchAdaptorModule, {"weight_decay": -1}, "model.weight_decay must be a number >= 0, got -1"),
         (SearchAdaptorModule, {"input_dim": 0}, "model.input_dim must be a positive int, got 0"),
+        (
+            SearchAdaptorModule,
+            {"dims": [4, 12]},
+            "model.dims must all be <= input_dim=10 (the adaptor keeps the input width), got [4, 12]",
+        ),
     ],
 )
 def test_bad_config_names_the_key(cls, kwargs, message):
@@ -286,7 +293,7 @@ def test_unsupervised_epochs_needs_max_epochs(tiny_store):
 def test_recipes_build_the_model_and_match_its_data_mode(recipe, cls, mode):
     config = yaml.safe_load((CONFIGS / recipe).read_text())
     assert config["model"]["class_path"] == f"{cls.__module__}.{cls.__name__}"
-    model = cls(input_dim=384, **config["model"]["init_args"])
+    model = cls(input_dim=1152, **config["model"]["init_args"])  # the demo store's width
     assert config["data"]["init_args"]["mode"] == mode
     assert config["trainer"]["default_root_dir"] == f"runs/{model.method_name}"
     from smec.evaluation.spec import EvaluationSpec
@@ -297,3 +304,16 @@ def test_recipes_build_the_model_and_match_its_data_mode(recipe, cls, mode):
     assert max(model.eval_dims) <= 384
     callbacks = {type(c).__name__: c for c in FitCallbacks(**config.get("fit_callbacks", {})).build(spec)}
     assert callbacks["ModelCheckpoint"].monitor == callbacks["EarlyStopping"].monitor == "val/ndcg@10/mean"
+
+
+def test_the_dims_contract():
+    # trained sizes: dims, else eval_dims, else the default; eval sizes: eval_dims, else the trained sizes
+    assert MatryoshkaAdaptorModule(input_dim=64).dims == (32, 64)
+    with pytest.warns(UserWarning, match=r"output_dim=64 is not in dims \[8, 16\]"):
+        assert MatryoshkaAdaptorModule(input_dim=64, eval_dims=[8, 16]).dims == (8, 16)
+    model = MatryoshkaAdaptorModule(input_dim=64, dims=[8, 16, 64])
+    assert model.dims == (8, 16, 64) and model.eval_dims == (8, 16, 64)
+    # Search-Adaptor trains nothing per size: dims is only the default of eval_dims, any prefix <= D is fine
+    assert SearchAdaptorModule(input_dim=64).eval_dims == (32, 64)
+    assert SearchAdaptorModule(input_dim=64, dims=[8, 24]).eval_dims == (8, 24)
+    assert SearchAdaptorModule(input_dim=64, dims=[8, 24], eval_dims=[3, 40]).eval_dims == (3, 40)

@@ -44,7 +44,7 @@ def test_compress_shapes(tiny_store):
     y = model.compress(torch.randn(5, 10))
     assert y.shape == (5, 8)
     assert model.embed(torch.randn(5, 10), 4).shape == (5, 4)
-    assert model.index_sets() is None and model.eval_dims == (4, 8)
+    assert not hasattr(model, "index_sets") and model.eval_dims == (4, 8)
 
 
 def test_input_dim_mismatch_with_the_store_fails_before_training(tiny_store):
@@ -61,14 +61,20 @@ def test_input_dim_mismatch_with_the_store_fails_before_training(tiny_store):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dims": [32, 1024]}, "model.dims must all be <= output_dim=512, got [32, 1024]"),
+        ({"dims": [32, 1024], "output_dim": 512}, "model.dims must all be <= output_dim=512, got [32, 1024]"),
         ({"dims": []}, "model.dims must be a non-empty list of positive ints, got []"),
         ({"dims": [64, 32]}, "model.dims must be sorted ascending, got [64, 32]"),
         ({"dims": [32, 64], "weights": [1.0]}, "model.weights must have one entry per dim (2), got [1.0]"),
         (
             {"arch": "transformer"},
-            "model.arch: 'transformer' is not one of linear, simple_encoder, encoder_only",
+            "model.arch must be one of linear, simple_encoder, encoder_only, got 'transformer'",
         ),
+        (
+            {"dims": [8, 16], "eval_dims": [8, 12]},
+            "model.eval_dims [8, 12]: mrl cannot produce the size(s) [12] exactly; it produces its trained prefix "
+            "sizes model.dims [8, 16]",
+        ),
+        ({"eval_dims": [16, 8]}, "model.eval_dims must be sorted ascending, got [16, 8]"),
         ({"dropout": 1.5}, "model.dropout must be a float in [0, 1), got 1.5"),
     ],
 )
@@ -94,7 +100,7 @@ def test_pca_init_starts_at_pca_of_the_corpus(tiny_store):
 
 
 def test_unknown_init_from():
-    with pytest.raises(ConfigError, match=re.escape("model.init_from: 'svd' is not one of null, pca")):
+    with pytest.raises(ConfigError, match=re.escape("model.init_from must be one of null, pca, got 'svd'")):
         MRLDecoderModule(input_dim=10, output_dim=4, dims=[4], init_from="svd")
 
 
@@ -109,3 +115,14 @@ def test_an_output_wider_than_the_input_is_refused():
     ):
         MRLDecoderModule(input_dim=64)
     assert MRLDecoderModule(input_dim=8, output_dim=8, dims=[4, 8]).output_dim == 8  # as wide: allowed
+
+
+def test_the_dims_contract():
+    # trained sizes: dims, else eval_dims, else 32..512; the decoder is as wide as the largest trained size
+    default = MRLDecoderModule(input_dim=1024)
+    assert default.loss_fn.dims == (32, 64, 128, 256, 512) and default.output_dim == 512
+    assert default.eval_dims == (32, 64, 128, 256, 512)
+    from_eval = MRLDecoderModule(input_dim=64, eval_dims=[8, 16])
+    assert from_eval.loss_fn.dims == (8, 16) and from_eval.output_dim == 16 and from_eval.eval_dims == (8, 16)
+    both = MRLDecoderModule(input_dim=64, dims=[8, 16, 32], eval_dims=[16])
+    assert both.output_dim == 32 and both.eval_dims == (16,)

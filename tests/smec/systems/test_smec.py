@@ -11,11 +11,15 @@ from smec.nn.ads import AdaptiveDimensionSelector
 from smec.systems.smec import SMECModule
 
 # The tiny store concatenates m1 (6-d) and m2 (4-d): D = 10; chain 10 → 8 → 4 → 2 (3 stages).
-SMALL = {"input_dim": 10, "dims": [8, 4, 2], "memory_size": 64, "memory_k": 4}
+SMALL = {"input_dim": 10, "dims": [8, 4, 2], "sxbm": {"memory_size": 64, "k": 4}}
 
 
 def make(**kw):
-    return SMECModule(**{**SMALL, **kw})
+    """SMALL with ``kw`` on top; a ``sxbm`` mapping is merged into SMALL's (a bool-like ``enabled`` stays a key)."""
+    args = {**SMALL, **kw}
+    if isinstance(kw.get("sxbm"), dict):
+        args["sxbm"] = {**SMALL["sxbm"], **kw["sxbm"]}
+    return SMECModule(**args)
 
 
 def trainer(epochs, callbacks=(), **kw):
@@ -72,7 +76,7 @@ class Recorder(Callback):
 
 def test_stages_switch_freeze_earlier_blocks_and_rebuild_the_optimizer(tiny_store):
     torch.manual_seed(0)
-    model = make(epochs_per_stage=1)
+    model = make(smrl={"epochs_per_stage": 1})
     rec = Recorder()
     trainer(3, [rec]).fit(model, datamodule=datamodule(tiny_store))
     assert model.stage == 2 and model.available_dims == (2, 4, 8, 10)
@@ -101,7 +105,7 @@ def test_stages_switch_freeze_earlier_blocks_and_rebuild_the_optimizer(tiny_stor
 
 def test_steps_per_stage_switches_mid_epoch(tiny_store):
     torch.manual_seed(0)
-    model = make(steps_per_stage=3)
+    model = make(smrl={"steps_per_stage": 3})
     rec = Recorder()
     trainer(2, [rec]).fit(model, datamodule=datamodule(tiny_store))
     assert [s["stage"] for s in rec.steps][:9] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -116,7 +120,7 @@ def test_ads_tau_anneals_within_each_stage(tiny_store):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             taus.append((pl_module.stage, pl_module._active_tau()))
 
-    model = make(epochs_per_stage=1, ads_tau_start=1.0, ads_tau_end=0.1)
+    model = make(smrl={"epochs_per_stage": 1}, ads={"tau_start": 1.0, "tau_end": 0.1})
     trainer(2, [Tau()]).fit(model, datamodule=datamodule(tiny_store))
     # Callback hooks run before the module's own on_train_batch_start, so each value is the previous step's.
     stage0 = [tau for s, tau in taus if s == 0]
@@ -134,12 +138,12 @@ def test_memory_fills_and_sxbm_switches_on_after_warm_up(tiny_store):
             seen.append(
                 (
                     trainer.global_step,
-                    len(pl_module.memory),
+                    len(pl_module.sxbm),
                     trainer.callback_metrics["train/sxbm_active"].item(),
                 )
             )
 
-    model = make(memory_size=40, memory_k=20, sxbm_warmup_steps=4, epochs_per_stage=2)
+    model = make(sxbm={"memory_size": 40, "k": 20, "warmup_steps": 4}, smrl={"epochs_per_stage": 2})
     trainer(1, [Sxbm()]).fit(model, datamodule=datamodule(tiny_store))
     # filled after each step: 16, 32, 40, 40, …; on needs >= 20 entries before the step and step >= 4.
     assert [n for _, n, _ in seen][:4] == [16, 32, 40, 40]
@@ -154,14 +158,14 @@ def trainer_metric(model, key):
 @pytest.mark.parametrize(
     ("kwargs", "absent"),
     [
-        ({"smrl": False}, None),
-        ({"selection": "prefix"}, "train/ads_tau"),
-        ({"sxbm": False}, "train/loss/sxbm"),
+        ({"smrl": {"enabled": False, "epochs_per_stage": 1}}, None),
+        ({"ads": {"enabled": False}}, "train/ads_tau"),
+        ({"sxbm": {"enabled": False}}, "train/loss/sxbm"),
     ],
 )
 def test_ablations_train(tiny_store, kwargs, absent):
     torch.manual_seed(0)
-    model = make(epochs_per_stage=1, **kwargs)
+    model = make(**{"smrl": {"epochs_per_stage": 1}, **kwargs})
     rec = Recorder()
     trainer(2, [rec]).fit(model, datamodule=datamodule(tiny_store))
     metrics = model.trainer.callback_metrics
@@ -173,21 +177,21 @@ def test_ablations_train(tiny_store, kwargs, absent):
     x = torch.randn(5, 10)
     for dim in model.eval_dims:
         assert model.embed(x, dim).shape == (5, dim)
-    if kwargs.get("smrl") is False:
+    if "smrl" in kwargs:
         # Joint MRL training: every stage from the first step, every parameter optimised and given gradient.
         everything = {id(p) for p in model.compressor.parameters()}
         assert all(s["optimizer"] == everything == s["with_grad"] for s in rec.steps)
         assert all(g is not None and g > 0 for s in rec.steps for g in s["logit_grads"])
         assert all(m.training for m in model.compressor.modules())
-    if kwargs.get("selection") == "prefix":
+    if "ads" in kwargs:
         assert not any(isinstance(s, AdaptiveDimensionSelector) for s in model.compressor.selectors)
-        assert all(torch.equal(i, torch.arange(d)) for d, i in model.selection_sets().items())
+        assert all(torch.equal(s.selected_indices(), torch.arange(s.k)) for s in model.compressor.selectors)
 
 
 def test_embed_contract_and_unreached_sizes():
     model = make()
     x = torch.randn(7, 10)
-    assert model.output_dim == 10 and model.eval_dims == (2, 4, 8, 10) and model.index_sets() is None
+    assert model.output_dim == 10 and model.eval_dims == (2, 4, 8, 10) and not hasattr(model, "index_sets")
     assert model.available_dims == (8, 10)  # stage 0 reaches d_0 and d_1
     assert model.compress(x).shape == (7, 10)
     assert torch.equal(model.compress(x), x)  # identity init: stage 0 starts from the teacher
@@ -195,13 +199,17 @@ def test_embed_contract_and_unreached_sizes():
     assert torch.equal(model.embed(x, 2), model.embed(x, 8)[:, :2])
     model.compressor.set_stage(2)
     assert model.available_dims == (2, 4, 8, 10)
-    assert [model.embed(x, d).shape[1] for d in (1, 2, 3, 4, 8, 10)] == [1, 2, 3, 4, 8, 10]
+    assert [model.embed(x, d).shape[1] for d in (2, 4, 8, 10)] == [2, 4, 8, 10]
     # embed runs in eval mode (deterministic ADS pick) and leaves the modes as they were
     model.train()
     assert torch.equal(model.embed(x, 2), model.embed(x, 2))
     assert model.compressor.selectors[2].training and not model.compressor.selectors[0].training
-    with pytest.raises(ValueError, match=re.escape("smec embeds sizes in [1, 10], got 11")):
-        model.embed(x, 11)
+    # A size outside the chain is no size of this model: an error, not a silent prefix.
+    for dim in (1, 3, 11):
+        with pytest.raises(
+            ValueError, match=re.escape(f"smec embeds the sizes of its chain [2, 4, 8, 10], got {dim}")
+        ):
+            model.embed(x, dim)
 
 
 def test_default_chain_halves_down_to_min_dim():
@@ -213,8 +221,8 @@ def test_default_chain_halves_down_to_min_dim():
     with pytest.raises(
         ConfigError,
         match=re.escape(
-            "model.dims [512, 256, 128]: sizes [512] are wider than the input (model.input_dim=384, the data's "
-            "width): the chain must compress, e.g. model.init_args.dims [192, 96, 48]"
+            "model.dims [512, 256, 128]: sizes [512] are wider than the input (input_dim=384, the data's "
+            "width): the chain must compress, e.g. dims [192, 96, 48]"
         ),
     ):
         SMECModule(input_dim=384, dims=[512, 256, 128])
@@ -225,13 +233,13 @@ def test_default_chain_halves_down_to_min_dim():
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_checkpoint_resume_restores_stage_ads_and_memory(tiny_store, tmp_path):
     torch.manual_seed(0)
-    kw = {"epochs_per_stage": 2, "memory_size": 48}
+    kw = {"smrl": {"epochs_per_stage": 2}, "sxbm": {"memory_size": 48}}
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     first = trainer(3, [ckpt])
     first.fit(make(**kw), datamodule=datamodule(tiny_store))  # "killed" after epoch 2 (stage 1)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     state = saved["state_dict"]
-    assert int(state["compressor.active_stage"]) == 1 and int(state["memory.filled"]) == 48
+    assert int(state["compressor.active_stage"]) == 1 and int(state["sxbm.memory.filled"]) == 48
 
     restored = {}
 
@@ -248,7 +256,7 @@ def test_checkpoint_resume_restores_stage_ads_and_memory(tiny_store, tmp_path):
     assert restored["optimizer"] == stage_params(model, 1)  # param groups rebuilt for the restored stage
     for key in ("compressor.active_stage", "compressor.selectors.0.logits", "compressor.selectors.0.tau",
                 "compressor.selectors.1.logits", "compressor.selectors.1.tau", "compressor.selectors.1.progress",
-                "memory.queue", "memory.ids", "memory.ptr", "memory.filled"):  # fmt: skip
+                "sxbm.memory.queue", "sxbm.memory.ptr", "sxbm.memory.filled"):  # fmt: skip
         assert torch.equal(restored["state"][key], state[key]), key
     assert set(restored["state"]) == set(state)
     assert all(torch.equal(restored["state"][k], v) for k, v in state.items())
@@ -293,30 +301,46 @@ def test_input_dim_mismatch_with_the_store(tiny_store):
         ({"dims": [0, 4]}, "model.dims must contain positive integers only, got [0, 4]"),
         ({"dims": None, "min_dim": 10}, "model.min_dim must be below input_dim=10, got 10"),
         ({"min_dim": 0}, "model.min_dim must be a positive integer, got 0"),
-        ({"block": "conv"}, "model.block: 'conv' is not one of linear, mlp"),
-        ({"selection": "random"}, "model.selection: 'random' is not one of ads, prefix"),
-        ({"ads_init": "ones"}, "model.ads_init: 'ones' is not one of prefix, uniform_noise, zeros"),
-        ({"ads_schedule": "step"}, "model.ads_schedule: 'step' is not one of exponential, linear, cosine"),
-        ({"ads_tau_end": 0}, "model.ads_tau_end must be a number > 0, got 0"),
-        ({"distance": "cos"}, "model.distance: 'cos' is not one of mse, l1"),
-        ({"sxbm_distance": "kl"}, "model.sxbm_distance: 'kl' is not one of l2, l1, smooth_l1"),
-        ({"rank_weight": -1}, "model.rank_weight must be a number >= 0, got -1"),
-        ({"topk_weight": 0.5}, "model.topk_weight=0.5 needs model.topk > 0 (neighbours per row)"),
-        ({"memory_k": 65}, "model.memory_k must be an integer in [1, memory_size=64], got 65"),
-        ({"memory_size": 0}, "model.memory_size must be a positive integer, got 0"),
-        ({"sxbm_warmup_steps": -1}, "model.sxbm_warmup_steps must be an integer >= 0, got -1"),
+        ({"block": "conv"}, "model.block must be one of linear, mlp, got 'conv'"),
+        ({"hidden_dim": 0}, "model.hidden_dim must be a positive integer or null, got 0"),
+        ({"ads": {"init": "ones"}}, "model.ads.init must be one of prefix, uniform_noise, zeros, got 'ones'"),
         (
-            {"epochs_per_stage": 2, "steps_per_stage": 10},
-            "model: give one of epochs_per_stage and steps_per_stage, not both",
+            {"ads": {"schedule": "step"}},
+            "model.ads.schedule must be one of exponential, linear, cosine, got 'step'",
         ),
-        ({"epochs_per_stage": [1, 2]}, "model.epochs_per_stage has 2 entries but there are 3 stages"),
-        ({"steps_per_stage": 0}, "model.steps_per_stage must be a positive integer, got 0"),
+        ({"ads": {"tau_end": 0}}, "model.ads.tau_end must be a number > 0, got 0"),
+        ({"ads": {"lr": -1.0}}, "model.ads.lr must be a number > 0, got -1.0"),
+        ({"ads": {"tau": 1}}, "model.ads: unknown key(s) tau; known: enabled, init, init_scale, tau_start"),
+        ({"distance": "cos"}, "model.distance must be one of mse, l1, got 'cos'"),
+        ({"sxbm": {"distance": "kl"}}, "model.sxbm.distance must be one of l2, l1, smooth_l1, got 'kl'"),
+        ({"sxbm": {"weight": -1}}, "model.sxbm.weight must be a number >= 0, got -1"),
+        ({"rank_weight": -1}, "model.rank_weight must be a number >= 0, got -1"),
+        ({"topk_weight": 0.5}, "model.topk_weight=0.5 needs topk > 0 (the number of neighbours), got topk=0"),
+        ({"sxbm": {"k": 65}}, "model.sxbm.k must be an integer in [1, memory_size=64], got 65"),
+        ({"sxbm": {"memory_size": 0}}, "model.sxbm.memory_size must be a positive integer, got 0"),
+        ({"sxbm": {"warmup_steps": -1}}, "model.sxbm.warmup_steps must be an integer >= 0, got -1"),
+        (
+            {"smrl": {"epochs_per_stage": 2, "steps_per_stage": 10}},
+            "model.smrl.steps_per_stage cannot be combined with epochs_per_stage (give one budget; on the command "
+            'line: --model.init_args.smrl=\'{"epochs_per_stage": null, "steps_per_stage": N}\')',
+        ),
+        (
+            {"smrl": {"epochs_per_stage": [1, 2]}},
+            "model.smrl.epochs_per_stage has 2 entries but there are 3 stages",
+        ),
+        ({"smrl": {"steps_per_stage": 0}}, "model.smrl.steps_per_stage must be a positive integer, got 0"),
         ({"eval_dims": [4, 2]}, "model.eval_dims must be sorted ascending, got [4, 2]"),
-        ({"predict_dim": 11}, "model.predict_dim must be an integer in [1, input_dim=10] or null, got 11"),
+        (
+            {"eval_dims": [3, 4]},
+            "model.eval_dims [3, 4]: smec cannot produce the size(s) [3] exactly; it produces the sizes of its "
+            "chain [2, 4, 8, 10] (model.dims and model.input_dim)",
+        ),
+        ({"predict_dim": 11}, "model.predict_dim must be a size of the chain [10, 8, 4, 2] or null, got 11"),
+        ({"predict_dim": 3}, "model.predict_dim must be a size of the chain [10, 8, 4, 2] or null, got 3"),
         ({"rank_temperature": 0}, "model.rank_temperature must be a number > 0, got 0"),
         (
-            {"pair_weight": 0, "rank_weight": 0, "sxbm": False},
-            "model: pair_weight, topk_weight, rank_weight, infonce_weight and sxbm_weight are all 0 (or sxbm is off): nothing to train",
+            {"pair_weight": 0, "rank_weight": 0, "sxbm": {"enabled": False}},
+            "model: pair_weight, topk_weight, rank_weight, infonce_weight and sxbm.weight are all 0 (or sxbm.enabled is false): nothing to train",
         ),
     ],
 )
@@ -330,7 +354,7 @@ def test_evaluator_callback_embeds_each_size_separately(tiny_store):
     from smec.evaluation.callback import RetrievalEvalCallback
     from smec.evaluation.spec import EvaluationSpec
 
-    model = SMECModule(input_dim=10, dims=[8, 4], sxbm=False, epochs_per_stage=1)
+    model = SMECModule(input_dim=10, dims=[8, 4], sxbm={"enabled": False}, smrl={"epochs_per_stage": 1})
     assert model.prefix_nested is False
     cb = RetrievalEvalCallback(EvaluationSpec(precisions=("float32",)), split="dev")
     fit = trainer(2, [cb])
@@ -350,13 +374,15 @@ def test_evaluator_callback_embeds_each_size_separately(tiny_store):
 
 def test_a_finished_model_is_compressed_further_by_adding_a_stage(tiny_store, tmp_path):
     torch.manual_seed(0)
-    short = {"dims": [8, 4], "epochs_per_stage": 1}
+    short = {"dims": [8, 4], "smrl": {"epochs_per_stage": 1}}
     first = trainer(2)
     first.fit(make(**short), datamodule=datamodule(tiny_store))
     first.save_checkpoint(tmp_path / "short.ckpt")
     old = torch.load(tmp_path / "short.ckpt", weights_only=False)["state_dict"]
 
-    model = make(dims=[8, 4, 2], epochs_per_stage=[0, 0, 1], extend_from=str(tmp_path / "short.ckpt"))
+    model = make(
+        dims=[8, 4, 2], smrl={"epochs_per_stage": [0, 0, 1]}, extend_from=str(tmp_path / "short.ckpt")
+    )
     untrained = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("compressor.blocks.2.")}
     trainer(1).fit(model, datamodule=datamodule(tiny_store))
     assert model.stage == 2
@@ -371,17 +397,71 @@ def test_a_finished_model_is_compressed_further_by_adding_a_stage(tiny_store, tm
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"dims": [8, 2]}, "trained the chain [10, 8, 4]; model.dims must continue it with more sizes"),
         (
-            {"dims": [8, 4, 2], "epochs_per_stage": 1},
-            "the 2 stage(s) loaded from model.extend_from need budget 0",
+            {"dims": [8, 2]},
+            "short.ckpt trained the chain [10, 8, 4]; the chain must continue it with more sizes (e.g. dims "
+            "[8, 4, 2]), got [10, 8, 2]",
+        ),
+        (
+            {"dims": [8, 4, 2], "smrl": {"epochs_per_stage": 1}},
+            "model.smrl.epochs_per_stage: the 2 stage(s) loaded from model.extend_from need budget 0 and the next "
+            "one a positive budget, e.g. [0, 0, 4]",
         ),
     ],
 )
 def test_extend_from_checks_the_chain_and_the_budgets(tiny_store, tmp_path, kw, message):
     first = trainer(1)
-    first.fit(make(dims=[8, 4], epochs_per_stage=1), datamodule=datamodule(tiny_store))
+    first.fit(make(dims=[8, 4], smrl={"epochs_per_stage": 1}), datamodule=datamodule(tiny_store))
     first.save_checkpoint(tmp_path / "short.ckpt")
     model = make(**kw, extend_from=str(tmp_path / "short.ckpt"))
     with pytest.raises(ConfigError, match=re.escape(message)):
         trainer(1).fit(model, datamodule=datamodule(tiny_store))
+
+
+def test_grouped_settings_are_plain_dicts_in_the_checkpoint(tiny_store, tmp_path):
+    """Dataclass settings are stored as dicts: the checkpoint loads with weights_only=True and rebuilds the model."""
+    from smec.losses.sxbm import SXBMSettings
+    from smec.nn.smrl import SMRLSettings
+
+    torch.manual_seed(0)
+    model = SMECModule(
+        input_dim=10,
+        dims=[8, 4],
+        smrl=SMRLSettings(epochs_per_stage=1),
+        sxbm=SXBMSettings(memory_size=32, k=4),
+        ads={"tau_end": 0.2},
+    )
+    assert model.hparams["sxbm"] == {
+        "enabled": True,
+        "memory_size": 32,
+        "k": 4,
+        "weight": 1.0,
+        "distance": "l2",
+        "warmup_steps": 0,
+    }
+    assert model.hparams["ads"]["tau_end"] == 0.2 and model.hparams_initial["smrl"]["epochs_per_stage"] == 1
+    fit = trainer(2)
+    fit.fit(model, datamodule=datamodule(tiny_store))
+    fit.save_checkpoint(tmp_path / "m.ckpt")
+    saved = torch.load(tmp_path / "m.ckpt", weights_only=True)  # nothing but plain types inside
+    assert saved["hyper_parameters"]["smrl"] == {
+        "enabled": True,
+        "epochs_per_stage": 1,
+        "steps_per_stage": None,
+    }
+    restored = SMECModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert restored.sxbm.memory.size == 32 and restored.sxbm.k == 4 and restored.stage == 1
+    x = torch.randn(3, 10)
+    assert all(torch.equal(restored.embed(x, d), model.embed(x, d)) for d in (4, 8, 10))
+
+
+def test_the_dims_contract():
+    # trained sizes = dims, else eval_dims, else halving; eval sizes = eval_dims, else the whole chain
+    assert SMECModule(input_dim=64, eval_dims=[8, 16, 64]).dims == [64, 16, 8]
+    model = SMECModule(input_dim=64, dims=[32, 16, 8], eval_dims=[16, 32])
+    assert model.dims == [64, 32, 16, 8] and model.eval_dims == (16, 32)
+    assert SMECModule(input_dim=64, min_dim=16).eval_dims == (16, 32, 64)
+    # the chain from eval_dims is checked as eval_dims
+    message = "model.eval_dims [64]: no size is below the input (input_dim=64, the data's width)"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SMECModule(input_dim=64, eval_dims=[64])
