@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.errors import InputError
+from datamodules.paths import check_output_dir
 from datamodules.store.layout import DEFAULT_SHARD_ROWS, DTYPES, STORE_FILE, model_key
 from datamodules.store.writer import StoreWriter, TextSetSpec
 
@@ -48,7 +49,7 @@ def embed_dataset(
     Finished (model, text set) pairs are skipped without loading the model, and unfinished ones resume after
     their last complete shard, so rerunning after an interruption (even ``kill -9``) finishes the job.
 
-    Every option, model spec (resolved without loading weights, see
+    Every option, the output folder, model spec (resolved without loading weights, see
     :func:`datamodules.encoders.spec.check_spec`), the dataset and an existing store are checked before
     anything is written, and the store is created only once the first model to run has loaded: a bad option or
     spec leaves no skeleton store behind.
@@ -57,6 +58,7 @@ def embed_dataset(
     from datamodules.encoders.base import encoder_info
 
     keys = _check_job(models, dtype=dtype, batch_size=batch_size, shard_rows=shard_rows)
+    check_output_dir(out, "--out")  # before a model loads (minutes), not when its first shard is written
     data = load_dataset(dataset, splits=splits)
     text_sets = data.text_sets()
     writer = StoreWriter(

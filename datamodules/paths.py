@@ -16,6 +16,7 @@ Standard library only: :mod:`datamodules.datasets` uses it at CLI start-up.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from datamodules.errors import InputError
@@ -91,7 +92,8 @@ def check_output_dir(path: str | os.PathLike[str], option: str, error: type[Inpu
     ``option``).
 
     ``path`` must be a folder or not exist yet; its nearest existing parent must be a folder we may create
-    entries in. Nothing is created. Returns ``path`` as a Path.
+    entries in (tried: an empty probe folder is made and removed there). Nothing else is created. Returns
+    ``path`` as a Path.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -103,7 +105,17 @@ def check_output_dir(path: str | os.PathLike[str], option: str, error: type[Inpu
         probe = probe.parent
     if not probe.is_dir():
         raise error(f"{option}: cannot create {path}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
         what = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
         raise error(f"{option}: {path} {what}")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether an entry can really be made in ``folder``: ``os.access`` says yes to root everywhere, also on a
+    read-only mount or in /proc. The probe folder is removed at once."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".smec-probe-", dir=folder))
+    except OSError:
+        return False
+    return True

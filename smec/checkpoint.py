@@ -6,6 +6,9 @@ containers and plain values only, so a crafted file cannot run code. The types o
 those are allow-listed in :data:`SAFE_GLOBALS` (today none: Lightning saves plain dicts, tensors and strings);
 anything else is refused with one line naming the file and the type.
 
+:func:`load_system` turns a checkpoint into the trained compression system (on the CPU, in eval mode), for
+the comparison's test grid and `smec export`; its class must be a compression system of the ``smec`` package.
+
 A checkpoint also records the hyper-parameters it was trained with. :func:`check_matches` compares them with the
 configuration of the current run (see :data:`IGNORED_MODEL_KEYS` and :data:`DATA_KEYS` for what counts), so a
 checkpoint from another configuration is an error instead of weights silently mixed with other settings.
@@ -13,6 +16,7 @@ checkpoint from another configuration is an error instead of weights silently mi
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import re
@@ -79,6 +83,66 @@ def load_checkpoint(path: str | os.PathLike[str], option: str) -> dict[str, Any]
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         raise ConfigError(f"{option}: {path} is not a Lightning checkpoint (no state_dict)")
     return dict(checkpoint)
+
+
+def system_class(class_path: object, origin: str) -> type:
+    """The compression system class ``class_path`` names, imported; one ConfigError unless it is one.
+
+    Only modules of the ``smec`` package are imported: a class path read from a file must not import (and so
+    run) anything else. ``origin`` names the file or option the class path came from, for messages.
+    """
+    from smec.systems.base import CompressionSystem
+
+    if not isinstance(class_path, str) or "." not in class_path:
+        raise ConfigError(
+            f"{origin}: the checkpoint names no system class (hyper_parameters._class_path); expected a "
+            "checkpoint written by `smec fit`"
+        )
+    module_name, _, name = class_path.rpartition(".")
+    if module_name != "smec" and not module_name.startswith("smec."):
+        raise ConfigError(f"{origin}: model.class_path {class_path!r} is not a smec compression system")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{origin}: cannot import the system class {class_path!r} ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, CompressionSystem)):
+        raise ConfigError(f"{origin}: model.class_path {class_path!r} is not a smec compression system")
+    return cls
+
+
+def load_system(
+    path: str | os.PathLike[str],
+    option: str,
+    class_path: str | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
+) -> Any:
+    """The trained compression system of checkpoint ``path``, on the CPU, in eval mode, without gradients.
+
+    Args:
+        path: the checkpoint file.
+        option: the option or key that named it, for messages (``--ckpt``, ``test grid``).
+        class_path: the system class (a fit's ``fit_result.json`` records it); default: the one LightningCLI
+            stored in the checkpoint's hyper-parameters (``_class_path``).
+        checkpoint: the file's contents when the caller has read them already (:func:`load_checkpoint`).
+    """
+    import torch
+
+    origin = f"{option}: {path}"
+    cls = None if class_path is None else system_class(class_path, origin)  # a bad class before any read
+    checkpoint = load_checkpoint(path, option) if checkpoint is None else checkpoint
+    if cls is None:
+        cls = system_class((checkpoint.get("hyper_parameters") or {}).get("_class_path"), origin)
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        system = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    system.eval()
+    system.requires_grad_(False)
+    return system
+
+
+def slim_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``load_from_checkpoint`` needs and nothing else (no optimizer, loop or callback state)."""
+    keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version")
+    return {k: checkpoint[k] for k in keep if k in checkpoint}
 
 
 def selected_checkpoint(folder: Path, option: str = "checkpoint") -> Path:

@@ -133,7 +133,7 @@ def settings(cls: type[T], value: object, name: str) -> T:
     """A settings dataclass from what a caller passed: an instance, a mapping of some of its fields, or None.
 
     LightningCLI passes instances; ``load_from_checkpoint`` without the CLI passes the plain dicts the
-    checkpoint stores (:func:`smec.systems.base.plain_settings`). An unknown key is a ConfigError naming it.
+    checkpoint stores (``SystemBase._plain_hyperparameters``). An unknown key is a ConfigError naming it.
     """
     if isinstance(value, cls):
         return value

@@ -564,13 +564,30 @@ def test_a_read_only_out_folder(tmp_path, capsys):
         assert_fails_cleanly(
             capsys,
             embed_args(data, out),
-            expect=re.escape(f"{out / 'store.json'}: Permission denied"),
+            expect=re.escape(f"--out: {out} is not writable"),
             watch=tmp_path,
         )
     finally:
         out.chmod(stat.S_IRWXU)
     assert run_smec(capsys, embed_args(data, out)).code == 0
     assert file_hashes(out) == expected
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_folder_nobody_can_create_is_found_before_a_model_loads(tmp_path, capsys, monkeypatch):
+    """/proc refuses new entries even to root (whom ``os.access`` always says yes to): found by trying."""
+    import datamodules.embed
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(datamodules.embed, "_load", no_loading)
+    assert_fails_cleanly(
+        capsys,
+        embed_args(beir(tmp_path / "data"), "/proc/smec-store"),
+        expect=re.escape("--out: /proc/smec-store cannot be created: /proc is not writable"),
+        watch=tmp_path,
+    )
 
 
 def test_a_read_only_out_folder_simulated(tmp_path, capsys, monkeypatch):

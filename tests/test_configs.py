@@ -16,9 +16,9 @@ GPU_ONLY = {"gpu.yaml", "slurm.yaml"}  # slurm.yaml: needs the SLURM environment
 # EarlyStopping patience of the recipes that change the default (fit_callbacks.patience, 8).
 PATIENCE = {
     "smec.yaml": 4,
-    "smec-no-ads.yaml": 4,
-    "smec-no-smrl.yaml": 4,
-    "smec-no-sxbm.yaml": 4,
+    "no-ads.yaml": 4,  # the ablation overlays compose on smec.yaml
+    "no-smrl.yaml": 4,
+    "no-sxbm.yaml": 4,
     "search-adaptor.yaml": 10,
 }
 

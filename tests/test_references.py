@@ -4,9 +4,11 @@ Scanned: every ``*.py``, ``*.md``, ``*.yaml`` / ``*.yml`` file and the Makefile 
 virtual environment, git, or the run and store folders). Three kinds of reference:
 
 - a path that starts with a top-level folder of the repository (``smec/nn/ads.py``,
-  ``configs/smec-no-{smrl,ads,sxbm}.yaml``, ``tests/smec/export/``) must name a file or folder that exists;
+  ``configs/ablations/no-{smrl,ads,sxbm}.yaml``, ``tests/smec/export/``) must name a file or folder that exists;
 - a link to a markdown file with an anchor (``docs/methods.md#finding-4``, or ``#finding-4`` inside that file)
   must name a heading of that file, by GitHub's anchor rules;
+- a test id (``tests/smec/test_checkpointing.py::test_killed_fit_resumes_bit_identical``, and a bare
+  ``::test_name`` after it on the same line, meaning the same file) must name a function of that file;
 - a dotted name under ``datamodules`` or ``smec`` in the code and the docs (``datamodules.store.reader.
   EmbeddingStore``) must import (tests are skipped here: they name bad classes on purpose).
 """
@@ -25,12 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 SKIPPED_FOLDERS = {".git", ".venv", "runs", "stores", "__pycache__", ".pytest_cache", ".ruff_cache"}
 TOP_FOLDERS = ("datamodules", "smec", "tests", "configs", "experiments", "docs")
 # Paths that are examples of a form, not references to a file.
-EXAMPLES = {"configs/experiment/x.yaml"}
+EXAMPLES = {"configs/experiment/x.yaml", "tests/a.py", "tests/b/c.py"}
 
 PATH = re.compile(r"(?<![\w./~-])((?:" + "|".join(TOP_FOLDERS) + r")/(?:[\w./-]|\{[\w.-]+(?:,[\w.-]+)+\})*)")
 ANCHOR_LINK = re.compile(r"(?<![\w./-])((?:[\w-]+/)*[\w-]+\.md)#([\w-]+)")
 LOCAL_ANCHOR = re.compile(r"\]\(#([\w-]+)\)")
 DOTTED = re.compile(r"(?<![\w./-])((?:datamodules|smec)(?:\.[A-Za-z_]\w*)+)")
+TEST_FILE = re.compile(r"(tests/[\w/]+\.py)(?=::)")
+TEST_NAME = re.compile(r"::(\w+)")
 FILE_SUFFIXES = {"py", "md", "yaml", "yml", "json", "ckpt", "png", "txt", "toml"}
 
 
@@ -109,6 +113,30 @@ def test_every_cited_repository_path_exists():
     assert missing == []
 
 
+def cited_tests(line: str) -> list[tuple[str, str]]:
+    """(file, function) for every test id on a line; a bare ``::name`` belongs to the last file named before it."""
+    files = [(m.start(), m.group(1)) for m in TEST_FILE.finditer(line)]
+    out = []
+    for m in TEST_NAME.finditer(line):
+        before = [f for pos, f in files if pos < m.start()]
+        if before:
+            out.append((before[-1], m.group(1)))
+    return out
+
+
+def test_every_cited_test_exists():
+    missing = []
+    for path in scanned_files():
+        for number, line in enumerate(text_of(path).splitlines(), 1):
+            for file, name in cited_tests(line):
+                if file in EXAMPLES:
+                    continue
+                target = REPO / file
+                if not target.is_file() or not re.search(rf"^\s*def {name}\(", target.read_text(), re.M):
+                    missing.append(f"{path.relative_to(REPO)}:{number}: {file}::{name}")
+    assert missing == []
+
+
 def test_every_markdown_anchor_exists():
     missing = []
     for path in scanned_files():
@@ -155,10 +183,15 @@ def test_github_anchor(heading, anchor):
 
 
 def test_the_checks_find_what_is_missing(tmp_path):
-    assert expand_braces("configs/smec-no-{smrl,ads,sxbm}.yaml") == [
-        "configs/smec-no-smrl.yaml",
-        "configs/smec-no-ads.yaml",
-        "configs/smec-no-sxbm.yaml",
+    assert cited_tests("`tests/a.py::test_x`, `::test_y`; tests/b/c.py::test_z") == [
+        ("tests/a.py", "test_x"),
+        ("tests/a.py", "test_y"),
+        ("tests/b/c.py", "test_z"),
+    ]
+    assert expand_braces("configs/ablations/no-{smrl,ads,sxbm}.yaml") == [
+        "configs/ablations/no-smrl.yaml",
+        "configs/ablations/no-ads.yaml",
+        "configs/ablations/no-sxbm.yaml",
     ]
     assert [m.group(1) for m in PATH.finditer("see smec/nn/ads.py, https://x.org/smec/a.py, ~/smec/b")] == [
         "smec/nn/ads.py"

@@ -9,9 +9,8 @@ settings of the fit's dev callback: the dev rows of a checkpoint and its test ro
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,10 @@ __all__ = ["TestGrid", "load_system"]
 
 
 def load_system(class_path: str, checkpoint: Path) -> Any:
-    """A compression system of ``class_path`` restored from a Lightning checkpoint, in eval mode on CPU.
+    """The compression system of ``class_path`` restored from a fit's checkpoint (:func:`smec.checkpoint.load_system`)."""
+    from smec.checkpoint import load_system as load
 
-    The checkpoint is read with ``weights_only=True`` (:func:`smec.checkpoint.load_checkpoint` first, for one
-    clear line on a file that is not a checkpoint); ``class_path`` must name a compression system.
-    """
-    import torch
-
-    from smec.checkpoint import SAFE_GLOBALS, load_checkpoint
-    from smec.systems.base import CompressionSystem
-
-    module_name, _, cls_name = class_path.rpartition(".")
-    try:
-        cls: Callable[..., Any] = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError, ValueError):
-        cls = None  # type: ignore[assignment]
-    if not (isinstance(cls, type) and issubclass(cls, CompressionSystem)):
-        raise ExperimentError(
-            f"{checkpoint}: model.class_path {class_path!r} is not a smec compression system"
-        )
-    load_checkpoint(checkpoint, "test grid")
-    with torch.serialization.safe_globals(SAFE_GLOBALS):
-        model = cls.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    model.eval()
-    return model
+    return load(checkpoint, "test grid", class_path=class_path)
 
 
 class TestGrid:

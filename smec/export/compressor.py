@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from sentence_transformers.base.modules import Module
 
-from smec.export.checkpoint import load_system, read_checkpoint, slim_checkpoint
+from smec.checkpoint import load_checkpoint, load_system, slim_checkpoint
 
 CHECKPOINT_FILE = "compressor.ckpt"
 
@@ -105,5 +105,5 @@ class Compressor(Module):
             raise FileNotFoundError(
                 f"{os.path.join(model_name_or_path, subfolder, CHECKPOINT_FILE)}: missing"
             )
-        ckpt = read_checkpoint(path)
-        return cls(load_system(path, ckpt), checkpoint=ckpt, **config)
+        ckpt = load_checkpoint(path, CHECKPOINT_FILE)
+        return cls(load_system(path, CHECKPOINT_FILE, checkpoint=ckpt), checkpoint=ckpt, **config)

@@ -266,17 +266,17 @@ def export_model(
         overwrite: replace an existing ``out``.
     """
     from datamodules.datasets import BUILTIN_DATASETS
+    from smec.checkpoint import load_checkpoint, load_system
     from smec.evaluation.quantize import check_precision
-    from smec.export.checkpoint import load_system, read_checkpoint
 
     check_precision(precision)
     ckpt_path, out = Path(ckpt_path), Path(out)
     _check_out(out, overwrite)
     if fit_sample is not None and fit_sample < 1:
         raise ConfigError(f"--fit-sample must be a positive integer, got {fit_sample}")
-    ckpt = read_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, "--ckpt")
     src = _training_data(ckpt_path, ckpt, store, models, chunk_rows)
-    system = load_system(ckpt_path, ckpt)
+    system = load_system(ckpt_path, "--ckpt", checkpoint=ckpt)
     input_dim = sum(src.store.model_dim(k) for k in src.keys)
     dim, eval_dims = _export_dim(system, dim, precision, src.keys, input_dim, ckpt_path)
     encoders = _base_encoders(src.store, src.keys, src.normalization, src.weights)

@@ -18,7 +18,7 @@ training: every stage's pair, :meth:`smec.nn.smrl.SMRLCompressor.training_target
 Main term (the paper's L is a supervised rank loss). On the demo data (≈12k unlabelled rows, 2k labelled pairs) a
 supervised term overfits (the WordNet pilot, docs/methods.md#wordnet-pilot), so the default makes the unsupervised
 pair term the main term (pair_weight 1) and the rank loss a small nudge (rank_weight 0.1). Set ``pair_weight: 0,
-rank_weight: 1`` for the paper's supervised reading on a large labelled set (docs/methods.md#smec-objective).
+rank_weight: 1`` for the paper's supervised reading on a large labelled set (docs/methods.md#smec-where-the-paper-is-silent).
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ def test_a_system_whose_sizes_are_not_prefixes_is_written_one_model_per_size(tmp
     """SMEC's 4-d vector is not the prefix of its 8-d one: `smec eval` must score each size as SMEC made it."""
     store = build_store(tmp_path / "store")
     L.seed_everything(0)
-    system = SMECModule(input_dim=10, dims=[8, 4], sxbm=False, epochs_per_stage=1, eval_dims=[4, 8])
+    system = SMECModule(
+        input_dim=10, dims=[8, 4], sxbm={"enabled": False}, smrl={"epochs_per_stage": 1}, eval_dims=[4, 8]
+    )
     predicted = predict(system, store, tmp_path / "pred")
     assert sorted(predicted.models) == ["smec-d4", "smec-d8"]
     source = EmbeddingStore(store)
@@ -66,7 +68,9 @@ def test_a_system_whose_sizes_are_not_prefixes_is_written_one_model_per_size(tmp
 
 def test_one_size_of_such_a_system_keeps_the_writers_name(tmp_path):
     store = build_store(tmp_path / "store")
-    system = SMECModule(input_dim=10, dims=[8, 4], sxbm=False, epochs_per_stage=1, predict_dim=4)
+    system = SMECModule(
+        input_dim=10, dims=[8, 4], sxbm={"enabled": False}, smrl={"epochs_per_stage": 1}, predict_dim=4
+    )
     predicted = predict(system, store, tmp_path / "pred")
     assert predicted.models == ["smec"] and predicted.model_dim("smec") == 4
     assert predicted.meta["models"]["smec"]["model"]["prefix_nested"] is False

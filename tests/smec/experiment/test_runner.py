@@ -288,7 +288,6 @@ def test_the_test_grid_loads_checkpoints_safely(tmp_path):
     import torch
 
     from smec.errors import ConfigError
-    from smec.experiment.config import ExperimentError
     from smec.experiment.evaluate import load_system
     from smec.fit_result import read_fit_result
 
@@ -314,7 +313,7 @@ def test_the_test_grid_loads_checkpoints_safely(tmp_path):
         load_system(result["model_class"], read_fit_result(root).checkpoint_path(root))
     assert not (tmp_path / "ran").exists()
     with pytest.raises(
-        ExperimentError, match=r"model.class_path 'os.system' is not a smec compression system"
+        ConfigError, match=r"^test grid: \S+: model.class_path 'os.system' is not a smec compression system"
     ):
         load_system("os.system", folder / "last.ckpt")
     # A fit result is read from a file: its checkpoint path must stay inside the run.

@@ -57,31 +57,22 @@ def recipe(root: Path, name: str, store: Path, model_args: dict, epochs: int) ->
     return path
 
 
-def predict_at(ckpt: Path, store: Path, out: Path, dim: int) -> Path:
-    """`smec predict` of a SMEC checkpoint at one size (``predict_dim``), in-process.
+def predict_at(cfg: Path, ckpt: Path, out: Path, dim: int) -> Path:
+    """`smec predict` of a SMEC checkpoint at one size: ``--model.init_args.predict_dim`` on the command line
+    is kept over the checkpoint's (it may differ; every other model setting must match)."""
+    from smec.lightning_cli import run_lightning_cli
 
-    Through the CLI, ``--ckpt_path`` makes LightningCLI reapply the checkpoint's hyper-parameters over the
-    command line, so ``--model.init_args.predict_dim`` is lost; the writer, ``predict_step`` and data module
-    used here are the ones `smec predict` runs.
-    """
-    import lightning as L
-
-    from datamodules.embedding import EmbeddingDataModule
-    from smec.prediction import StorePredictionWriter
-    from smec.systems.smec import SMECModule
-
-    system = SMECModule.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
-    system.predict_dim = dim
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[StorePredictionWriter(str(out))],
-    )
-    trainer.predict(
-        system, datamodule=EmbeddingDataModule(str(store), batch_size=16), return_predictions=False
+    run_lightning_cli(
+        [
+            "predict",
+            "--config",
+            str(cfg),
+            "--ckpt_path",
+            str(ckpt),
+            f"--model.init_args.predict_dim={dim}",
+            "--trainer.callbacks+=smec.prediction.StorePredictionWriter",
+            f"--trainer.callbacks.output_dir={out}",
+        ]
     )
     return out
 
@@ -124,7 +115,7 @@ def world(tmp_path_factory) -> World:
             f"--trainer.callbacks.output_dir={predicted['mrl']}",
         ]
     )
-    predict_at(ckpt["smec"], store, predicted["smec"], DIM)
+    predict_at(recipes["smec"], ckpt["smec"], predicted["smec"], DIM)
     return World(root, beir, tiny_st, store, ckpt, recipes, predicted)
 
 

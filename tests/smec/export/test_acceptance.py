@@ -77,7 +77,7 @@ def test_demo_models_export_at_96_and_mteb_equals_smec_eval(tmp_path, capsys):
     )
     run_lightning_cli(["fit", "--config", str(cfg)])
     ckpt = tmp_path / "run-smec" / "checkpoints" / "last.ckpt"
-    predicted = EmbeddingStore(predict_at(ckpt, store, tmp_path / "pred", DIM))
+    predicted = EmbeddingStore(predict_at(cfg, ckpt, tmp_path / "pred", DIM))
     timings["fit+predict"] = time.perf_counter() - start - timings["embed"]
 
     data = load_dataset(str(beir))

@@ -40,6 +40,8 @@ def test_float32_encode_equals_the_predicted_rows(world, exported, method):
     queries = model.encode_query(data.queries["test"].texts, batch_size=64)
     docs = model.encode_document(data.corpus.texts, batch_size=64)
     assert queries.shape == (25, DIM) and queries.dtype == np.float32
+    if method == "smec":  # `smec predict --model.init_args.predict_dim DIM` wrote that size, not the chain's widest
+        assert EmbeddingStore(world.predicted[method]).model_dim(method) == DIM
     assert np.abs(queries - predicted(world, method, "queries/test")).max() <= 1e-5
     assert np.abs(docs - predicted(world, method, "corpus")).max() <= 1e-5
     # Plain encode is the query side; the document side differs (the fake encoder hashes the side too).
@@ -125,7 +127,7 @@ def test_exporting_writes_nothing_on_bad_input(world, tmp_path, capsys):
     assert_fails_cleanly(
         capsys,
         ["export", "--ckpt", tmp_path / "missing.ckpt", "--out", tmp_path / "x"],
-        expect="missing.ckpt: no such checkpoint",
+        expect="missing.ckpt: no such file",
         watch=tmp_path,
     )
     (tmp_path / "taken").mkdir()
