@@ -40,7 +40,8 @@ def test_float32_encode_equals_the_predicted_rows(world, exported, method):
     queries = model.encode_query(data.queries["test"].texts, batch_size=64)
     docs = model.encode_document(data.corpus.texts, batch_size=64)
     assert queries.shape == (25, DIM) and queries.dtype == np.float32
-    if method == "smec":  # `smec predict --model.init_args.predict_dim DIM` wrote that size, not the chain's widest
+    # `smec predict --model.init_args.predict_dim DIM` wrote that size, not the chain's widest.
+    if method == "smec":
         assert EmbeddingStore(world.predicted[method]).model_dim(method) == DIM
     assert np.abs(queries - predicted(world, method, "queries/test")).max() <= 1e-5
     assert np.abs(docs - predicted(world, method, "corpus")).max() <= 1e-5
