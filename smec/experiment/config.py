@@ -33,6 +33,7 @@ from typing import Any
 from datamodules.errors import InputError
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.spec import PRECISIONS, EvaluationSpec
+from smec.experiment.exported import ExportSpec
 
 
 class ExperimentError(InputError):
@@ -93,6 +94,8 @@ class ExperimentConfig:
         reference: ``(method, dim, precision)`` the report's "% kept" column divides by (default: the float32
             concatenation at full width).
         baselines: run the training-free baselines (``baselines.enabled``, default true).
+        export: export each budget's best trained model and score it with mteb (:mod:`smec.experiment.exported`;
+            off by default).
         methods: see :class:`MethodSpec`.
         source: the file this came from (for messages).
     """
@@ -113,6 +116,7 @@ class ExperimentConfig:
     threads: int | None = None
     reference: tuple[str, int, str] | None = None
     baselines: bool = True
+    export: ExportSpec = field(default_factory=ExportSpec)
     source: Path | None = None
 
     @property
@@ -256,6 +260,7 @@ _TOP_KEYS = (
     "reference",
     "baselines",
     "methods",
+    "export",
 )
 # The older spellings of spec fields: (section, key) -> EvaluationSpec field.
 _LEGACY_KEYS = {
@@ -287,7 +292,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     logger = top.string("logger", "wandb")
     if logger not in LOGGERS:
         raise top.fail("logger", " or ".join(LOGGERS), logger)
-    return ExperimentConfig(
+    config = ExperimentConfig(
         name=top.string("name", pattern=_NAME),
         dataset=dataset,
         store=Path(top.string("store", f"stores/{Path(dataset).name}")),
@@ -306,7 +311,26 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         reference=_read_reference(top),
         baselines=_Reader(top.mapping("baselines"), source, "baselines.").boolean("enabled", True),
         methods=_read_methods(top),
+        export=_read_export(top),
         source=source,
+    )
+    seed = config.export.seed
+    if seed is not None and seed not in {s for _, s in config.runs()}:
+        raise ExperimentError(f"{source}: export.seed: {seed} is not a seed of any method's fits")
+    return config
+
+
+def _read_export(top: _Reader) -> ExportSpec:
+    section = _Reader(top.mapping("export"), top.source, "export.")
+    section.check_unknown(("enabled", "min_cf", "seed", "batch_size"))
+    min_cf = section.get("min_cf", ExportSpec.min_cf)
+    if isinstance(min_cf, bool) or not isinstance(min_cf, (int, float)) or min_cf < 1:
+        raise section.fail("min_cf", "a compression factor >= 1", min_cf)
+    return ExportSpec(
+        enabled=section.boolean("enabled", False),
+        min_cf=float(min_cf),
+        seed=section.integer("seed", None, minimum=0),
+        batch_size=section.integer("batch_size", ExportSpec.batch_size),
     )
 
 

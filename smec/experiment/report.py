@@ -258,8 +258,11 @@ def write_report(
     input_dim: int,
     out: Path,
     runs: Sequence[tuple[str, int, Path]],
+    exported: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
-    """report.md, pareto.png and curves.png in ``out``; returns their paths."""
+    """report.md, pareto.png and curves.png in ``out``; returns their paths. ``exported``: the records of the
+    comparison's export step (:mod:`smec.experiment.exported`), printed after the budget table."""
+    from smec.experiment.exported import exported_lines
     from smec.experiment.plots import method_colors, plot_curves, plot_pareto
 
     trained = list(config.method_names)
@@ -292,6 +295,7 @@ def write_report(
     ]
     if curves is not None:
         text += ["![Training curves](curves.png)", ""]
+    text += exported_lines(exported)
     text += ["## Full grid", "", grid_table(agg, methods, ref)]
     paths["report"].write_text("\n".join(text), encoding="utf-8")
     return paths

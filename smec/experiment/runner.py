@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -241,7 +241,12 @@ class ComparisonRunner:
         trained = self._test_grid(runs)
         if only is not None:
             return {run.label: run.test_results for run in runs}
-        paths = self._report(nonce, runs, baseline + trained)
+        exported = []
+        if self.config.export.enabled:
+            from smec.experiment.exported import export_best
+
+            exported = export_best(self.config, runs, trained, self.out, self.say)
+        paths = self._report(nonce, runs, baseline + trained, exported)
         self.say(f"done in {time.perf_counter() - start:.0f} s")
         return paths
 
@@ -255,7 +260,13 @@ class ComparisonRunner:
         bar.close()
         return trained
 
-    def _report(self, nonce: str, runs: Sequence[FitRun], rows: list[dict[str, Any]]) -> dict[str, Path]:
+    def _report(
+        self,
+        nonce: str,
+        runs: Sequence[FitRun],
+        rows: list[dict[str, Any]],
+        exported: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Path]:
         from smec.evaluation.results import write_results
         from smec.experiment.report import write_report
 
@@ -270,7 +281,12 @@ class ComparisonRunner:
             metadata={"experiment": self.config.name, "seeds": list(self.config.seeds)},
         )
         paths = write_report(
-            self.config, rows, input_dim, self.out, [(r.method.name, r.seed, r.root) for r in runs]
+            self.config,
+            rows,
+            input_dim,
+            self.out,
+            [(r.method.name, r.seed, r.root) for r in runs],
+            exported=exported,
         )
         paths["results"] = results
         if self.config.logger == "wandb":
