@@ -72,7 +72,9 @@ def evaluate_sparse(
     perm = np.argsort(evaluator.qrels.tie_rank)  # doc-id-descending, as the evaluator: trec_eval's ties
     q, c = l2_normalize(queries), l2_normalize(corpus[perm])
     settings = evaluator.settings
-    positions = calibration_positions(evaluator.qrels.tie_rank, settings["calibration_size"], settings["seed"])
+    positions = calibration_positions(
+        evaluator.qrels.tie_rank, settings["calibration_size"], settings["seed"]
+    )
     v_max = float((c if positions is None else c[positions]).max())
     rows = []
     for precision in precisions:

@@ -87,7 +87,9 @@ class CSRLoss(nn.Module):
     ) -> LossOutput:
         missing = [k for k in self.ks if k not in out.reconstructions]
         if missing:
-            raise ValueError(f"the autoencoder output has no reconstruction at k={missing} (loss ks {self.ks})")
+            raise ValueError(
+                f"the autoencoder output has no reconstruction at k={missing} (loss ks {self.ks})"
+            )
         if self.contrastive_weight > 0 and pairs is None:
             raise ValueError("contrastive_weight > 0 needs (query, document) code pairs")
         x = x.detach()

@@ -10,8 +10,6 @@ evaluator's grid uses (:func:`smec.evaluation.grid.evaluate_system`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -88,7 +86,9 @@ class CSRModule(CompressionSystem):
         what = f"its trained sparsity levels model.dims {list(self.ks)}"
         self.eval_dims = resolve_eval_dims(eval_dims, self.ks, self.method_name, self.ks.__contains__, what)
         if predict_dim is not None and predict_dim not in self.ks:
-            raise ConfigError(f"model.predict_dim={predict_dim} is not a trained k (model.dims {list(self.ks)})")
+            raise ConfigError(
+                f"model.predict_dim={predict_dim} is not a trained k (model.dims {list(self.ks)})"
+            )
         self.predict_dim = predict_dim
         self._init_val_metrics(self.ks)
 

@@ -12,7 +12,9 @@ def output(x, seed=0):
     r = {k: torch.randn(x.shape, generator=g) for k in (2, 4)}
     r4 = {k: torch.randn(x.shape, generator=g) for k in (2, 4)}
     codes = {k: torch.rand(x.shape[0], 8, generator=g) for k in (2, 4)}
-    return SparseAutoEncoderOutput(codes, r, r4, torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g))
+    return SparseAutoEncoderOutput(
+        codes, r, r4, torch.randn(x.shape, generator=g), torch.randn(x.shape, generator=g)
+    )
 
 
 def test_the_total_is_the_equation():

@@ -34,7 +34,9 @@ def test_pre_activation_and_decode_follow_the_equations():
     assert torch.allclose(sae.pre_activation(x), (x - sae.pre_bias) @ sae.encoder.weight.T + sae.latent_bias)
     values, indices = sae.sparse(x, 5)
     dense = torch.zeros(3, 32).scatter(1, indices, values)
-    assert torch.allclose(sae.decode(values, indices), dense @ sae.decoder_weight_untied + sae.pre_bias, atol=1e-6)
+    assert torch.allclose(
+        sae.decode(values, indices), dense @ sae.decoder_weight_untied + sae.pre_bias, atol=1e-6
+    )
 
 
 def test_init_is_deterministic_tied_and_unit_norm():

@@ -45,7 +45,9 @@ def test_one_epoch_fit_with_pairs_then_the_checkpoint_restores_the_system(tiny_s
 def test_contrastive_training_needs_pairs(tiny_store, tmp_path):
     model = CSRModule(input_dim=10, hidden_dim=40, dims=[2, 4])
     dm = EmbeddingDataModule(str(tiny_store), batch_size=16, block_rows=32)
-    with pytest.raises(ConfigError, match=re.escape("needs (query, document) pairs and rows: data.mode both")):
+    with pytest.raises(
+        ConfigError, match=re.escape("needs (query, document) pairs and rows: data.mode both")
+    ):
         trainer(tmp_path).fit(model, datamodule=dm)
 
 
@@ -60,9 +62,13 @@ def test_embed_has_exactly_k_non_zeros_of_the_dictionary_width():
 def test_the_dims_contract():
     assert CSRModule(input_dim=16).ks == (8, 16, 32, 64)  # hidden_dim 4 x 16
     assert CSRModule(input_dim=10, eval_dims=[4]).ks == (4,)
-    with pytest.raises(ConfigError, match=re.escape("model.eval_dims [4]: csr cannot produce the size(s) [4]")):
+    with pytest.raises(
+        ConfigError, match=re.escape("model.eval_dims [4]: csr cannot produce the size(s) [4]")
+    ):
         CSRModule(input_dim=10, dims=[2, 8], eval_dims=[4])
-    with pytest.raises(ConfigError, match=re.escape("csr: k=4 is not a trained sparsity level (model.dims [2, 8])")):
+    with pytest.raises(
+        ConfigError, match=re.escape("csr: k=4 is not a trained sparsity level (model.dims [2, 8])")
+    ):
         CSRModule(input_dim=10, dims=[2, 8]).embed(torch.randn(1, 10), 4)
     with pytest.raises(ConfigError, match=re.escape("model.dims must all be <= output_dim=40, got [2, 64]")):
         CSRModule(input_dim=10, hidden_dim=40, dims=[2, 64])
