@@ -101,9 +101,33 @@ def evaluate_system(
     Prefix-nested systems (``prefix_nested`` True: MRL, the adaptors) are compressed once and evaluated at
     prefixes; others (SMEC's chain) are embedded once per size. Dims that are not a multiple of 8 skip binary
     (see :func:`evaluate_grid`), said in one warning (or appended to ``dropped``).
+
+    A sparse system (one with ``storage_bits(size, precision)``, CSR) has its rows from
+    :func:`smec.evaluation.sparse.evaluate_sparse`: full-width codes, the true bits of k indices and k values.
     """
     notes: list[str] = []
     was_training = module.training
+    if hasattr(module, "storage_bits"):
+        from smec.evaluation.sparse import evaluate_sparse
+
+        module.eval()
+        try:
+            return [
+                row
+                for k in dims
+                for row in evaluate_sparse(
+                    evaluator,
+                    method,
+                    compress_rows(module, queries, k, batch_size),
+                    compress_rows(module, corpus, k, batch_size),
+                    k,
+                    precisions,
+                    module.storage_bits,
+                    run_dir=run_dir,
+                )
+            ]
+        finally:
+            module.train(was_training)
     module.eval()
     try:
         rows: list[dict[str, Any]] = []
