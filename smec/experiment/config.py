@@ -56,12 +56,16 @@ class MethodSpec:
             JSON), e.g. ``{"trainer.max_epochs": 12, "model.init_args.dims": [48, 96]}``. Not
             ``model.init_args.eval_dims``: every method is evaluated at the experiment's dims.
         seeds: seeds for this method (default: the experiment's ``seeds``).
+        dims: the sizes this method is evaluated at (its ``eval_dims`` and its grid's dims; default: the
+            experiment's ``evaluation.dims``). For a method whose sizes are not output widths, e.g. CSR's sparsity
+            levels k, whose rows carry their own true bits so the report compares them at equal bytes.
     """
 
     name: str
     config: tuple[Path, ...]
     args: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = ()
+    dims: tuple[int, ...] | None = None
 
     def cli_args(self) -> list[str]:
         return [f"--{key}={format_cli_value(value)}" for key, value in self.args.items()]
@@ -128,6 +132,16 @@ class ExperimentConfig:
     @property
     def precisions(self) -> tuple[str, ...]:
         return self.evaluation.precisions
+
+    def method_dims(self, method: MethodSpec) -> tuple[int, ...]:
+        """The sizes ``method`` is evaluated at: its own ``dims``, else the grid's."""
+        return method.dims if method.dims is not None else self.dims
+
+    def method_evaluation(self, method: MethodSpec) -> EvaluationSpec:
+        """The evaluation spec of ``method``'s dev selection and test grid: the experiment's, at its dims."""
+        import dataclasses
+
+        return dataclasses.replace(self.evaluation, dims=self.method_dims(method))
 
     def method(self, name: str) -> MethodSpec:
         for m in self.methods:
@@ -418,7 +432,7 @@ def _read_methods(top: _Reader) -> tuple[MethodSpec, ...]:
         if not isinstance(raw, Mapping):
             raise top.fail(f"methods[{i}]", "a mapping with name and config", raw)
         m = _Reader(raw, source, f"methods[{i}].")
-        m.check_unknown(("name", "config", "args", "seeds"))
+        m.check_unknown(("name", "config", "args", "seeds", "dims"))
         args = m.mapping("args")
         for key in args:
             if not isinstance(key, str) or key.startswith("-"):
@@ -435,6 +449,7 @@ def _read_methods(top: _Reader) -> tuple[MethodSpec, ...]:
                 config=tuple(_resolve(c, source, f"methods[{i}].config") for c in configs),
                 args=dict(args),
                 seeds=m.int_list("seeds", ()),
+                dims=m.int_list("dims", None, minimum=1),
             )
         )
     names = [m.name for m in methods]

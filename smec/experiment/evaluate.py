@@ -10,7 +10,7 @@ settings of the fit's dev callback: the dev rows of a checkpoint and its test ro
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +67,19 @@ class TestGrid:
             self._data[key] = (split, evaluator)
         return self._data[key]
 
-    def rows(self, root: Path, method: str) -> tuple[list[dict[str, Any]], FitResult, int]:
-        """The rows of the fit in ``root`` (its fit_result.json's checkpoint) named ``method``, its FitResult,
-        and the input width the compression factors are relative to."""
+    def rows(
+        self, root: Path, method: str, dims: Sequence[int] | None = None
+    ) -> tuple[list[dict[str, Any]], FitResult, int]:
+        """The rows of the fit in ``root`` (its fit_result.json's checkpoint) named ``method`` at ``dims``
+        (default: the spec's), its FitResult, and the input width the compression factors are relative to."""
         from smec.evaluation.grid import evaluate_system
 
         result = read_fit_result(root, "test grid")
         model = load_system(result.model_class, result.checkpoint_path(root))
         data, evaluator = self.eval_data(result.data)
-        assert self.spec.dims is not None
+        dims = self.spec.dims if dims is None else dims
+        assert dims is not None
         rows = evaluate_system(
-            model, data.queries, data.corpus, evaluator, list(self.spec.dims), self.spec.precisions, method
+            model, data.queries, data.corpus, evaluator, list(dims), self.spec.precisions, method
         )
         return rows, result, int(data.input_dim)

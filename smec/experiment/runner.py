@@ -187,9 +187,11 @@ class ComparisonRunner:
 
         if run.test_results.exists():
             rows, meta = read_results(run.test_results)
-            if meta.get("grid") == self.state.grid_signature():
+            if meta.get("grid") == self.state.grid_signature(run.method):
                 return rows
-        rows, result, input_dim = self.test_grid.rows(run.root, run.method.name)
+        rows, result, input_dim = self.test_grid.rows(
+            run.root, run.method.name, self.config.method_dims(run.method)
+        )
         for row in rows:
             row["seed"] = run.seed
         write_results(
@@ -204,7 +206,7 @@ class ComparisonRunner:
                 "epoch": result.epoch,
                 "dev_score": result.score,
                 "seed": run.seed,
-                "grid": self.state.grid_signature(),
+                "grid": self.state.grid_signature(run.method),
             },
         )
         return rows

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.files import atomic_write_bytes, atomic_write_json
-from smec.experiment.config import ExperimentConfig, ExperimentError
+from smec.experiment.config import ExperimentConfig, ExperimentError, MethodSpec
 from smec.experiment.fits import FitRun
 
 __all__ = ["RunState"]
@@ -43,9 +43,11 @@ class RunState:
             "split": cfg.split,
         }
 
-    def grid_signature(self) -> dict[str, Any]:
-        """What a baseline or test grid depends on besides the data: a change re-evaluates (no refit)."""
-        return {"evaluation": self.config.evaluation.to_dict()}
+    def grid_signature(self, method: MethodSpec | None = None) -> dict[str, Any]:
+        """What a baseline or test grid (of ``method``, at its dims) depends on besides the data: a change
+        re-evaluates (no refit)."""
+        spec = self.config.evaluation if method is None else self.config.method_evaluation(method)
+        return {"evaluation": spec.to_dict()}
 
     def fit_signature(self, run: FitRun) -> dict[str, Any]:
         """What a fit depends on: its recipes (paths and contents), overrides, seed, trainer profiles, and the

@@ -73,6 +73,20 @@ def test_method_args_become_cli_overrides(tmp_path):
     assert format_cli_value(True) == "true" and format_cli_value("x") == "x"
 
 
+def test_a_method_may_be_evaluated_at_its_own_sizes(tmp_path):
+    """CSR's sizes are sparsity levels k, not widths: its fits and its grid use the method's dims."""
+    from smec.experiment.fits import FitRun, fit_command
+
+    csr = {"name": "csr", "config": str(REPO / "configs/csr.yaml"), "dims": [8, 16]}
+    mrl = {"name": "mrl", "config": str(REPO / "configs/mrl.yaml")}
+    cfg = load_experiment(write(tmp_path, methods=[mrl, csr]))
+    assert [cfg.method_dims(m) for m in cfg.methods] == [(4, 8), (8, 16)]
+    assert cfg.method_evaluation(cfg.methods[1]).dims == (8, 16) and cfg.evaluation.dims == (4, 8)
+    cmd = fit_command(cfg, FitRun(cfg.methods[1], 0, tmp_path / "csr"), "n")
+    assert "--model.init_args.eval_dims=[8, 16]" in cmd
+    assert any(a.startswith("--evaluation=") and '"dims": [8, 16]' in a for a in cmd)
+
+
 def test_recipe_paths_resolve_from_the_configs_tree(tmp_path):
     cfg = load_experiment(REPO / "configs/experiment/demo.yaml")
     assert all(p.is_file() for m in cfg.methods for p in m.config)
@@ -177,6 +191,10 @@ def test_bad_evaluation_settings_name_the_key(tmp_path, overrides, message):
             "methods: the name 'm' is used twice",
         ),
         ({"reference": ["concat", 8]}, "reference: expected [method, dim, precision], got ['concat', 8]"),
+        (
+            {"methods": [{"name": "m", "config": str(REPO / "configs/mrl.yaml"), "dims": [0]}]},
+            "methods[0].dims: expected a list of distinct integers >= 1, got [0]",
+        ),
     ],
 )
 def test_bad_experiment_files_name_the_key(tmp_path, overrides, message):
