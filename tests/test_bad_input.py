@@ -439,7 +439,7 @@ def test_out_that_is_a_file(tmp_path, capsys):
     assert_fails_cleanly(
         capsys,
         embed_args(data, tmp_path / "store"),
-        expect=re.escape(f"{tmp_path / 'store'}: exists and is not a folder"),
+        expect=re.escape(f"--out: {tmp_path / 'store'} exists and is not a folder"),
         watch=tmp_path,
     )
 
