@@ -250,7 +250,7 @@ def test_graded_relevance_with_negatives_matches_brute_force(qdn):
             float(q[i] @ n[i, j]) for j in range(3) if mask[i, j]
         ]
         rel = relevance[i].tolist() + [0.0] * int(mask[i].sum())
-        for j, (y_j, s_j) in enumerate(zip(rel, scores)):
+        for y_j, s_j in zip(rel, scores):
             for y_k, s_k in zip(rel, scores):
                 if y_j > y_k:
                     num, den = num + (y_j - y_k) * _softplus(s_k - s_j), den + (y_j - y_k)
