@@ -147,7 +147,8 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
     - stage 1 (epochs < ``unsupervised_epochs``): ``topk_weight·L_topk + pair_weight·L_pair +
       reconstruction_weight·L_rec`` (Eq. 4 with weights 1, α, β), on corpus rows ``x``;
     - stage 2: the same plus ``rank_weight·L_rank`` (Eq. 6, γ), L_rank = Σ_m w_m · pairwise logistic rank loss of
-      the train (query, document) pairs ``(q, d)`` with in-batch negatives.
+      the train (query, document) pairs ``(q, d)`` with in-batch negatives, plus each query's mined hard
+      negatives when the data has them (``data.negatives``, docs/methods.md#supervised-regime).
 
     At the first stage-2 epoch the optimizer is rebuilt with ``lr × stage2_lr_scale`` (fresh Adam moments). The
     stage lives in the registered buffer ``stage`` (1 or 2), so it is saved in checkpoints and a resumed run
@@ -344,7 +345,9 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
 
         L = PairwiseRank(normalize(f(q)), normalize(f(d)))  +  reconstruction_weight · mean |g([q; d])|
 
-    with in-batch negatives (document i is the positive of query i, the others negatives). The rank loss sees
+    with in-batch negatives (document i is the positive of query i, the others negatives), plus each query's
+    mined hard negatives when the data has them (``data.negatives``; they pass through f too, so L_rec covers
+    them; docs/methods.md#supervised-regime). The rank loss sees
     only the full D-dim ĉ: Search-Adaptor is not Matryoshka, and smaller sizes are evaluated by truncating ĉ
     (the default :meth:`embed`), as SMEC's comparison presumably does.
 
