@@ -4,7 +4,8 @@ Every `smec fit` that returns normally writes it at its end (:meth:`smec.lightni
 global rank 0): the checkpoint its selecting ``ModelCheckpoint`` kept (best on the monitor, e.g. dev
 ``val/ndcg@10/mean``; its ``last`` checkpoint when nothing was monitored), that checkpoint's epoch and monitor
 value, the system's class, and the data settings a test grid needs to rebuild the fit's input (store, models,
-normalisation, model weights). `smec compare` evaluates a fit from this file alone: it needs neither
+normalisation, model weights), the run's regime (``regime:`` of the recipe, docs/methods.md#supervised-regime)
+and its budget (optimizer steps and epochs trained). `smec compare` evaluates a fit from this file alone: it needs neither
 Lightning's callback state nor the fit's config.yaml. A fit that is stopped (a signal, an error) writes
 nothing, and a resumed fit rewrites the file when it ends.
 
@@ -14,6 +15,7 @@ inside the folder: a path read from a file never leads outside its run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +38,10 @@ class FitResult:
         epoch: its epoch (0-based), monitor: the metric it was selected on (None: not monitored), score: its value.
         model_class: the system's import path, e.g. ``smec.systems.mrl.MRLDecoderModule``.
         data: ``store``, ``models`` (the concatenated model keys, in order), ``normalization``, ``model_weights``.
+        regime: ``unsupervised`` or ``supervised``, the recipe's ``regime:`` tag (files written before it existed
+            read as ``unsupervised``).
+        budget: ``optimizer_steps`` (the trainer's global step at the end: every method's comparable budget) and
+            ``epochs`` (epochs run); None in files written before it existed.
     """
 
     checkpoint: str
@@ -44,6 +50,8 @@ class FitResult:
     score: float | None
     model_class: str
     data: dict[str, Any]
+    regime: str = "unsupervised"
+    budget: dict[str, int] | None = None
 
     def checkpoint_path(self, root: Path) -> Path:
         return Path(root) / self.checkpoint
@@ -58,7 +66,7 @@ def _selecting_checkpoint(trainer: Any) -> Any:
     return chosen[0] if chosen else None
 
 
-def write_fit_result(trainer: Any, model: Any, datamodule: Any) -> Path | None:
+def write_fit_result(trainer: Any, model: Any, datamodule: Any, regime: str = "unsupervised") -> Path | None:
     """Write ``fit_result.json`` into ``trainer.default_root_dir`` (rank 0 only; returns its path there)."""
     from datamodules.files import atomic_write_json
     from smec.checkpoint import load_checkpoint
@@ -95,6 +103,8 @@ def write_fit_result(trainer: Any, model: Any, datamodule: Any) -> Path | None:
             "normalization": datamodule.normalization,
             "model_weights": None if datamodule.model_weights is None else list(datamodule.model_weights),
         },
+        regime=regime,
+        budget={"optimizer_steps": int(trainer.global_step), "epochs": int(trainer.current_epoch)},
     )
     atomic_write_json(root / FIT_RESULT, {"format": FORMAT, **asdict(result)})
     return root / FIT_RESULT
@@ -113,9 +123,10 @@ def read_fit_result(root: Path, what: str = "fit result") -> FitResult:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what}: {path} is not valid JSON ({exc})") from None
     fields = set(FitResult.__dataclass_fields__)
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not fields <= set(raw):
-        raise ConfigError(f"{what}: {path} is not a fit result of format {FORMAT} (keys {sorted(fields)})")
-    result = FitResult(**{k: raw[k] for k in fields})
+    required = {k for k, f in FitResult.__dataclass_fields__.items() if f.default is dataclasses.MISSING}
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not required <= set(raw):
+        raise ConfigError(f"{what}: {path} is not a fit result of format {FORMAT} (keys {sorted(required)})")
+    result = FitResult(**{k: raw[k] for k in fields if k in raw})
     checkpoint = result.checkpoint_path(root)
     if not isinstance(result.checkpoint, str) or not checkpoint.resolve().is_relative_to(
         Path(root).resolve()

@@ -10,7 +10,11 @@ added on top of LightningCLI:
   evaluation) and ``fit_callbacks:`` (:class:`~smec.fit_callbacks.FitCallbacks`: patience, ...); see
   :mod:`smec.fit_callbacks`;
 - a fit that ends normally writes ``<trainer.default_root_dir>/fit_result.json`` (:mod:`smec.fit_result`): the
-  checkpoint it selected, its epoch and score, and the data settings a test grid needs;
+  checkpoint it selected, its epoch and score, the data settings a test grid needs, the run's ``regime`` and its
+  optimizer-step budget;
+- ``regime:`` (``unsupervised``, the default, or ``supervised``) names the training regime a recipe belongs to
+  (configs/regimes/, docs/methods.md#supervised-regime): a tag only, recorded in config.yaml, fit_result.json and
+  the W&B tags (``regime:<name>``); the overlays set the settings that make the regime;
 - loggers and checkpoints default to ``trainer.default_root_dir`` (``runs/<name>``), and the resolved config
   is saved there (``config.yaml``) and sent to the loggers;
 - a W&B logger without an ``id`` gets one written into the saved config, so
@@ -31,7 +35,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -107,6 +111,12 @@ class SmecCLI(LightningCLI):
         parser.link_arguments("data.input_dim", "model.init_args.input_dim", apply_on="instantiate")
         parser.add_class_arguments(EvaluationSpec, "evaluation", instantiate=False)
         parser.add_class_arguments(FitCallbacks, "fit_callbacks", instantiate=False)
+        parser.add_argument(
+            "--regime",
+            type=Literal["unsupervised", "supervised"],
+            default="unsupervised",
+            help="the training regime the recipe belongs to (configs/regimes/): recorded, changes nothing",
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """The trainer, with the standard callbacks (:mod:`smec.fit_callbacks`) after ``trainer.callbacks``."""
@@ -126,7 +136,10 @@ class SmecCLI(LightningCLI):
     def after_fit(self) -> None:
         from smec.fit_result import write_fit_result
 
-        write_fit_result(self.trainer, self.model, self.datamodule)
+        write_fit_result(self.trainer, self.model, self.datamodule, regime=self._regime())
+
+    def _regime(self) -> str:
+        return str(self._get(self.config, "regime", default="unsupervised") or "unsupervised")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning parses a checkpoint's hyper-parameters into the config here, silently replacing the
@@ -267,7 +280,7 @@ class SmecCLI(LightningCLI):
         model, data = self.model, self.datamodule
         tags = [f"method:{getattr(model, 'method_name', type(model).__name__)}"]
         tags += [f"model:{k}" for k in getattr(data, "model_keys", [])]
-        tags += [f"dims:{'-'.join(map(str, getattr(model, 'eval_dims', ())))}"]
+        tags += [f"dims:{'-'.join(map(str, getattr(model, 'eval_dims', ())))}", f"regime:{self._regime()}"]
         for logger in self.trainer.loggers:
             if isinstance(logger, SmecWandbLogger):
                 logger._wandb_init["tags"] = sorted({*logger._wandb_init.get("tags", []), *tags})

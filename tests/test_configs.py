@@ -20,19 +20,46 @@ PATIENCE = {
     "no-smrl.yaml": 4,
     "no-sxbm.yaml": 4,
     "search-adaptor.yaml": 10,
+    "mrl-matched.yaml": 4,  # SMEC's
+    "supervised-smec.yaml": 4,  # the regime overlays compose on their recipe (REGIMES)
+    "supervised-search-adaptor.yaml": 10,
 }
 
 
 # The recipe an overlay folder composes on (every other fragment goes on top of configs/mrl.yaml).
 BASES = {"ablations": "smec.yaml", "variants": "mrl.yaml"}
+# The recipes each regime overlay is meant for (configs/regimes/; compose() parses it on the first).
+REGIMES = {
+    "unsupervised.yaml": [p.name for p in RECIPES],
+    "supervised-smec.yaml": [
+        "smec.yaml",
+        "smec.yaml+no-smrl.yaml",
+        "smec.yaml+no-ads.yaml",
+        "smec.yaml+no-sxbm.yaml",
+    ],
+    "supervised-mrl.yaml": ["mrl.yaml", "mrl-matched.yaml"],
+    "supervised-matryoshka-adaptor.yaml": ["matryoshka-adaptor.yaml"],
+    "supervised-search-adaptor.yaml": ["search-adaptor.yaml"],
+}
 
 
-def compose(path: Path) -> list[str]:
-    """A full recipe alone, or a fragment on top of the recipe it overlays (``BASES``, else configs/mrl.yaml)."""
+def _recipe(name: str) -> list[str]:
+    """``smec.yaml+no-smrl.yaml``: a recipe with an ablation overlay on top."""
+    first, *overlays = name.split("+")
+    return ["--config", str(CONFIGS / first)] + [
+        a for o in overlays for a in ("--config", str(CONFIGS / "ablations" / o))
+    ]
+
+
+def compose(path: Path, recipe: str | None = None) -> list[str]:
+    """A full recipe alone, or a fragment on top of the recipe it overlays (``recipe``, else ``REGIMES``'s first,
+    else ``BASES``, else configs/mrl.yaml)."""
     if path in RECIPES:
         return ["--config", str(path)]
-    base = CONFIGS / BASES.get(path.parent.name, "mrl.yaml")
-    return ["--config", str(base), "--config", str(path)]
+    if recipe is None and path.parent.name == "regimes":
+        recipe = REGIMES[path.name][0]
+    base = _recipe(recipe) if recipe else ["--config", str(CONFIGS / BASES.get(path.parent.name, "mrl.yaml"))]
+    return [*base, "--config", str(path)]
 
 
 def test_there_are_recipes():
@@ -170,3 +197,43 @@ def test_sweep_trials_parse_through_the_cli(path, tmp_path, capsys):
             for part in name.split("."):
                 node = node[part]
             assert node is not None, name
+
+
+def test_every_regime_overlay_is_listed_with_its_recipes():
+    assert sorted(REGIMES) == sorted(p.name for p in (CONFIGS / "regimes").glob("*.yaml"))
+    assert {p.name for p in RECIPES} >= {r.split("+")[0] for recipes in REGIMES.values() for r in recipes}
+
+
+REGIME_CASES = [(overlay, recipe) for overlay, recipes in REGIMES.items() for recipe in recipes]
+
+
+@pytest.mark.parametrize(("overlay", "recipe"), REGIME_CASES, ids=[f"{o}-on-{r}" for o, r in REGIME_CASES])
+def test_a_regime_overlay_composes_on_each_recipe_it_is_meant_for(overlay, recipe, tmp_path, capsys):
+    """The regime is named, the supervised overlays mine hard negatives and make the rank loss the main term."""
+    from smec.lightning_cli import run_lightning_cli
+
+    store = build_store(
+        tmp_path / "store", n_corpus=40, splits={"train": 4, "dev": 4, "test": 4}, dims={"m1": 576, "m2": 576}
+    )
+    data = ["--data.init_args.store", str(store), "--data.init_args.models", "[m1, m2]"]
+    args = [*compose(CONFIGS / "regimes" / overlay, recipe), *data]
+    base = print_config(["fit", *_recipe(recipe), *data], capsys)
+    printed = print_config(["fit", *args], capsys)
+    assert base["regime"] == "unsupervised"
+    model, data_args = printed["model"]["init_args"], printed["data"]["init_args"]
+    assert printed["trainer"]["default_root_dir"] == base["trainer"]["default_root_dir"]
+    if overlay == "unsupervised.yaml":
+        assert printed["regime"] == "unsupervised" and data_args["negatives"] is None
+        assert {k: v for k, v in printed.items() if k != "data"} == {
+            k: v for k, v in base.items() if k != "data"
+        }
+    else:
+        assert printed["regime"] == "supervised"
+        assert data_args["negatives"]["num_negatives"] == 8 and data_args["mode"] in ("both", "supervised")
+        if "rank_weight" in model:  # search-adaptor's rank loss is its only main term, weight 1
+            assert model["rank_weight"] == 1.0
+            on = [k for k in ("pair_weight", "topk_weight") if base["model"]["init_args"].get(k)]
+            unsupervised = [model[k] for k in on]  # the similarity terms the recipe has on: regularisers now
+            assert unsupervised and all(0 < w < 1 for w in unsupervised)
+    cli = run_lightning_cli([*args, "--trainer.default_root_dir", str(tmp_path / "run")], run=False)
+    assert cli.datamodule.negatives is None if overlay == "unsupervised.yaml" else cli.datamodule.negatives

@@ -12,7 +12,9 @@ training: every stage's pair, :meth:`smec.nn.smrl.SMRLCompressor.training_target
   concat-decoder loss, arXiv 2510.04626, and Matryoshka-Adaptor's top-k variant, arXiv 2407.20243, Eq. 4;
   :class:`~smec.losses.matryoshka.MatryoshkaSimilarityLoss`), unsupervised;
 - L_rank: Matryoshka-Adaptor's pairwise logistic rank loss (Eq. 6) on (query, document) pairs with in-batch
-  negatives, on L2-normalised embeddings; L_NCE the InfoNCE alternative (off by default);
+  negatives, plus each query's mined hard negatives when the batch carries them (``"n"`` / ``"n_mask"``,
+  compressed by the same pass and selection draw as the pairs at every size; docs/methods.md#supervised-regime),
+  on L2-normalised embeddings; L_NCE the InfoNCE alternative (off by default);
 - L_SXBM: the S-XBM alignment term (:class:`~smec.losses.sxbm.SXBM`).
 
 Main term (the paper's L is a supervised rank loss). On the demo data (≈12k unlabelled rows, 2k labelled pairs) a
@@ -23,14 +25,15 @@ rank_weight: 1`` for the paper's supervised reading on a large labelled set (doc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smec.losses.matryoshka import LossOutput, MatryoshkaSimilarityLoss
-from smec.losses.rank import InfoNCELoss, PairwiseRankLoss
+from smec.losses.rank import InfoNCELoss, PairBatch, PairwiseRankLoss
 from smec.validation import nonnegative, positive
 
 __all__ = ["SMECObjective"]
@@ -109,23 +112,45 @@ class SMECObjective(nn.Module):
         """Whether the pair / top-k terms train on the batch rows (S-XBM needs them too)."""
         return len(self.pair_losses) > 0
 
+    def step_inputs(
+        self, batch: Mapping[str, Tensor], needs_rows: bool, method: str
+    ) -> tuple[Tensor, Tensor | None, PairBatch | None]:
+        """What a training step passes through the compressor, stacked in the order rows, queries, documents,
+        mined negatives (one pass, one selection draw), with the rows and the pairs it was stacked from.
+
+        The pairs (and their negatives, when the batch has ``"n"``) only when a rank / InfoNCE term is on.
+        """
+        needs_pairs = self.needs_pairs
+        x = batch.get("x")
+        if (needs_rows and x is None) or (needs_pairs and ("q" not in batch or "d" not in batch)):
+            keys = (["x"] if needs_rows else []) + (["q", "d"] if needs_pairs else [])
+            raise ValueError(f"{method} training batches need keys {keys}, got {sorted(batch)}")
+        rows = x if needs_rows else None
+        pairs = PairBatch.of(batch) if needs_pairs else None
+        parts = ([rows] if rows is not None else []) + ([pairs.stacked()] if pairs is not None else [])
+        return torch.cat(parts), rows, pairs  # type: ignore[arg-type]
+
     def forward(
         self,
         targets: Sequence[tuple[int, Tensor]],
         rows: Tensor | None,
-        pairs: tuple[int, int] | None,
+        pairs: tuple[int, int] | PairBatch | None,
         sxbm: Callable[[int, Tensor], Tensor] | None = None,
     ) -> LossOutput:
         """The step's loss and its unweighted terms summed over the sizes (``terms``, detached, for logs).
 
         Args:
             targets: (size, (N, size)) pairs; each tensor stacks the step's inputs in the order rows, queries,
-                documents (one compressor pass, one selection draw).
+                documents, mined negatives (one compressor pass, one selection draw; :meth:`step_inputs`).
             rows: the batch rows x (B, D) when the step uses them (the pair terms' target), else None.
-            pairs: (number of queries, number of documents) when the step uses pairs, else None.
+            pairs: the step's :class:`~smec.losses.rank.PairBatch` (its mined negatives, if any, join the rank
+                and InfoNCE terms at every size), or (number of queries, number of documents) without negatives,
+                when the step uses pairs, else None.
             sxbm: ``(i, student rows at targets[i]) -> S-XBM term``, when the term is on this step.
         """
-        split = ([len(rows)] if rows is not None else []) + (list(pairs) if pairs is not None else [])
+        mined = isinstance(pairs, PairBatch) and pairs.n is not None
+        pair_sizes = pairs.sizes if isinstance(pairs, PairBatch) else list(pairs or [])
+        split = ([len(rows)] if rows is not None else []) + pair_sizes
         loss = (rows if rows is not None else targets[0][1]).new_zeros(())
         terms: dict[str, Tensor] = {}
 
@@ -141,13 +166,15 @@ class SMECObjective(nn.Module):
                 for name, value in out.terms.items():
                     add(name, value)
             if pairs is not None:
-                eq, ed = F.normalize(chunks.pop(0), dim=-1), F.normalize(chunks.pop(0), dim=-1)
+                eq, ed = F.normalize(chunks[0], dim=-1), F.normalize(chunks[1], dim=-1)
+                en = F.normalize(chunks[2].reshape(*pairs.n.shape[:2], -1), dim=-1) if mined else None  # type: ignore[union-attr]
+                mask = pairs.mask if mined else None  # type: ignore[union-attr]
                 if self.rank_weight > 0:
-                    rank = self.rank_loss(eq, ed).loss
+                    rank = self.rank_loss(eq, ed, negatives=en, mask=mask).loss
                     loss = loss + self.rank_weight * rank
                     add("rank", rank)
                 if self.infonce_weight > 0:
-                    nce = self.infonce_loss(eq, ed).loss
+                    nce = self.infonce_loss(eq, ed, negatives=en, mask=mask).loss
                     loss = loss + self.infonce_weight * nce
                     add("infonce", nce)
             if sxbm is not None:

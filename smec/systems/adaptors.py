@@ -31,9 +31,9 @@ from torchmetrics import MeanMetric
 
 from smec.errors import ConfigError
 from smec.losses.matryoshka import LossOutput, MatryoshkaSimilarityLoss
-from smec.losses.rank import PairwiseRankLoss
+from smec.losses.rank import PairBatch, PairwiseRankLoss, nested_rank_inputs
 from smec.losses.reconstruction import reconstruction_loss
-from smec.nn.decoder import Decoder, nested
+from smec.nn.decoder import Decoder
 from smec.systems.base import CompressionSystem, resolve_eval_dims, trained_sizes
 from smec.validation import check_dims, check_weights, integer, named_config_errors, nonnegative, positive
 
@@ -139,12 +139,6 @@ class _ResidualAdaptorSystem(CompressionSystem):
         return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=self.hparams.weight_decay)
 
 
-def _nested_pairs(q: Tensor, d: Tensor, dims: tuple[int, ...]) -> dict[int, tuple[Tensor, Tensor]]:
-    """{m: (normalize(q[:, :m]), normalize(d[:, :m]))}: the papers' Sim is the cosine of the prefixes."""
-    nq, nd = nested(q, dims), nested(d, dims)
-    return {m: (nq[m], nd[m]) for m in dims}
-
-
 class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
     """Matryoshka-Adaptor (arXiv 2407.20243): residual adaptor, unsupervised stage, then supervised stage.
 
@@ -153,7 +147,8 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
     - stage 1 (epochs < ``unsupervised_epochs``): ``topk_weight·L_topk + pair_weight·L_pair +
       reconstruction_weight·L_rec`` (Eq. 4 with weights 1, α, β), on corpus rows ``x``;
     - stage 2: the same plus ``rank_weight·L_rank`` (Eq. 6, γ), L_rank = Σ_m w_m · pairwise logistic rank loss of
-      the train (query, document) pairs ``(q, d)`` with in-batch negatives.
+      the train (query, document) pairs ``(q, d)`` with in-batch negatives, plus each query's mined hard
+      negatives when the data has them (``data.negatives``, docs/methods.md#supervised-regime).
 
     At the first stage-2 epoch the optimizer is rebuilt with ``lr × stage2_lr_scale`` (fresh Adam moments). The
     stage lives in the registered buffer ``stage`` (1 or 2), so it is saved in checkpoints and a resumed run
@@ -315,16 +310,18 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
         x = batch["x"]
         supervised = self._stage == 2 and self.rank_weight > 0
         if supervised:
-            q, d = batch["q"], batch["d"]
-            # One forward for rows, queries and documents (no batch statistics in g, so this is exact).
-            y_all = self.adaptor(torch.cat([x, q, d]))
-            y, y_q, y_d = y_all.split([len(x), len(q), len(d)])
+            pairs = PairBatch.of(batch)
+            # One forward for rows, queries, documents and mined negatives (no batch statistics in g: exact).
+            y, y_pairs = self.adaptor(torch.cat([x, pairs.stacked()])).split([len(x), sum(pairs.sizes)])
         else:
             y = self.adaptor(x)
         out = self.sim_loss(y, x)
         loss, terms = out.loss, dict(out.terms)
         if supervised:
-            rank = self.rank_loss(_nested_pairs(y_q, y_d, self.dims), weights=self.rank_dim_weights)
+            nested_pairs, negatives = nested_rank_inputs(*pairs.unstack(y_pairs), self.dims)
+            rank = self.rank_loss(
+                nested_pairs, weights=self.rank_dim_weights, negatives=negatives, mask=pairs.mask
+            )
             loss = loss + self.rank_weight * rank.loss
             terms["rank"] = rank.loss.detach()
         self._log_train_loss(LossOutput(loss=loss, per_dim=out.per_dim), len(x))
@@ -348,7 +345,9 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
 
         L = PairwiseRank(normalize(f(q)), normalize(f(d)))  +  reconstruction_weight · mean |g([q; d])|
 
-    with in-batch negatives (document i is the positive of query i, the others negatives). The rank loss sees
+    with in-batch negatives (document i is the positive of query i, the others negatives), plus each query's
+    mined hard negatives when the data has them (``data.negatives``; they pass through f too, so L_rec covers
+    them; docs/methods.md#supervised-regime). The rank loss sees
     only the full D-dim ĉ: Search-Adaptor is not Matryoshka, and smaller sizes are evaluated by truncating ĉ
     (the default :meth:`embed`), as SMEC's comparison presumably does.
 
@@ -406,15 +405,23 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         self.val_reconstruction = MeanMetric()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        q, d = batch["q"], batch["d"]
-        c = torch.cat([q, d])
+        pairs = PairBatch.of(batch)
+        c = (
+            pairs.stacked()
+        )  # queries, documents and (if mined) negatives: one pass, one L_rec over all of them
         c_hat = self.adaptor(c)
-        y_q, y_d = c_hat.split([len(q), len(d)])
-        rank = self.rank_loss(F.normalize(y_q, dim=-1), F.normalize(y_d, dim=-1)).loss
+        y_q, y_d, y_n = pairs.unstack(c_hat)
+        y_n = None if y_n is None else F.normalize(y_n, dim=-1)
+        rank = self.rank_loss(
+            F.normalize(y_q, dim=-1), F.normalize(y_d, dim=-1), negatives=y_n, mask=pairs.mask
+        )
         rec = reconstruction_loss(c_hat, c)
-        loss = rank + self.reconstruction_weight * rec
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=len(q), prog_bar=True)
-        self._log_terms("train", {"rank": rank.detach(), "reconstruction": rec.detach()}, len(q))
+        loss = rank.loss + self.reconstruction_weight * rec
+        batch_size = len(pairs.q)
+        self.log(
+            "train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=True
+        )
+        self._log_terms("train", {"rank": rank.loss.detach(), "reconstruction": rec.detach()}, batch_size)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -2,7 +2,9 @@
 
 Thin wiring only: a :class:`~smec.nn.decoder.Decoder` maps the frozen concatenation x (B, D) to y (B, d_max),
 and a :class:`~smec.losses.matryoshka.MatryoshkaSimilarityLoss` keeps the input's pairwise cosines at every
-nested prefix of y. Retrieval metrics come from the shared evaluator callback
+nested prefix of y. An optional supervised term (``rank_weight`` > 0, default 0: the paper's unsupervised
+objective, unchanged) adds the :class:`~smec.losses.rank.PairwiseRankLoss` of the train (query, document) pairs
+at every prefix, over in-batch and the batch's mined negatives (docs/methods.md#supervised-regime). Retrieval metrics come from the shared evaluator callback
 (:class:`smec.evaluation.callback.RetrievalEvalCallback`), which calls :meth:`compress`.
 """
 
@@ -14,10 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from smec.errors import ConfigError
-from smec.losses.matryoshka import MatryoshkaSimilarityLoss
+from smec.losses.matryoshka import LossOutput, MatryoshkaSimilarityLoss
+from smec.losses.rank import PairBatch, PairwiseRankLoss, nested_rank_inputs
 from smec.nn.decoder import PRESETS, Decoder
 from smec.systems.base import CompressionSystem, resolve_eval_dims, trained_sizes
-from smec.validation import check_dims, named_config_errors, one_of
+from smec.validation import check_dims, named_config_errors, nonnegative, one_of
 
 DEFAULT_DIMS = (32, 64, 128, 256, 512)
 
@@ -38,6 +41,11 @@ class MRLDecoderModule(CompressionSystem):
         hidden_dim / residual / init / dropout: overrides for the chosen preset (None keeps the preset's).
         distance: ``mse`` (paper) or ``l1``.
         topk / topk_weight / reconstruction_weight: Matryoshka-Adaptor's optional extra terms (off by default).
+        pair_weight: weight of the all-pairs similarity term (default 1.0, the paper's loss).
+        rank_weight / rank_temperature: the optional supervised pairwise rank loss over the nested prefixes of
+            the train (query, document) pairs, in-batch plus mined negatives (``data.negatives``), each size
+            weighted as in ``weights`` (default 0: off, the paper's unsupervised objective; τ = 1, raw cosines).
+            Needs ``data.mode: both``.
         lr / weight_decay / step_size / gamma: AdamW + StepLR, the paper code's defaults (1e-3, 1e-4, 10, 0.8).
         eval_dims: sizes the evaluator reports, each a trained size (default: ``dims``).
         init_from: ``pca`` starts the output Linear at PCA of a corpus sample (``init_sample`` rows), i.e. at
@@ -63,6 +71,9 @@ class MRLDecoderModule(CompressionSystem):
         topk: int = 0,
         topk_weight: float = 0.0,
         reconstruction_weight: float = 0.0,
+        pair_weight: float = 1.0,
+        rank_weight: float = 0.0,
+        rank_temperature: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         step_size: int = 10,
@@ -97,8 +108,12 @@ class MRLDecoderModule(CompressionSystem):
             topk=topk,
             topk_weight=topk_weight,
             reconstruction_weight=reconstruction_weight,
+            pair_weight=pair_weight,
             distance=distance,
         )
+        self.rank_weight = nonnegative("model.rank_weight", rank_weight)
+        self.rank_loss = named_config_errors("model", PairwiseRankLoss, temperature=rank_temperature)
+        self.rank_dim_weights = dict(zip(self.loss_fn.dims, self.loss_fn.weights))
         if self.output_dim > self.input_dim:
             # Not a compressor: e.g. the recipe's 512-d decoder on a 64-d store would expand its input.
             raise ConfigError(
@@ -108,6 +123,19 @@ class MRLDecoderModule(CompressionSystem):
         what = f"its trained prefix sizes model.dims {dims}"
         self.eval_dims = resolve_eval_dims(eval_dims, dims, self.method_name, dims.__contains__, what)
         self._init_val_metrics(dims)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        mode = (
+            getattr(getattr(self.trainer, "datamodule", None), "mode", None)
+            if self._trainer is not None
+            else None
+        )
+        if stage == "fit" and self.rank_weight > 0 and mode not in (None, "both"):
+            raise ConfigError(
+                f"model.rank_weight > 0 trains on corpus rows and (query, document) pairs: set data.mode to 'both', "
+                f"got {mode!r}"
+            )
 
     def on_fit_start(self) -> None:
         # A fresh fit only: a resumed one has its weights from the checkpoint.
@@ -155,8 +183,25 @@ class MRLDecoderModule(CompressionSystem):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x = batch["x"]
         out = self.loss_fn(self.decoder(x), x)
+        if self.rank_weight > 0:
+            out = self._with_rank_term(out, PairBatch.of(batch), len(x))
         self._log_train_loss(out, len(x))
         return out.loss
+
+    def _with_rank_term(self, out: LossOutput, pairs: PairBatch, batch_size: int) -> LossOutput:
+        """``out`` plus rank_weight · Σ_m w_m L_rank^(m) of the pairs (and their mined negatives).
+
+        The pairs take their own decoder pass: with a BatchNorm preset the rows' batch statistics stay the
+        rows' alone, as without the term.
+        """
+        nested_pairs, negatives = nested_rank_inputs(
+            *pairs.unstack(self.decoder(pairs.stacked())), self.loss_fn.dims
+        )
+        rank = self.rank_loss(
+            nested_pairs, weights=self.rank_dim_weights, negatives=negatives, mask=pairs.mask
+        )
+        self.log("train/rank", rank.loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
+        return LossOutput(loss=out.loss + self.rank_weight * rank.loss, per_dim=out.per_dim, terms=out.terms)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]

@@ -171,17 +171,12 @@ class SMECModule(CompressionSystem):
         return self.objective.trains_rows or self.sxbm is not None
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        x, q, d = batch.get("x"), batch.get("q"), batch.get("d")
-        needs_rows, needs_pairs = self._needs_rows(), self.objective.needs_pairs
-        if (needs_rows and x is None) or (needs_pairs and (q is None or d is None)):
-            keys = (["x"] if needs_rows else []) + (["q", "d"] if needs_pairs else [])
-            raise ValueError(f"smec training batches need keys {keys}, got {sorted(batch)}")
-        rows = x if needs_rows else None
-        pairs = (len(q), len(d)) if needs_pairs else None  # type: ignore[arg-type]
-        # One selection draw per step, shared by rows, queries, documents and memory entries.
+        x = batch.get("x")
+        # Rows, queries, documents and mined negatives (objective.step_inputs) in one pass with one selection
+        # draw per step, shared by them and the memory entries.
+        stacked, rows, pairs = self.objective.step_inputs(batch, self._needs_rows(), "smec")
         selections = self.compressor.select()
-        parts = ([rows] if rows is not None else []) + ([q, d] if needs_pairs else [])
-        targets = self.compressor.training_targets(torch.cat(parts), selections)  # type: ignore[arg-type]
+        targets = self.compressor.training_targets(stacked, selections)
         sxbm_term = None
         if self.sxbm is not None:  # the memory side goes through the compressor with the step's draw
             encode = lambda m: [e for _, e in self.compressor.training_targets(m, selections)]  # noqa: E731
@@ -189,7 +184,7 @@ class SMECModule(CompressionSystem):
         out = self.objective(targets, rows, pairs, sxbm_term)
         if self.sxbm is not None:
             self.sxbm.enqueue(x)  # type: ignore[arg-type]  # after the loss: a batch is never its own neighbour
-        self._log_train(out.loss, out.terms, len(x if x is not None else q), sxbm_term is not None)  # type: ignore[arg-type]
+        self._log_train(out.loss, out.terms, len(x if x is not None else batch["q"]), sxbm_term is not None)
         return out.loss
 
     def _log_train(self, loss: Tensor, terms: dict[str, Tensor], batch_size: int, sxbm_on: bool) -> None:

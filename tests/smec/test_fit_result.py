@@ -62,6 +62,23 @@ def test_a_finished_fit_records_its_dev_selected_checkpoint(tmp_path):
     }
     saved = yaml.safe_load((root / "config.yaml").read_text())
     assert saved["evaluation"]["calibration_size"] == 40 and saved["fit_callbacks"]["patience"] == 8
+    assert result.regime == "unsupervised" and saved["regime"] == "unsupervised"
+    assert result.budget == {"optimizer_steps": last["global_step"], "epochs": 3}
+
+
+def test_a_supervised_fit_names_its_regime_and_trains_on_mined_negatives(tmp_path):
+    from smec.lightning_cli import run_lightning_cli
+
+    store = build_store(tmp_path / "store")
+    overlay = REPO / "configs" / "regimes" / "supervised-mrl.yaml"
+    recipe = tiny_mrl(tmp_path, store)
+    # The tiny store has 100 documents: the overlay's ranks 2-31 fit.
+    run_lightning_cli(["fit", "--config", str(recipe), "--config", str(overlay), "--trainer.max_epochs=1"])
+    result = read_fit_result(tmp_path / "run")
+    assert result.regime == "supervised" and result.budget["epochs"] == 1
+    assert (store / "negatives").is_dir()  # mined once, cached beside the store
+    metrics = (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/rank" in metrics
 
 
 def test_a_fit_result_that_cannot_be_used_is_one_line(tmp_path):

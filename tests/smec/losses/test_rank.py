@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -149,3 +150,134 @@ def test_input_errors(qd):
         loss_fn({8: (q, d)}, d)
     with pytest.raises(ValueError, match=r"weights has sizes \[4\], embeddings have sizes \[8\]"):
         loss_fn(q, d, weights={4: 1.0})
+
+
+# --- per-query (mined) negatives ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def qdn(qd):
+    q, d = qd
+    torch.manual_seed(1)
+    n = F.normalize(torch.randn(5, 3, 8, dtype=torch.float64), dim=-1)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    return q, d, n, mask
+
+
+def _brute_rank_with_negatives(q, d, n, mask, tau=1.0):
+    num = den = 0.0
+    s = q @ d.T
+    for i in range(q.shape[0]):
+        for k in range(d.shape[0]):
+            if k != i:
+                num, den = num + _softplus(float(s[i, k] - s[i, i]) / tau), den + 1
+        for j in range(n.shape[1]):
+            if mask[i, j]:
+                num, den = num + _softplus(float(n[i, j] @ q[i] - s[i, i]) / tau), den + 1
+    return num / den
+
+
+def test_rank_with_negatives_matches_brute_force(qdn):
+    q, d, n, mask = qdn
+    out = PairwiseRankLoss(0.3)(q, d, negatives=n, mask=mask)
+    assert out.loss.item() == pytest.approx(_brute_rank_with_negatives(q, d, n, mask, 0.3), rel=1e-10)
+
+
+def test_infonce_with_negatives_matches_brute_force(qdn):
+    q, d, n, mask = qdn
+    total = 0.0
+    for i in range(5):
+        logits = [float(q[i] @ d[k]) / 0.05 for k in range(7)]
+        logits += [float(q[i] @ n[i, j]) / 0.05 for j in range(3) if mask[i, j]]
+        total += math.log(sum(math.exp(v) for v in logits)) - logits[i]
+    assert InfoNCELoss()(q, d, negatives=n, mask=mask).loss.item() == pytest.approx(total / 5, rel=1e-10)
+
+
+@pytest.mark.parametrize("loss_fn", [PairwiseRankLoss(0.5), InfoNCELoss()])
+def test_a_padded_negative_changes_nothing(qdn, loss_fn):
+    q, d, n, mask = qdn
+    q = q.clone().requires_grad_()
+    garbage = n.clone()
+    garbage[~mask] = 1e3  # whatever sits in a padding slot
+    padded = loss_fn(q, d, negatives=garbage, mask=mask).loss
+    (grad,) = torch.autograd.grad(padded, q)
+    other = loss_fn(q, d, negatives=n, mask=mask).loss
+    torch.testing.assert_close(padded, other)
+    torch.testing.assert_close(grad, torch.autograd.grad(other, q)[0])
+    # A last slot that is padding everywhere: the same loss as without that slot.
+    last = mask.clone()
+    last[:, 2] = False
+    dropped = loss_fn(q, d, negatives=n[:, :2], mask=last[:, :2]).loss
+    torch.testing.assert_close(loss_fn(q, d, negatives=garbage, mask=last).loss, dropped)
+    # Every slot padded: exactly the in-batch loss.
+    none = loss_fn(q, d, negatives=n, mask=torch.zeros(5, 3, dtype=torch.bool)).loss
+    torch.testing.assert_close(none, loss_fn(q, d).loss)
+
+
+@pytest.mark.parametrize("loss_fn", [PairwiseRankLoss(0.5), InfoNCELoss(symmetric=True)])
+def test_without_negatives_the_loss_is_todays_exactly(qd, loss_fn):
+    q, d = qd
+    d = d[:5]
+    scores = q @ d.T
+    if isinstance(loss_fn, PairwiseRankLoss):
+        rows = torch.arange(5)
+        terms = F.softplus((scores - scores[rows, rows].unsqueeze(1)) / 0.5)
+        today = terms.masked_fill(F.one_hot(rows, 5).bool(), 0.0).sum() / (5 * 4)
+    else:
+        labels = torch.arange(5)
+        today = (F.cross_entropy(scores / 0.05, labels) + F.cross_entropy(scores.T / 0.05, labels)) / 2
+    assert torch.equal(loss_fn(q, d).loss, today)
+    assert torch.equal(loss_fn({8: (q, d)}).loss, today)
+
+
+def test_hard_negatives_raise_the_loss_and_get_gradient(qdn):
+    q, d, n, _ = qdn
+    hard = (q.unsqueeze(1) + 0.01 * n).detach().requires_grad_()  # nearly the query itself
+    for loss_fn in (PairwiseRankLoss(), InfoNCELoss()):
+        out = loss_fn(q, d, negatives=hard)
+        assert out.loss > loss_fn(q, d).loss
+        (grad,) = torch.autograd.grad(out.loss, hard)
+        assert torch.count_nonzero(grad) == grad.numel()
+
+
+def test_graded_relevance_with_negatives_matches_brute_force(qdn):
+    q, d, n, mask = qdn
+    relevance = torch.eye(5, 7) * 2 + torch.eye(5, 7).roll(1, dims=1)
+    # The negatives as extra documents of relevance 0 that only their query sees.
+    num = den = 0.0
+    for i in range(5):
+        scores = [float(q[i] @ d[k]) for k in range(7)] + [
+            float(q[i] @ n[i, j]) for j in range(3) if mask[i, j]
+        ]
+        rel = relevance[i].tolist() + [0.0] * int(mask[i].sum())
+        for y_j, s_j in zip(rel, scores):
+            for y_k, s_k in zip(rel, scores):
+                if y_j > y_k:
+                    num, den = num + (y_j - y_k) * _softplus(s_k - s_j), den + (y_j - y_k)
+    out = PairwiseRankLoss()(q, d, relevance=relevance, negatives=n, mask=mask)
+    assert out.loss.item() == pytest.approx(num / den, rel=1e-10)
+
+
+def test_negatives_per_size_and_their_errors(qdn):
+    q, d, n, mask = qdn
+    pairs = {4: (F.normalize(q[:, :4], dim=1), F.normalize(d[:, :4], dim=1)), 8: (q, d)}
+    negs = {4: F.normalize(n[..., :4], dim=-1), 8: n}
+    for loss_fn in (PairwiseRankLoss(), InfoNCELoss()):
+        out = loss_fn(pairs, negatives=negs, mask=mask)
+        torch.testing.assert_close(out.per_dim[8], loss_fn(q, d, negatives=n, mask=mask).loss)
+        with pytest.raises(
+            ValueError, match=re.escape("negatives has sizes [8], embeddings have sizes [4, 8]")
+        ):
+            loss_fn(pairs, negatives={8: n})
+        with pytest.raises(ValueError, match=re.escape("pass negatives as a mapping {dim: (B, K, dim)}")):
+            loss_fn(pairs, negatives=n)
+        with pytest.raises(
+            ValueError, match=re.escape("size 8: expected negatives (B, K, d) = (5, K, 8), got")
+        ):
+            loss_fn(q, d, negatives=n[:4])
+        with pytest.raises(
+            ValueError, match=re.escape("mask must be a bool tensor of shape (B, K) = (5, 3)")
+        ):
+            loss_fn(q, d, negatives=n, mask=mask.float())
+        with pytest.raises(ValueError, match="mask is given without negatives"):
+            loss_fn(q, d, mask=mask)
