@@ -351,6 +351,7 @@ class _ParserOnly(SmecCLI):
 
 _parser: LightningArgumentParser | None = None
 _model_parser: Any = None
+_data_parser: Any = None
 
 
 def parse_args(args: list[str]) -> Any:
@@ -375,6 +376,27 @@ def parse_args(args: list[str]) -> Any:
         return _parser.parse_args(args)
     except ArgumentError as exc:
         raise ConfigError(describe_parse_error(str(exc), args, configs)) from None
+
+
+def build_data(data: Any) -> Any:
+    """The data module a parsed ``data`` section (of :func:`parse_args`) describes, constructed as `smec fit`
+    would construct it (its own checks run: ``data.mode``, ``data.negatives``, ...; nothing is mined or read
+    beyond what its constructor reads). An InputError naming ``data.<key>`` otherwise."""
+    global _data_parser
+    import lightning as L
+    from jsonargparse import ArgumentParser
+
+    if _data_parser is None:
+        _data_parser = ArgumentParser(exit_on_error=False)
+        _data_parser.add_subclass_arguments(L.LightningDataModule, "data", required=True, fail_untyped=False)
+    section = data.as_dict() if hasattr(data, "as_dict") else dict(data)
+    try:
+        return _data_parser.instantiate(_data_parser.parse_object({"data": section})).data
+    except ValueError as exc:  # jsonargparse wraps what the constructor raised
+        cause = _input_error_in(exc)
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def build_model(model: Any, input_dim: int) -> CompressionSystem:

@@ -160,13 +160,14 @@ class MethodChecks:
                 raise ExperimentError(f"{self.config.source}: method {run.method.name}: {exc}") from None
 
     def check_systems(self, runs: Sequence[FitRun], input_dim: int) -> None:
-        """Build each method's system on the ``input_dim``-wide input with the grid as its ``eval_dims``.
+        """Build each method's data module, and its system on the ``input_dim``-wide input with the grid as its
+        ``eval_dims``.
 
         A grid size it cannot produce (MRL: a size it does not train; SMEC: a size not in its chain; any: wider
         than its output) is its constructor's ConfigError, named here with the method. Call :meth:`parse` first.
         """
-        from smec.errors import ConfigError
-        from smec.lightning_cli import build_model
+        from datamodules.errors import InputError
+        from smec.lightning_cli import build_data, build_model
 
         wide = [d for d in self.config.dims if d > input_dim]
         if wide:
@@ -176,6 +177,7 @@ class MethodChecks:
             )
         for name in dict.fromkeys(run.method.name for run in runs):
             try:
+                build_data(self._parsed[name].fit.data)
                 build_model(self._parsed[name].fit.model, input_dim)
-            except ConfigError as exc:
+            except InputError as exc:
                 raise ExperimentError(f"{self.config.source}: method {name}: {exc}") from None
