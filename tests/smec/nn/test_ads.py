@@ -131,6 +131,7 @@ def test_settings_carry_smecs_defaults_and_the_selector_arguments():
         "schedule": "exponential",
         "gumbel_scale": 1.0,
         "anneal_noise": True,
+        "fixed_fraction": 0.0,
     }
     assert AdaptiveDimensionSelector(8, 4, **kwargs).anneal_noise
 
@@ -138,7 +139,9 @@ def test_settings_carry_smecs_defaults_and_the_selector_arguments():
 def test_bad_configuration_names_the_key():
     with pytest.raises(ConfigError, match=r"^k must be an integer in \[1, in_dim=8\], got 9$"):
         AdaptiveDimensionSelector(8, 9)
-    with pytest.raises(ConfigError, match=r"^init must be one of prefix, uniform_noise, zeros, got 'x'$"):
+    with pytest.raises(
+        ConfigError, match=r"^init must be one of prefix, uniform_noise, zeros, variance, got 'x'$"
+    ):
         AdaptiveDimensionSelector(8, 4, init="x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^tau_end must be a number > 0, got 0$"):
         AdaptiveDimensionSelector(8, 4, tau_end=0)

@@ -118,7 +118,7 @@ def test_ads_tau_anneals_within_each_stage(tiny_store):
 
     class Tau(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            taus.append((pl_module.stage, pl_module._active_tau()))
+            taus.append((pl_module.stage, pl_module.compressor.active_tau()))
 
     model = make(smrl={"epochs_per_stage": 1}, ads={"tau_start": 1.0, "tau_end": 0.1})
     trainer(2, [Tau()]).fit(model, datamodule=datamodule(tiny_store))
@@ -175,7 +175,7 @@ def test_ablations_train(tiny_store, kwargs, absent):
     if absent:
         assert absent not in metrics
     x = torch.randn(5, 10)
-    for dim in model.eval_dims:
+    for dim in model.available_dims:  # SMRL after 2 epochs: stages 0 and 1 (joint: every size)
         assert model.embed(x, dim).shape == (5, dim)
     if "smrl" in kwargs:
         # Joint MRL training: every stage from the first step, every parameter optimised and given gradient.
@@ -195,8 +195,12 @@ def test_embed_contract_and_unreached_sizes():
     assert model.available_dims == (8, 10)  # stage 0 reaches d_0 and d_1
     assert model.compress(x).shape == (7, 10)
     assert torch.equal(model.compress(x), x)  # identity init: stage 0 starts from the teacher
-    # An unreached size is the prefix of the smallest reached size above it (the truncation of the model now).
-    assert torch.equal(model.embed(x, 2), model.embed(x, 8)[:, :2])
+    # A size whose stage has not started was never trained: one clear error, not a silent prefix.
+    for dim in (2, 4):
+        with pytest.raises(
+            ConfigError, match=re.escape(f"smec: size {dim} was never trained: this model reached")
+        ):
+            model.embed(x, dim)
     model.compressor.set_stage(2)
     assert model.available_dims == (2, 4, 8, 10)
     assert [model.embed(x, d).shape[1] for d in (2, 4, 8, 10)] == [2, 4, 8, 10]
@@ -303,7 +307,10 @@ def test_input_dim_mismatch_with_the_store(tiny_store):
         ({"min_dim": 0}, "model.min_dim must be a positive integer, got 0"),
         ({"block": "conv"}, "model.block must be one of linear, mlp, got 'conv'"),
         ({"hidden_dim": 0}, "model.hidden_dim must be a positive integer or null, got 0"),
-        ({"ads": {"init": "ones"}}, "model.ads.init must be one of prefix, uniform_noise, zeros, got 'ones'"),
+        (
+            {"ads": {"init": "ones"}},
+            "model.ads.init must be one of prefix, uniform_noise, zeros, variance, got 'ones'",
+        ),
         (
             {"ads": {"schedule": "step"}},
             "model.ads.schedule must be one of exponential, linear, cosine, got 'step'",
@@ -438,6 +445,7 @@ def test_grouped_settings_are_plain_dicts_in_the_checkpoint(tiny_store, tmp_path
         "weight": 1.0,
         "distance": "l2",
         "warmup_steps": 0,
+        "memory_grad": False,
     }
     assert model.hparams["ads"]["tau_end"] == 0.2 and model.hparams_initial["smrl"]["epochs_per_stage"] == 1
     fit = trainer(2)
@@ -448,6 +456,8 @@ def test_grouped_settings_are_plain_dicts_in_the_checkpoint(tiny_store, tmp_path
         "enabled": True,
         "epochs_per_stage": 1,
         "steps_per_stage": None,
+        "init": "identity",
+        "init_sample": 4096,
     }
     restored = SMECModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
     assert restored.sxbm.memory.size == 32 and restored.sxbm.k == 4 and restored.stage == 1
