@@ -475,3 +475,70 @@ def test_the_dims_contract():
     message = "model.eval_dims [64]: no size is below the input (input_dim=64, the data's width)"
     with pytest.raises(ConfigError, match=re.escape(message)):
         SMECModule(input_dim=64, eval_dims=[64])
+
+
+def test_dev_selection_only_once_the_last_stage_has_started(tiny_store, tmp_path):
+    """The standard callbacks: the monitor is -inf before SMRL's last stage (it cannot win, EarlyStopping with
+    patience 1 neither stops on it nor counts it), then the mean over the target sizes (not D = 10)."""
+    from smec.evaluation.spec import EvaluationSpec
+    from smec.fit_callbacks import FitCallbacks
+
+    seen = []
+
+    class Monitor(Callback):
+        def on_validation_end(self, trainer, pl_module):
+            m = trainer.callback_metrics
+            sizes = [
+                float(m[f"val/ndcg@10/d{d}/float32"]) for d in (2, 4, 8) if f"val/ndcg@10/d{d}/float32" in m
+            ]
+            seen.append((pl_module.stage, float(m["val/ndcg@10/mean"]), sizes))
+
+    torch.manual_seed(0)
+    model = make(smrl={"epochs_per_stage": 1}, sxbm={"enabled": False})
+    callbacks = FitCallbacks(patience=1).build(EvaluationSpec(precisions=("float32",)))
+    fit = trainer(4, [*callbacks, Monitor()], default_root_dir=tmp_path)
+    fit.fit(model, datamodule=datamodule(tiny_store))
+    assert [(stage, value) for stage, value, _ in seen[:2]] == [(0, -float("inf")), (1, -float("inf"))]
+    assert [stage for stage, _, _ in seen] == [0, 1, 2, 2]  # not stopped before the last stage
+    for _, value, sizes in seen[2:]:
+        assert value == pytest.approx(sum(sizes) / 3)  # sizes 2, 4, 8: the input width 10 is left out
+    best = next(c for c in fit.checkpoint_callbacks if c.monitor == "val/ndcg@10/mean")
+    selected = SMECModule.load_from_checkpoint(best.best_model_path, weights_only=True)
+    assert selected.stage == 2 and float(best.best_model_score) > -float("inf")
+
+
+def test_options_where_the_paper_is_silent_train_together(tiny_store):
+    """PCA first block and ADS variance logits fitted on the training rows at fit start (and each stage's logits
+    at its start), λ and K per stage, gradient through the memory side, a noise-free end phase."""
+    from smec.nn.smrl import principal_axes
+    from smec.sampling import corpus_sample
+
+    started = {}
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, pl_module):
+            started["w"] = pl_module.compressor.blocks[0].net.weight.detach().clone()
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            started[trainer.current_epoch] = (
+                pl_module.compressor.selectors[pl_module.stage].logits.detach().clone()
+            )
+
+    torch.manual_seed(0)
+    model = make(
+        smrl={"epochs_per_stage": 1, "init": "pca"},
+        ads={"init": "variance", "fixed_fraction": 0.5},
+        sxbm={"memory_grad": True, "k": [4, 2, 2], "weight": [1.0, 0.0, 0.5]},
+    )
+    dm = datamodule(tiny_store)
+    trainer(2, [Capture()]).fit(model, datamodule=dm)
+    rows = corpus_sample(dm, 4096)
+    assert torch.allclose(started["w"], principal_axes(rows))  # fitted on the corpus rows, at fit start
+    assert (
+        started[0].tolist() == torch.linspace(1.0, -1.0, 10).tolist()
+    )  # PCA output: variance order = prefix
+    assert started[1].tolist() != torch.linspace(1.0, -1.0, 8).tolist()  # stage 1's from its own variances
+    assert sorted(started[1].tolist()) == sorted(torch.linspace(1.0, -1.0, 8).tolist())  # a ranked ramp
+    assert model.sxbm.ks == [4, 2, 2] and model.sxbm.weights == [1.0, 0.0, 0.5] and model.sxbm.memory_grad
+    with pytest.raises(ConfigError, match=r"^model\.sxbm\.weight has 2 entries but there are 3 stages"):
+        make(sxbm={"weight": [1.0, 1.0]})
