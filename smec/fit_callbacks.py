@@ -35,6 +35,7 @@ from smec.checkpointing import ResumeCheckpoint
 from smec.errors import ConfigError
 from smec.evaluation.callback import RetrievalEvalCallback
 from smec.evaluation.spec import EvaluationSpec
+from smec.grad_variance import GradVariance
 
 __all__ = ["FitCallbacks", "SelectableEarlyStopping"]
 
@@ -64,6 +65,8 @@ class FitCallbacks:
             sizes, :func:`smec.evaluation.callback.target_dims`).
         patience: EarlyStopping's patience in validations without improvement; null: no early stopping.
         signals: signals that stop a fit with a resumable ``last.ckpt`` (:class:`~smec.checkpointing.ResumeCheckpoint`).
+        grad_variance: the submodule whose gradient variance is logged every step (:mod:`smec.grad_variance`,
+            e.g. ``compressor.blocks.0``, SMEC's shared first layer); null (default): off.
     """
 
     enabled: bool = True
@@ -71,6 +74,7 @@ class FitCallbacks:
     mean_dims: tuple[int, ...] | None = None
     patience: int | None = 8
     signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
+    grad_variance: str | None = None
 
     def build(self, spec: EvaluationSpec) -> list[Callback]:
         """The callbacks of a run whose dev evaluation follows ``spec`` (none when not ``enabled``)."""
@@ -93,6 +97,8 @@ class FitCallbacks:
             ),
             ResumeCheckpoint(signals=tuple(self.signals)),
         ]
+        if self.grad_variance is not None:
+            callbacks.append(GradVariance(self.grad_variance))
         if self.patience is not None:
             callbacks.append(
                 SelectableEarlyStopping(
