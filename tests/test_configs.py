@@ -127,9 +127,9 @@ def test_config_is_valid_yaml_and_parses_through_the_cli(path, tmp_path, capsys)
     assert cli.datamodule.input_dim == 1152
     # The standard callbacks (smec/fit_callbacks.py), once each, with the recipe's patience.
     names = [type(c).__name__ for c in cli.trainer.callbacks]
-    for name in ("RetrievalEvalCallback", "ModelCheckpoint", "ResumeCheckpoint", "EarlyStopping"):
+    for name in ("RetrievalEvalCallback", "ModelCheckpoint", "ResumeCheckpoint", "SelectableEarlyStopping"):
         assert names.count(name) == 1, names
-    stop = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EarlyStopping")
+    stop = next(c for c in cli.trainer.callbacks if type(c).__name__ == "SelectableEarlyStopping")
     assert stop.patience == PATIENCE.get(path.name, 8)
 
 

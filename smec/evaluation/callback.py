@@ -15,6 +15,7 @@ scoring and cut-offs: the dev rows of a checkpoint and its test rows differ only
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,13 +28,29 @@ from smec.evaluation.grid import evaluate_system
 from smec.evaluation.spec import DEFAULT_SPEC, EvaluationSpec
 
 
+def target_dims(module: Any, dims: Sequence[int]) -> list[int]:
+    """The target sizes among ``dims``: those below ``module.input_dim`` (all of them if none is, or if the
+    module has no ``input_dim``). The default dims of the selection monitor (:class:`RetrievalEvalCallback`)."""
+    input_dim = getattr(module, "input_dim", None)
+    below = [int(d) for d in dims if input_dim is None or d < input_dim]
+    return below or [int(d) for d in dims]
+
+
 class RetrievalEvalCallback(pl.Callback):
     """Run the shared RetrievalEvaluator at the end of validation and log its grid.
 
     Logged keys (on every rank, identical values, so ``ModelCheckpoint(monitor=...)`` works under DDP):
     ``val/ndcg@10/d{dim}/{precision}``, ``val/recall@100/d{dim}/{precision}``,
     ``val/mrr@10/d{dim}/{precision}`` (cut-offs follow the spec), and ``val/ndcg@10/mean``: the mean nDCG@10 of
-    the spec's first precision over ``mean_dims`` (default: every evaluated dim), the selection monitor.
+    the spec's first precision over ``mean_dims``, the selection monitor.
+
+    Selection at the target sizes (docs/methods.md#checkpoint-selection). The monitor's default dims are the
+    *target* sizes, :func:`target_dims`: the evaluated dims below the system's input width (a size as wide as
+    the input compresses nothing: SMEC's chain starts there, the adaptors' default sizes end there). A system
+    can also say that it cannot be selected yet (``selectable`` False: SMEC's SMRL before its last stage has
+    started) or which sizes are trained so far (``available_dims``): the other sizes are not evaluated, and the
+    monitor is then logged as ``-inf``, so no checkpoint of that state can win the selection (the project's
+    ``EarlyStopping`` does not count such validations, :mod:`smec.fit_callbacks`).
 
     Args:
         spec: the evaluation spec: evaluator settings, ``precisions``, and ``dims`` (None, the default: the
@@ -43,7 +60,8 @@ class RetrievalEvalCallback(pl.Callback):
             skipped during the sanity check. Epochs without evaluation log nothing, so a ``ModelCheckpoint``
             monitoring these keys needs the same ``every_n_epochs`` (Lightning raises on a missing monitored
             key).
-        mean_dims: the dims the ``mean`` key averages (each one of the evaluated dims); None = all of them.
+        mean_dims: the dims the ``mean`` key averages (each one of the evaluated dims); None = the target sizes
+            (:func:`target_dims`).
         batch_size: rows per ``compress`` call.
         method: the ``method`` field of the rows kept in ``last_rows``.
 
@@ -102,19 +120,25 @@ class RetrievalEvalCallback(pl.Callback):
         data = get(self.split)
         evaluator = self._evaluator_for(data)
         dims = self.dims_for(pl_module)
-        mean_dims = self.mean_dims if self.mean_dims is not None else dims
+        mean_dims = self.mean_dims if self.mean_dims is not None else target_dims(pl_module, dims)
         missing = [d for d in mean_dims if d not in dims]
         if missing:
             raise EvaluationError(f"mean_dims {missing} are not among the evaluated dims {dims}")
-        rows = evaluate_system(
-            pl_module,
-            data.queries,
-            data.corpus,
-            evaluator,
-            dims,
-            self.spec.precisions,
-            self.method,
-            self.batch_size,
+        trained = getattr(pl_module, "available_dims", None)  # SMEC: the sizes whose stage has started
+        ready = [d for d in dims if trained is None or d in trained]
+        rows = (
+            evaluate_system(
+                pl_module,
+                data.queries,
+                data.corpus,
+                evaluator,
+                ready,
+                self.spec.precisions,
+                self.method,
+                self.batch_size,
+            )
+            if ready
+            else []
         )
         self.last_rows = rows
         metrics = {
@@ -126,7 +150,8 @@ class RetrievalEvalCallback(pl.Callback):
         selected = [
             float(r[evaluator.measures[0]]) for r in rows if r["precision"] == first and r["dim"] in mean_dims
         ]
-        metrics[f"val/{evaluator.measures[0]}/mean"] = float(np.mean(selected))
+        selectable = bool(getattr(pl_module, "selectable", True)) and set(mean_dims) <= set(ready)
+        metrics[f"val/{evaluator.measures[0]}/mean"] = float(np.mean(selected)) if selectable else -math.inf
         return metrics
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

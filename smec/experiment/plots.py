@@ -1,4 +1,5 @@
-"""The comparison's figures: nDCG@10 against compression (Pareto fronts) and the training curves."""
+"""The comparison's figures: nDCG@10 against compression (Pareto fronts), the training curves, and the gradient
+variance of the shared layer (:mod:`smec.grad_variance`)."""
 
 from __future__ import annotations
 
@@ -172,6 +173,51 @@ def plot_curves(
         ax.grid(True, alpha=0.25)
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+GRAD_VAR = "train/grad_var/"
+
+
+def read_grad_variance(root: Path) -> dict[str, dict[int, float]]:
+    """Per-step ``train/grad_var/<module>`` series from a fit's CSV logs (all versions, later ones winning)."""
+    series: dict[str, dict[int, float]] = {}
+    for metrics in sorted(
+        (root / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])
+    ):
+        with metrics.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                for key, value in row.items():
+                    if key.startswith(GRAD_VAR) and not key.endswith("/sq_norm") and value:
+                        series.setdefault(key, {})[int(row["step"])] = float(value)
+    return series
+
+
+def plot_grad_variance(runs: Mapping[str, Path], path: Path) -> Path | None:
+    """The shared layer's gradient variance per optimizer step, one line per run (e.g. SMEC vs ``no-smrl``).
+
+    ``runs`` maps a label to a fit's folder (``trainer.default_root_dir``, holding ``csv/version_*``); runs
+    without the metric (``fit_callbacks.grad_variance`` off) are left out, and nothing is written if none has it.
+    """
+    curves = {label: read_grad_variance(Path(root)) for label, root in runs.items()}
+    curves = {label: c for label, c in curves.items() if c}
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, series in curves.items():
+        for key, values in series.items():
+            steps = sorted(values)
+            name = label if len(series) == 1 else f"{label}: {key[len(GRAD_VAR) :]}"
+            ax.plot(steps, [values[s] for s in steps], label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("gradient variance of the shared layer (EMA, mean over elements)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

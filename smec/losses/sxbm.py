@@ -9,9 +9,9 @@ docs/methods.md#s-xbm. One step:
 
 1. ``pick = sxbm.select(x)`` — teacher cosines of each row's K neighbours, with its own row masked out;
 2. ``sxbm.memory_side(pick, encode, dtype)`` — the selected entries through the current compressor, once per
-   distinct entry and without gradient (XBM treats memory features as constants: gradient reaches the
+   distinct entry, by default without gradient (XBM treats memory features as constants: gradient reaches the
    compressor through the batch side, and skipping the backward through up to N_mem rows is most of S-XBM's
-   cost at a D×D first stage);
+   cost at a D×D first stage); ``memory_grad: true`` lets the gradient through the memory side too;
 3. ``sxbm(student_rows, student_memory, pick)`` — the alignment term at one size;
 4. ``sxbm.enqueue(x)`` after the loss, so a batch is never its own neighbour (a collective under DDP).
 
@@ -33,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smec.errors import ConfigError
 from smec.losses.alignment import SimilarityAlignmentLoss, pair_cosines
 from smec.nn.memory import CrossBatchMemory
-from smec.validation import integer
+from smec.validation import integer, nonnegative
 
-__all__ = ["SELF_MATCH", "SXBM", "Neighbours", "SXBMSettings"]
+__all__ = ["SELF_MATCH", "SXBM", "Neighbours", "SXBMSettings", "per_stage"]
 
 T = TypeVar("T")
 
@@ -53,20 +54,36 @@ class SXBMSettings:
         enabled: use the memory term (default True); False is the ``no-sxbm`` ablation
             (configs/ablations/no-sxbm.yaml). A ``weight`` of 0 switches it off too.
         memory_size: N_mem, the FIFO capacity (default 4096).
-        k: K, neighbours per row (default 16), at most ``memory_size``.
-        weight: λ of the term in the stage objective (default 1.0).
+        k: K, neighbours per row (default 16), at most ``memory_size``; an int, or a list with one per stage.
+        weight: λ of the term in the stage objective (default 1.0); a number, or a list with one per stage.
+            Joint training (``smrl.enabled: false``) weighs each stage's sizes with that stage's λ and K.
         distance: the alignment distance, ``l2`` (default; squared error on cosines), ``l1`` or ``smooth_l1``.
         warmup_steps: optimizer steps before the term switches on (default 0; it also waits for the memory to
             hold >= k entries). XBM's warm-up exists because stored features drift; here they are frozen
             teacher rows and the student side is recomputed every step, so no warm-up is needed by default.
+        memory_grad: let the gradient through the memory side (the selected entries pass through the trainable
+            stage with gradient), default False: XBM's constants, and the paper is silent
+            (docs/methods.md#smec-where-the-paper-is-silent).
     """
 
     enabled: bool = True
     memory_size: int = 4096
-    k: int = 16
-    weight: float = 1.0
+    k: int | list[int] = 16
+    weight: float | list[float] = 1.0
     distance: str = "l2"
     warmup_steps: int = 0
+    memory_grad: bool = False
+
+
+def per_stage(name: str, value: T | Sequence[T], num_stages: int) -> list[T]:
+    """``value`` for each of ``num_stages`` stages: a list of that length as given, a single value repeated."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ConfigError(
+                f"{name} has {len(value)} entries but there are {num_stages} stages (give one per stage, or one)"
+            )
+        return list(value)
+    return [value] * num_stages  # type: ignore[list-item]
 
 
 class Neighbours(NamedTuple):
@@ -88,24 +105,44 @@ class SXBM(nn.Module):
 
     Args:
         dim: width D of the teacher rows.
-        memory_size, k, distance, warmup_steps: see :class:`SXBMSettings` (the weight is the objective's).
+        memory_size, k, distance, warmup_steps, weight, memory_grad: see :class:`SXBMSettings`; ``k`` and
+            ``weight`` per stage (a list of ``num_stages``) or one for all. The term :meth:`term` hands back is
+            weighted by its stage's λ (the objective adds it with weight 1).
+        num_stages: stages of the chain (default 1).
 
     State: the memory's registered buffers (``memory.queue``, ``memory.ptr``, ``memory.filled``), so the memory
     lands in checkpoints and a resumed fit continues with exactly the memory it stopped with.
     """
 
     def __init__(
-        self, dim: int, memory_size: int = 4096, k: int = 16, distance: str = "l2", warmup_steps: int = 0
+        self,
+        dim: int,
+        memory_size: int = 4096,
+        k: int | Sequence[int] = 16,
+        distance: str = "l2",
+        warmup_steps: int = 0,
+        weight: float | Sequence[float] = 1.0,
+        memory_grad: bool = False,
+        num_stages: int = 1,
     ) -> None:
         super().__init__()
         self.memory = CrossBatchMemory(memory_size, dim)
-        self.k = integer("k", k, 1, memory_size, bound=f"memory_size={memory_size}")
+        bound = f"memory_size={memory_size}"
+        self.ks = [integer("k", v, 1, memory_size, bound=bound) for v in per_stage("k", k, num_stages)]
+        self.weights = [nonnegative("weight", v) for v in per_stage("weight", weight, num_stages)]
+        self.k = max(self.ks)
         self.warmup_steps = integer("warmup_steps", warmup_steps, minimum=0)
+        self.memory_grad = bool(memory_grad)
         self.align = SimilarityAlignmentLoss(distance)
 
     @classmethod
-    def from_settings(cls, dim: int, settings: SXBMSettings) -> SXBM:
-        return cls(dim, settings.memory_size, settings.k, settings.distance, settings.warmup_steps)
+    def from_settings(cls, dim: int, settings: SXBMSettings, num_stages: int = 1) -> SXBM | None:
+        """The S-XBM of ``settings`` for a chain of ``num_stages`` stages; None when off (disabled, or λ = 0)."""
+        if not settings.enabled:
+            return None
+        kw = {f: getattr(settings, f) for f in ("memory_size", "k", "distance", "warmup_steps", "weight")}
+        sxbm = cls(dim, **kw, memory_grad=settings.memory_grad, num_stages=num_stages)
+        return sxbm if any(sxbm.weights) else None
 
     def __len__(self) -> int:
         return len(self.memory)
@@ -124,23 +161,39 @@ class SXBM(nn.Module):
         return Neighbours(teacher, keep, unique, inverse)
 
     def memory_side(self, pick: Neighbours, encode: Callable[[Tensor], T], dtype: torch.dtype) -> T:
-        """``encode`` (the current compressor) of the selected entries, once per distinct entry, no gradient."""
-        with torch.no_grad():
+        """``encode`` (the current compressor) of the selected entries, once per distinct entry; with gradient
+        only when ``memory_grad``."""
+        with torch.set_grad_enabled(self.memory_grad and torch.is_grad_enabled()):
             return encode(self.memory.queue[pick.slots].to(dtype))
 
     def term(
-        self, rows: Tensor, global_step: int, encode: Callable[[Tensor], Sequence[Tensor]]
+        self,
+        rows: Tensor,
+        global_step: int,
+        encode: Callable[[Tensor], Sequence[Tensor]],
+        stages: Sequence[int] | None = None,
     ) -> Callable[[int, Tensor], Tensor] | None:
-        """This step's term, ``(i, student rows at size i) -> Tensor``, or None while it is off.
+        """This step's λ-weighted term, ``(i, student rows at size i) -> Tensor``, or None while it is off.
 
         ``encode`` maps teacher rows to the student representations the step trains (one tensor per size, in
-        the order the student rows come); the selection and the memory side are computed here, once per step.
+        the order the student rows come); ``stages[i]`` is the stage whose λ and K size i uses (default: stage 0
+        for every size). The selection (the largest K the step needs; a stage with a smaller K uses the first K
+        of each row's neighbours, they are sorted) and the memory side are computed here, once per step.
         """
         if not self.active(global_step):
             return None
         pick = self.select(rows)
         memory = self.memory_side(pick, encode, rows.dtype)
-        return lambda i, student: self(student, memory[i], pick)
+
+        def weighted(i: int, student: Tensor) -> Tensor:
+            s = 0 if stages is None else stages[i]
+            k = self.ks[s]
+            top = pick._replace(
+                teacher=pick.teacher[:, :k], keep=pick.keep[:, :k], inverse=pick.inverse[:, :k]
+            )
+            return self.weights[s] * self(student, memory[i], top)
+
+        return weighted
 
     def forward(self, student: Tensor, student_memory: Tensor, pick: Neighbours) -> Tensor:
         """The alignment term at one size: student (B, d) rows, student_memory (U, d) encoded ``pick.slots``."""

@@ -51,14 +51,15 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
+from smec.errors import ConfigError
 from smec.validation import integer, nonnegative, one_of, positive
 
 __all__ = ["ADSSettings", "AdaptiveDimensionSelector", "Selection"]
 
-Init = Literal["uniform_noise", "prefix", "zeros"]
+Init = Literal["uniform_noise", "prefix", "zeros", "variance"]
 Schedule = Literal["exponential", "linear", "cosine"]
 Relaxation = Literal["sigmoid", "softmax"]
-INITS = ("prefix", "uniform_noise", "zeros")
+INITS = ("prefix", "uniform_noise", "zeros", "variance")
 SCHEDULES = ("exponential", "linear", "cosine")
 RELAXATIONS = ("sigmoid", "softmax")
 
@@ -70,8 +71,10 @@ class ADSSettings:
     Args:
         enabled: learned selection (default True); False keeps the MRL prefix at every stage (the ``no-ads``
             ablation, configs/ablations/no-ads.yaml).
-        init / init_scale / tau_start / tau_end / schedule / gumbel_scale: as :class:`AdaptiveDimensionSelector`
-            (defaults ``prefix``, 1.0, 1.0 → 0.1 ``exponential``, 1.0).
+        init / init_scale / tau_start / tau_end / schedule / gumbel_scale / fixed_fraction: as
+            :class:`AdaptiveDimensionSelector` (defaults ``prefix``, 1.0, 1.0 → 0.1 ``exponential``, 1.0, 0.0).
+            ``init: variance`` ranks the logits by the per-coordinate variance of the stage's block output on a
+            sample of training rows, set when the stage starts (:meth:`smec.nn.smrl.SMRLCompressor.init_stage`).
         anneal_noise: shrink the Gumbel noise with τ (default True here, unlike the component's False), so the
             training pick converges to the deterministic eval pick by the end of each stage.
         lr: learning rate of the logits (default None: 10 × ``model.lr``); they get no weight decay. Adam moves
@@ -87,6 +90,7 @@ class ADSSettings:
     schedule: str = "exponential"
     gumbel_scale: float = 1.0
     anneal_noise: bool = True
+    fixed_fraction: float = 0.0
     lr: float | None = None
 
     def selector_kwargs(self) -> dict[str, Any]:
@@ -122,6 +126,8 @@ class AdaptiveDimensionSelector(nn.Module):
             initial eval pick is the MRL prefix and training starts from the truncation baseline.
             "uniform_noise": U(−init_scale, init_scale) i.i.d. (global RNG at construction). "zeros": all equal
             (the eval pick is then the prefix by tie-breaking, and training picks are uniformly random).
+            "variance": as "prefix" until :meth:`init_from_variance` ranks the logits by data (the largest
+            variance gets +init_scale).
         init_scale: magnitude of the initial logits (default 1.0).
         tau_start, tau_end: temperature at progress 0 and 1 (defaults 1.0 → 0.1; the paper gives no values).
         schedule: how τ moves between them with progress p ∈ [0, 1]: "exponential" (default)
@@ -132,6 +138,9 @@ class AdaptiveDimensionSelector(nn.Module):
             module docstring for the choice).
         gumbel_scale: σ, multiplier of the Gumbel noise (default 1.0; 0 makes training picks deterministic).
         anneal_noise: scale the noise by τ/τ_start too, so exploration fades as τ anneals (default False).
+        fixed_fraction: f ∈ [0, 1), the noise-free end phase: τ anneals over progress [0, 1 − f], and from
+            progress 1 − f on (f > 0) training uses the deterministic eval pick (no noise, no gradient to the
+            logits), so the block trains on the pick it will be evaluated with (default 0: no such phase).
 
     State (all in the state_dict, so a resumed fit restores them): `logits` (in_dim,) parameter; `tau` () buffer;
     `progress` () buffer. Progress is set from outside (`set_progress`, e.g. by the SMRL stage schedule).
@@ -153,6 +162,7 @@ class AdaptiveDimensionSelector(nn.Module):
         relaxation: Relaxation = "sigmoid",
         gumbel_scale: float = 1.0,
         anneal_noise: bool = False,
+        fixed_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_dim = integer("in_dim", in_dim)
@@ -166,8 +176,12 @@ class AdaptiveDimensionSelector(nn.Module):
         init_scale = nonnegative("init_scale", init_scale)
         self.hard = hard
         self.anneal_noise = anneal_noise
+        self.init, self.init_scale = init, init_scale
+        self.fixed_fraction = nonnegative("fixed_fraction", fixed_fraction)
+        if self.fixed_fraction >= 1:
+            raise ConfigError(f"fixed_fraction must be a number in [0, 1), got {fixed_fraction!r}")
 
-        if init == "prefix":
+        if init in ("prefix", "variance"):
             logits = torch.linspace(init_scale, -init_scale, in_dim) if in_dim > 1 else torch.zeros(1)
         elif init == "uniform_noise":
             logits = (torch.rand(in_dim) * 2 - 1) * init_scale
@@ -201,7 +215,29 @@ class AdaptiveDimensionSelector(nn.Module):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"ads progress must be in [0, 1], got {p}")
         self.progress.fill_(p)
-        self.tau.fill_(self.tau_at(p))
+        self.tau.fill_(self.tau_at(min(1.0, p / (1.0 - self.fixed_fraction))))
+
+    @property
+    def fixed(self) -> bool:
+        """Whether training is in the noise-free end phase (``fixed_fraction``) and uses the eval pick."""
+        return self.fixed_fraction > 0 and float(self.progress) >= 1.0 - self.fixed_fraction
+
+    @torch.no_grad()
+    def init_from_variance(self, variance: torch.Tensor) -> None:
+        """Logits ranked by ``variance`` (in_dim,): the prefix init's values, ±init_scale, in variance order.
+
+        The largest variance gets +init_scale, so the eval pick starts at the k highest-variance coordinates
+        (ties: the lower index first), with the prefix init's spread against the Gumbel noise.
+        """
+        if variance.shape != (self.in_dim,):
+            raise ValueError(f"ads variance must have shape ({self.in_dim},), got {tuple(variance.shape)}")
+        order = torch.sort(variance.detach().to(self.logits), descending=True, stable=True).indices
+        ramp = (
+            torch.linspace(self.init_scale, -self.init_scale, self.in_dim)
+            if self.in_dim > 1
+            else torch.zeros(1)
+        )
+        self.logits.index_copy_(0, order, ramp.to(self.logits))
 
     # selection ---------------------------------------------------------------------------------------------
 
@@ -220,7 +256,7 @@ class AdaptiveDimensionSelector(nn.Module):
         `generator` is used for the Gumbel noise when given (it must live on the logits' device); otherwise the
         global RNG is.
         """
-        if not self.training:
+        if not self.training or self.fixed:
             indices = self.selected_indices()
             mask = torch.zeros_like(self.logits, requires_grad=False)
             mask[indices] = 1.0

@@ -89,11 +89,26 @@ class SMRLSettings:
             To replace a recipe's epoch budget on the command line, give the group as JSON,
             ``--model.init_args.smrl='{"epochs_per_stage": null, "steps_per_stage": 500}'`` (jsonargparse reads
             ``--model.init_args.smrl.epochs_per_stage=null`` as the string "None").
+        init: the first block's start, ``identity`` (default) or ``pca``: the orthogonal map onto the principal
+            axes of a sample of training rows, largest variance first (:func:`principal_axes`), so the prefix
+            pick of stage 0 starts at PCA (docs/methods.md#smec-where-the-paper-is-silent).
+        init_sample: corpus rows the data-dependent initialisations (``init: pca``, ``ads.init: variance``) are
+            fitted on, a seeded sample (:func:`smec.sampling.corpus_sample`; default 4096).
     """
 
     enabled: bool = True
     epochs_per_stage: int | list[int] | None = None
     steps_per_stage: int | list[int] | None = None
+    init: str = "identity"
+    init_sample: int = 4096
+
+    def compressor_kwargs(self) -> dict[str, Any]:
+        """The :class:`SMRLCompressor` arguments these settings decide (``init`` checked).
+
+        ``toggle_requires_grad=False`` keeps every stage known to DDP from the start (see `SMRLCompressor`).
+        """
+        pca = one_of("model.smrl.init", self.init, ("identity", "pca")) == "pca"
+        return {"toggle_requires_grad": False, "joint": not self.enabled, "pca_init": pca}
 
     def schedule(self, num_stages: int) -> StageSchedule:
         """The :class:`StageSchedule` of a chain of ``num_stages`` stages."""
@@ -106,6 +121,20 @@ class SMRLSettings:
             return StageSchedule(num_stages, steps_per_stage=self.steps_per_stage)
         epochs = DEFAULT_EPOCHS_PER_STAGE if self.epochs_per_stage is None else self.epochs_per_stage
         return StageSchedule(num_stages, epochs_per_stage=epochs)
+
+
+def principal_axes(rows: torch.Tensor) -> torch.Tensor:
+    """(D, D) orthogonal matrix whose rows are the principal axes of ``rows`` (N, D), largest variance first.
+
+    The eigenvectors of the centred covariance (in float64), each signed so its largest-magnitude entry is
+    positive: a deterministic function of the rows (ties in the eigenvalues aside).
+    """
+    x = rows.detach().to(torch.float64)
+    x = x - x.mean(dim=0)
+    _, vectors = torch.linalg.eigh(x.T @ x / max(1, len(x) - 1))
+    axes = vectors.flip(-1).T  # eigh sorts ascending
+    signs = torch.sign(axes.gather(1, axes.abs().argmax(dim=1, keepdim=True)))
+    return (axes * signs).to(rows.dtype)
 
 
 def halving_dims(input_dim: int, min_dim: int) -> list[int]:
@@ -201,6 +230,13 @@ class CompressionBlock(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, kind={self.kind}, residual={self.residual}"
 
+    @torch.no_grad()
+    def init_orthogonal(self, q: torch.Tensor) -> None:
+        """Start as the map x ↦ q x (q orthogonal, bias 0: every cosine kept); linear blocks without residual."""
+        assert self.kind == "linear" and not self.residual, "init_orthogonal needs a plain linear block"
+        self.net.weight.copy_(q)
+        self.net.bias.zero_()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
         return x + out if self.residual else out
@@ -257,6 +293,8 @@ class SMRLCompressor(nn.Module):
             model in DDP after `set_stage` (e.g. one fit per stage).
         joint: train every stage at once (see the module docstring): the last stage is the active one from the
             start, no stage is frozen or kept in eval mode, and `set_progress` reaches every selector.
+        pca_init: start the first block at PCA of the rows `init_stage(0, rows)` gets (linear blocks without
+            residual only; ``SMRLSettings.init``).
 
     State: `active_stage` () int64 buffer (the stage being / last trained; restored by `load_state_dict`, which
     re-applies the freezing) and `stage_dims` (T+1,) int64 buffer (checked on load, so a checkpoint with other
@@ -279,8 +317,14 @@ class SMRLCompressor(nn.Module):
         ads_kwargs: dict[str, Any] | None = None,
         toggle_requires_grad: bool = True,
         joint: bool = False,
+        pca_init: bool = False,
     ) -> None:
         super().__init__()
+        if pca_init and (block != "linear" or residual):
+            raise ConfigError(
+                "smrl.init: pca needs block: linear and residual: false (an orthogonal first block)"
+            )
+        self.pca_init = bool(pca_init)
         if dims is not None and (input_dim is not None or min_dim is not None):
             raise ConfigError("give either dims or input_dim + min_dim, not both")
         if dims is None:
@@ -331,6 +375,26 @@ class SMRLCompressor(nn.Module):
     def available_dims(self) -> list[int]:
         """Sizes reached so far: d_0 … d_{active+1}, largest first."""
         return self.dims[: self.stage + 2]
+
+    def check_trained(self, dim: int) -> None:
+        """Refuse, with one ConfigError, a size of the chain whose stage has not started (never trained)."""
+        if dim in self.dims and dim not in self.available_dims:
+            need = self.dims.index(dim) - 1
+            raise ConfigError(
+                f"smec: size {dim} was never trained: this model reached stage {self.stage} of "
+                f"{self.num_stages} (trained sizes {sorted(self.available_dims)}); size {dim} needs stage {need} "
+                "(train longer: model.smrl budget, trainer.max_epochs)"
+            )
+
+    @property
+    def last_stage_started(self) -> bool:
+        """Whether the last stage has started (joint training: always), i.e. every size has been trained."""
+        return self.stage == self.num_stages - 1
+
+    def target_stages(self) -> list[int]:
+        """The stage of each representation `training_targets` returns, in its order."""
+        stages = range(self.num_stages) if self.joint else [self.stage]
+        return [s for s in stages for _ in range(2)]
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}, active_stage={self.stage}, selection={self.selection}, joint={self.joint}"
@@ -429,6 +493,49 @@ class SMRLCompressor(nn.Module):
             return list(self.parameters())
         t = self.stage
         return [*self.blocks[t].parameters(), *self.selectors[t].parameters()]
+
+    def param_groups(self, weight_decay: float, ads_lr: float) -> list[dict[str, Any]]:
+        """The optimizer's groups over `trainable_parameters`: blocks with ``weight_decay``, ADS logits with
+        ``ads_lr`` and no decay (decay would shrink the logits towards 0, i.e. towards more Gumbel
+        exploration: not a prior we want). Empty groups are left out."""
+        logits = {id(s.logits) for s in self.selectors if isinstance(s, AdaptiveDimensionSelector)}
+        params = self.trainable_parameters()
+        groups = [
+            {"params": [p for p in params if id(p) not in logits], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) in logits], "weight_decay": 0.0, "lr": ads_lr},
+        ]
+        return [g for g in groups if g["params"]]
+
+    @torch.no_grad()
+    def init_stage(self, t: int, rows: torch.Tensor) -> None:
+        """Data-dependent start of stage t from a sample of training rows (N, D), when the stage starts.
+
+        ``pca_init`` (stage 0): block 0 becomes the orthogonal map onto the rows' principal axes. An ADS
+        selector with ``init: variance``: its logits ranked by the per-coordinate variance of z_t on the rows
+        (through the stages before t, in eval mode). Deterministic in the rows.
+        """
+        if t == 0 and self.pca_init:
+            self.blocks[0].init_orthogonal(principal_axes(rows))
+        selector = self.selectors[t]
+        if isinstance(selector, AdaptiveDimensionSelector) and selector.init == "variance":
+            with _eval_mode(self):
+                u = rows if t == 0 else self.forward(rows, upto=t - 1)[self.dims[t]]
+                selector.init_from_variance(self.blocks[t](u).var(dim=0))
+
+    def init_stages(self, rows: torch.Tensor) -> None:
+        """`init_stage` of the active stage (joint training: of every stage, in order) at the start of a fit."""
+        for t in range(self.num_stages) if self.joint else [self.stage]:
+            self.init_stage(t, rows)
+
+    @property
+    def needs_init_rows(self) -> bool:
+        """Whether `init_stage` uses rows (PCA first block, or an ADS ``variance`` init)."""
+        return self.pca_init or any(getattr(s, "init", None) == "variance" for s in self.selectors)
+
+    def active_tau(self) -> float | None:
+        """The active stage's ADS temperature (None without ADS)."""
+        selector = self.selectors[self.stage]
+        return float(selector.tau) if isinstance(selector, AdaptiveDimensionSelector) else None
 
     def set_progress(self, p: float) -> None:
         """Forward annealing progress p ∈ [0, 1] to the active stage's selector (joint: to every selector)."""

@@ -10,9 +10,8 @@ silent, live in the components (overview: docs/methods.md#smec):
 - :class:`~smec.losses.smec_objective.SMECObjective`: every term of a step, summed over the sizes it trains.
 
 Evaluation: the sizes are *not* sub-vectors of one vector (each block makes a new one), so evaluators call
-:meth:`embed` per size. A size outside the chain is an error; a chain size training has not reached yet is the
-prefix of the smallest reached size above it (what truncating the current model gives), so an evaluator asking
-for every size reports comparable numbers from the first epoch.
+:meth:`embed` per size. A size outside the chain is an error, and so is (a ConfigError) a size whose stage has
+not started; SMRL is :attr:`selectable` on dev only once its last stage has started (docs/methods.md#checkpoint-selection).
 """
 
 from __future__ import annotations
@@ -26,8 +25,9 @@ from torch import Tensor
 from smec.errors import ConfigError
 from smec.losses.smec_objective import SMECObjective
 from smec.losses.sxbm import SXBM, SXBMSettings
-from smec.nn.ads import AdaptiveDimensionSelector, ADSSettings
+from smec.nn.ads import ADSSettings
 from smec.nn.smrl import SMRLCompressor, SMRLSettings, chain_dims
+from smec.sampling import corpus_sample
 from smec.systems.base import CompressionSystem, resolve_eval_dims, trained_sizes
 from smec.validation import integer, is_int, named_config_errors, nonnegative, positive, settings
 
@@ -100,23 +100,22 @@ class SMECModule(CompressionSystem):
         self.smrl = bool(smrl.enabled)
         blocks = {"block": block, "residual": bool(residual), "hidden_dim": hidden_dim}
         sel = {"selection": "ads" if ads.enabled else "prefix", "ads_kwargs": ads.selector_kwargs()}
-        # toggle_requires_grad=False keeps every stage known to DDP from the start (see SMRLCompressor).
         self.compressor = named_config_errors(
-            "model", SMRLCompressor, chain, toggle_requires_grad=False, joint=not self.smrl, **blocks, **sel
+            "model", SMRLCompressor, chain, **smrl.compressor_kwargs(), **blocks, **sel
         )
+        self.init_sample, self._init_rows = integer("model.smrl.init_sample", smrl.init_sample), None
         self.schedule = named_config_errors("model.smrl", smrl.schedule, self.compressor.num_stages)
         self.lr = positive("model.lr", lr)
         self.ads_lr = 10 * self.lr if ads.lr is None else positive("model.ads.lr", ads.lr)
         self.weight_decay = nonnegative("model.weight_decay", weight_decay)
         self.step_size, self.gamma = integer("model.step_size", step_size), positive("model.gamma", gamma)
-        sxbm_on = bool(sxbm.enabled) and nonnegative("model.sxbm.weight", sxbm.weight) > 0
-        self.sxbm = (
-            named_config_errors("model.sxbm", SXBM.from_settings, self.input_dim, sxbm) if sxbm_on else None
+        self.sxbm = named_config_errors(
+            "model.sxbm", SXBM.from_settings, self.input_dim, sxbm, len(chain) - 1
         )
+        on = self.sxbm is not None  # λ (per stage) is applied inside the S-XBM term: weight 1 here
         terms = {k: v for k, v in locals().items() if k in SMECObjective.TERMS}  # the arguments, by name
-        sxbm_weight = sxbm.weight if sxbm_on else 0.0
-        self.objective = named_config_errors("model", SMECObjective, chain, sxbm_weight=sxbm_weight, **terms)
-        if not (self.objective.trains_rows or self.objective.needs_pairs or sxbm_on):
+        self.objective = named_config_errors("model", SMECObjective, chain, sxbm_weight=float(on), **terms)
+        if not (self.objective.trains_rows or self.objective.needs_pairs or on):
             weights = "pair_weight, topk_weight, rank_weight, infonce_weight and sxbm.weight"
             raise ConfigError(f"model: {weights} are all 0 (or sxbm.enabled is false): nothing to train")
         what = f"the sizes of its chain {sorted(chain)} (model.dims and model.input_dim)"
@@ -147,16 +146,20 @@ class SMECModule(CompressionSystem):
         """Sizes the training has reached so far (d_0 … d_{stage+1}), ascending. :meth:`embed` is exact on them."""
         return tuple(sorted(self.compressor.available_dims))
 
+    @property
+    def selectable(self) -> bool:
+        """Whether dev selection may pick this state: once the last stage has started (joint: always)."""
+        return self.compressor.last_stage_started
+
     def embed(self, x: Tensor, dim: int) -> Tensor:
         """The (B, dim) embedding of size `dim`, a size of the chain, computed in eval mode (deterministic ADS).
 
-        Exact for a size in :attr:`available_dims`; a chain size not reached yet is the prefix of the smallest
-        reached size above it (the truncation of the current model; see the module docstring).
+        A size whose stage has not started (never trained) is a ConfigError (see the module docstring).
         """
         if not is_int(dim) or dim not in self.compressor.dims:
             raise ValueError(f"smec embeds the sizes of its chain {sorted(self.dims)}, got {dim!r}")
-        source = min(d for d in self.compressor.available_dims if d >= dim)
-        return self.compressor.embed(x, source)[..., :dim]
+        self.compressor.check_trained(dim)
+        return self.compressor.embed(x, dim)
 
     def compress(self, x: Tensor) -> Tensor:
         """The largest size's embedding z_0 (B, D). Smaller sizes are not its prefixes: use :meth:`embed`."""
@@ -180,7 +183,7 @@ class SMECModule(CompressionSystem):
         sxbm_term = None
         if self.sxbm is not None:  # the memory side goes through the compressor with the step's draw
             encode = lambda m: [e for _, e in self.compressor.training_targets(m, selections)]  # noqa: E731
-            sxbm_term = self.sxbm.term(rows, self.global_step, encode)  # type: ignore[arg-type]
+            sxbm_term = self.sxbm.term(rows, self.global_step, encode, self.compressor.target_stages())
         out = self.objective(targets, rows, pairs, sxbm_term)
         if self.sxbm is not None:
             self.sxbm.enqueue(x)  # type: ignore[arg-type]  # after the loss: a batch is never its own neighbour
@@ -195,13 +198,9 @@ class SMECModule(CompressionSystem):
         log("train/stage", float(self.stage), on_step=True, on_epoch=False)
         if self.sxbm is not None:
             log("train/sxbm_active", float(sxbm_on), on_step=True, on_epoch=False)
-        tau = self._active_tau()
+        tau = self.compressor.active_tau()
         if tau is not None:
             log("train/ads_tau", tau, on_step=True, on_epoch=False)
-
-    def _active_tau(self) -> float | None:
-        selector = self.compressor.selectors[self.stage]
-        return float(selector.tau) if isinstance(selector, AdaptiveDimensionSelector) else None
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]
@@ -248,10 +247,16 @@ class SMECModule(CompressionSystem):
         target = self.schedule.advance(self.stage, self.current_epoch, self.global_step)
         if target != self.stage:
             self.compressor.set_stage(target)
+            if self._init_rows is not None:
+                self.compressor.init_stage(target, self._init_rows)
             self.train(True)
             self.trainer.strategy.setup_optimizers(self.trainer)
 
     def on_fit_start(self) -> None:
+        if self.compressor.needs_init_rows:  # data-dependent starts of the stages (smrl.init, ads.init)
+            self._init_rows = corpus_sample(self.trainer.datamodule, self.init_sample, self.device)
+            if self.trainer.ckpt_path is None and (not self.smrl or self.schedule.budgets[0] > 0):
+                self.compressor.init_stages(self._init_rows)  # a fresh fit: stage 0 (joint: every stage)
         # Frozen stages are in eval mode on purpose (deterministic ADS pick), which Lightning's "modules in eval
         # mode at the start of training" check would flag on every fit: flip the flags until on_train_start,
         # which runs right after that check (the sanity-check validation in between restores flags as found).
@@ -282,13 +287,8 @@ class SMECModule(CompressionSystem):
         Called again at each stage switch; on resume the checkpoint's stage is restored before this runs, so
         the rebuilt param groups match the saved optimizer state.
         """
-        logits = {id(s.logits) for s in self.compressor.selectors if isinstance(s, AdaptiveDimensionSelector)}
-        params = self.compressor.trainable_parameters()
-        groups = [
-            {"params": [p for p in params if id(p) not in logits], "weight_decay": self.weight_decay},
-            # Decay would shrink the logits towards 0, i.e. towards more Gumbel exploration: not a prior we want.
-            {"params": [p for p in params if id(p) in logits], "weight_decay": 0.0, "lr": self.ads_lr},
-        ]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
+        optimizer = torch.optim.AdamW(
+            self.compressor.param_groups(self.weight_decay, self.ads_lr), lr=self.lr
+        )
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.step_size, gamma=self.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from datamodules.embedding import EmbeddingDataModule
 from smec.checkpointing import ResumeCheckpoint
 from smec.evaluation.callback import RetrievalEvalCallback
 from smec.evaluation.spec import EvaluationSpec
+from smec.fit_callbacks import SelectableEarlyStopping
 from smec.systems.adaptors import MatryoshkaAdaptorModule, SearchAdaptorModule
 from smec.systems.base import RNG_KEY
 from smec.systems.mrl import MRLDecoderModule
@@ -166,7 +167,9 @@ def fit(
             filename="best-{epoch:02d}",
         ),
         ResumeCheckpoint(dirpath=str(root)),
-        EarlyStopping(monitor=MONITOR, mode="max", patience=patience, check_on_train_epoch_end=False),
+        SelectableEarlyStopping(
+            monitor=MONITOR, mode="max", patience=patience, check_on_train_epoch_end=False
+        ),
         recorder,
         *extra,
     ]
@@ -395,7 +398,7 @@ def test_every_recipe_writes_last_ckpt_with_resume_checkpoint(recipe):
 
 def test_resume_checkpoint_runs_after_every_other_callback(store, tmp_path):
     resume = ResumeCheckpoint(dirpath=str(tmp_path))
-    early = EarlyStopping(monitor=MONITOR, mode="max", check_on_train_epoch_end=False)
+    early = SelectableEarlyStopping(monitor=MONITOR, mode="max", check_on_train_epoch_end=False)
     best = ModelCheckpoint(dirpath=tmp_path, monitor=MONITOR, mode="max", save_on_train_epoch_end=False)
     trainer = L.Trainer(
         max_epochs=1,

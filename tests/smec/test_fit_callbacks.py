@@ -42,7 +42,7 @@ def test_the_cli_adds_them_after_the_recipes_own_and_builds_the_evaluator_from_t
     cli = run_lightning_cli([*args, "--trainer.callbacks+=tests.smec.slow_callback.SlowEpochs"], run=False)
     names = [type(c).__name__ for c in cli.trainer.callbacks]
     assert names.index("SlowEpochs") < names.index("RetrievalEvalCallback")
-    for name in ("RetrievalEvalCallback", "ModelCheckpoint", "ResumeCheckpoint", "EarlyStopping"):
+    for name in ("RetrievalEvalCallback", "ModelCheckpoint", "ResumeCheckpoint", "SelectableEarlyStopping"):
         assert names.count(name) == 1, names
     (evaluation,) = [c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvalCallback)]
     assert evaluation.spec == EvaluationSpec(calibration_size=7)

@@ -40,6 +40,7 @@ def test_a_system_whose_sizes_are_not_prefixes_is_written_one_model_per_size(tmp
     system = SMECModule(
         input_dim=10, dims=[8, 4], sxbm={"enabled": False}, smrl={"epochs_per_stage": 1}, eval_dims=[4, 8]
     )
+    system.compressor.set_stage(1)  # both stages started: size 4 exists (embed refuses an untrained size)
     predicted = predict(system, store, tmp_path / "pred")
     assert sorted(predicted.models) == ["smec-d4", "smec-d8"]
     source = EmbeddingStore(store)
@@ -71,6 +72,7 @@ def test_one_size_of_such_a_system_keeps_the_writers_name(tmp_path):
     system = SMECModule(
         input_dim=10, dims=[8, 4], sxbm={"enabled": False}, smrl={"epochs_per_stage": 1}, predict_dim=4
     )
+    system.compressor.set_stage(1)  # both stages started: size 4 exists (embed refuses an untrained size)
     predicted = predict(system, store, tmp_path / "pred")
     assert predicted.models == ["smec"] and predicted.model_dim("smec") == 4
     assert predicted.meta["models"]["smec"]["model"]["prefix_nested"] is False

@@ -6,7 +6,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from smec.evaluation.callback import RetrievalEvalCallback
+from smec.evaluation.callback import RetrievalEvalCallback, target_dims
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.grid import GridWarning, evaluate_system
@@ -186,3 +186,39 @@ def test_binary_at_sizes_that_are_not_whole_bytes_is_one_warning(prefix_nested):
         (8, "float32"),
         (12, "float32"),
     ]
+
+
+class WideSystem(TinySystem):
+    """Evaluated at 8 and at its input width 16 (as SMEC's chain starts at D): 16 is not a target size."""
+
+    input_dim = D_MAX
+
+
+class NotYetSelectable(TinySystem):
+    """A system that has trained only size 16 so far and cannot be selected yet (SMRL before its last stage)."""
+
+    selectable = False
+    available_dims = (16,)
+
+
+def test_the_monitor_is_the_mean_over_the_target_sizes_and_ignores_the_input_width():
+    cb = RetrievalEvalCallback(EvaluationSpec(precisions=("float32",), k=20))
+    trainer = _trainer([cb])
+    trainer.fit(WideSystem(), datamodule=FakeData())
+    metrics = trainer.callback_metrics
+    assert {r["dim"] for r in cb.last_rows} == {8, 16}  # both evaluated and logged …
+    assert float(metrics["val/ndcg@10/d16/float32"]) != float(metrics["val/ndcg@10/d8/float32"])
+    # … but the monitor averages the sizes below the input width only.
+    assert float(metrics["val/ndcg@10/mean"]) == float(metrics["val/ndcg@10/d8/float32"])
+    assert target_dims(WideSystem(), [8, 16]) == [8] and target_dims(TinySystem(), [8, 16]) == [8, 16]
+    assert target_dims(WideSystem(), [16]) == [16]  # nothing below the width: the evaluated sizes
+
+
+def test_a_system_that_cannot_be_selected_yet_logs_minus_inf_and_evaluates_only_trained_sizes(tmp_path):
+    cb = RetrievalEvalCallback(EvaluationSpec(precisions=("float32",), k=20))
+    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="val/ndcg@10/mean", mode="max")
+    trainer = _trainer([cb, ckpt], checkpoint=True, tmp_path=tmp_path)
+    trainer.fit(NotYetSelectable(), datamodule=FakeData())
+    assert {r["dim"] for r in cb.last_rows} == {16}  # size 8 is not trained: not evaluated
+    assert float(trainer.callback_metrics["val/ndcg@10/mean"]) == -np.inf
+    assert "val/ndcg@10/d8/float32" not in trainer.callback_metrics

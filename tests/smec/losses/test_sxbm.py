@@ -79,3 +79,39 @@ def test_settings_defaults_and_bad_arguments():
     ]:
         with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
             SXBM(4, **{"memory_size": 8, "k": 2, **kwargs})
+
+
+@pytest.mark.parametrize("memory_grad", [True, False])
+def test_gradient_reaches_the_trainable_layer_through_the_memory_side_only_when_enabled(memory_grad):
+    torch.manual_seed(0)
+    sxbm = _filled(torch.randn(6, 4), k=3, memory_grad=memory_grad)
+    layer = torch.nn.Linear(4, 4)
+    rows = torch.randn(5, 4)
+    term = sxbm.term(rows, 0, lambda m: [layer(m)])
+    value = term(0, layer(rows).detach())  # the batch side carries no gradient here: only the memory side can
+    if memory_grad:
+        value.backward()
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    else:
+        assert not value.requires_grad  # XBM's constants: no path from the memory side to the layer
+
+
+def test_lambda_and_k_per_stage():
+    torch.manual_seed(0)
+    memory, rows, w = torch.randn(8, 4), torch.randn(5, 4), torch.randn(4, 3)
+    sxbm = _filled(memory, k=[2, 3], weight=[0.5, 2.0], num_stages=2)
+    assert (sxbm.ks, sxbm.weights, sxbm.k) == ([2, 3], [0.5, 2.0], 3)
+    term = sxbm.term(rows, 0, lambda m: [m @ w, m @ w], stages=[0, 1])
+    for i, (k, weight) in enumerate([(2, 0.5), (3, 2.0)]):
+        alone = _filled(memory, k=k)  # one stage with this K: the same neighbours (sorted), unweighted
+        pick = alone.select(rows)
+        expected = alone(rows @ w, alone.memory_side(pick, lambda m: m @ w, rows.dtype), pick)
+        assert term(i, rows @ w).item() == pytest.approx(weight * expected.item(), rel=1e-6)
+    assert SXBM.from_settings(4, SXBMSettings(weight=[0.0, 0.0], k=2, memory_size=8), 2) is None  # λ = 0: off
+    assert SXBM.from_settings(4, SXBMSettings(enabled=False, weight=[1.0]), 2) is None
+    with pytest.raises(
+        ConfigError, match=r"^k has 3 entries but there are 2 stages \(give one per stage, or one\)$"
+    ):
+        SXBM(4, memory_size=8, k=[2, 2, 2], num_stages=2)
+    with pytest.raises(ConfigError, match=r"^weight must be a number >= 0, got -1$"):
+        SXBM(4, memory_size=8, k=2, weight=[1.0, -1], num_stages=2)

@@ -131,6 +131,7 @@ def test_settings_carry_smecs_defaults_and_the_selector_arguments():
         "schedule": "exponential",
         "gumbel_scale": 1.0,
         "anneal_noise": True,
+        "fixed_fraction": 0.0,
     }
     assert AdaptiveDimensionSelector(8, 4, **kwargs).anneal_noise
 
@@ -138,7 +139,9 @@ def test_settings_carry_smecs_defaults_and_the_selector_arguments():
 def test_bad_configuration_names_the_key():
     with pytest.raises(ConfigError, match=r"^k must be an integer in \[1, in_dim=8\], got 9$"):
         AdaptiveDimensionSelector(8, 9)
-    with pytest.raises(ConfigError, match=r"^init must be one of prefix, uniform_noise, zeros, got 'x'$"):
+    with pytest.raises(
+        ConfigError, match=r"^init must be one of prefix, uniform_noise, zeros, variance, got 'x'$"
+    ):
         AdaptiveDimensionSelector(8, 4, init="x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^tau_end must be a number > 0, got 0$"):
         AdaptiveDimensionSelector(8, 4, tau_end=0)
@@ -148,3 +151,32 @@ def test_bad_configuration_names_the_key():
         AdaptiveDimensionSelector(8, 4, relaxation="gauss")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^ads expects inputs with last dimension 8, got \(2, 7\)$"):
         AdaptiveDimensionSelector(8, 4)(torch.ones(2, 7))
+
+
+def test_variance_init_ranks_the_logits_by_variance():
+    ads = AdaptiveDimensionSelector(6, 3, init="variance", init_scale=2.0)
+    assert torch.equal(ads.logits.detach(), torch.linspace(2.0, -2.0, 6))  # the prefix init until data comes
+    ads.init_from_variance(torch.tensor([0.1, 5.0, 0.3, 5.0, 9.0, 0.0]))
+    # Largest variance first (ties: lower index first), with the prefix init's values.
+    assert ads.logits.detach().tolist() == pytest.approx([-1.2, 1.2, -0.4, 0.4, 2.0, -2.0])
+    assert ads.selected_indices().tolist() == [1, 3, 4]
+    with pytest.raises(ValueError, match=r"^ads variance must have shape \(6,\), got \(5,\)$"):
+        ads.init_from_variance(torch.ones(5))
+
+
+def test_the_noise_free_end_phase_trains_on_the_eval_pick():
+    ads = _trained(init="uniform_noise", fixed_fraction=0.25, tau_start=1.0, tau_end=0.1)
+    ads.train()
+    ads.set_progress(0.5)
+    assert not ads.fixed and float(ads.tau) == pytest.approx(ads.tau_at(0.5 / 0.75))
+    torch.manual_seed(0)
+    picks = {tuple(ads.select().indices.tolist()) for _ in range(20)}
+    assert len(picks) > 1  # Gumbel exploration before the end phase
+    ads.set_progress(0.75)  # τ has finished annealing where the end phase starts
+    assert ads.fixed and float(ads.tau) == pytest.approx(0.1)
+    for _ in range(5):
+        sel = ads.select()
+        assert torch.equal(sel.indices, ads.selected_indices()) and not sel.mask.requires_grad
+    assert not AdaptiveDimensionSelector(8, 4).fixed  # default 0: no end phase, even at progress 1
+    with pytest.raises(ConfigError, match=r"^fixed_fraction must be a number in \[0, 1\), got 1$"):
+        AdaptiveDimensionSelector(8, 4, fixed_fraction=1)

@@ -311,3 +311,43 @@ def test_stage_schedule_validation():
         match=r"^steps_per_stage must be positive integers, or 0 for leading stages that are already trained, got \[3, 0\]$",
     ):
         StageSchedule(2, steps_per_stage=[3, 0])
+
+
+def test_pca_init_makes_the_first_block_the_orthogonal_map_onto_the_principal_axes():
+    torch.manual_seed(0)
+    rows = torch.randn(200, 16) * torch.linspace(0.1, 3.0, 16)  # variance grows with the index
+    model = SMRLCompressor(DIMS, pca_init=True, selection="prefix")
+    model.init_stage(0, rows)
+    w = model.blocks[0].net.weight.detach()
+    assert torch.allclose(w @ w.T, torch.eye(16), atol=1e-5) and not model.blocks[0].net.bias.any()
+    z = model.embed(rows, 16)
+    assert torch.allclose(
+        F.cosine_similarity(z[:, None], z[None], -1),
+        F.cosine_similarity(rows[:, None], rows[None], -1),
+        atol=1e-5,
+    )
+    var = z.var(dim=0)
+    assert torch.equal(var.argsort(descending=True), torch.arange(16))  # largest variance first: prefix = PCA
+    again = SMRLCompressor(DIMS, pca_init=True, selection="prefix")
+    again.init_stage(0, rows)
+    assert torch.equal(again.blocks[0].net.weight, model.blocks[0].net.weight)  # deterministic
+    with pytest.raises(ConfigError, match=r"^smrl\.init: pca needs block: linear and residual: false"):
+        SMRLCompressor(DIMS, pca_init=True, block="mlp")
+    with pytest.raises(ConfigError, match=r"^model\.smrl\.init must be one of identity, pca, got 'svd'$"):
+        SMRLSettings(init="svd").compressor_kwargs()
+
+
+def test_variance_init_of_a_later_stage_uses_its_block_input_through_the_frozen_chain():
+    torch.manual_seed(0)
+    rows = torch.randn(100, 16) * torch.linspace(3.0, 0.1, 16)
+    model = SMRLCompressor(DIMS, ads_kwargs={"init": "variance"})
+    assert model.needs_init_rows and not SMRLCompressor(DIMS).needs_init_rows
+    model.init_stage(0, rows)
+    assert model.selectors[0].selected_indices().tolist() == list(range(8))  # identity block: input variance
+    with torch.no_grad():
+        model.blocks[0].net.weight.copy_(torch.eye(16).flip(0))  # stage 0 now reverses the coordinates
+    model.set_stage(1)
+    model.init_stage(1, rows)
+    u1 = model.forward(rows, upto=0)[8]
+    expected = u1.var(dim=0).argsort(descending=True)[:4].sort().values
+    assert torch.equal(model.selectors[1].selected_indices(), expected)

@@ -303,7 +303,11 @@ def test_recipes_build_the_model_and_match_its_data_mode(recipe, cls, mode):
     assert spec.dims is None  # the dev callback evaluates the model's eval_dims: every one <= D
     assert max(model.eval_dims) <= 384
     callbacks = {type(c).__name__: c for c in FitCallbacks(**config.get("fit_callbacks", {})).build(spec)}
-    assert callbacks["ModelCheckpoint"].monitor == callbacks["EarlyStopping"].monitor == "val/ndcg@10/mean"
+    assert (
+        callbacks["ModelCheckpoint"].monitor
+        == callbacks["SelectableEarlyStopping"].monitor
+        == "val/ndcg@10/mean"
+    )
 
 
 def test_the_dims_contract():

@@ -118,7 +118,7 @@ def test_ads_tau_anneals_within_each_stage(tiny_store):
 
     class Tau(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            taus.append((pl_module.stage, pl_module._active_tau()))
+            taus.append((pl_module.stage, pl_module.compressor.active_tau()))
 
     model = make(smrl={"epochs_per_stage": 1}, ads={"tau_start": 1.0, "tau_end": 0.1})
     trainer(2, [Tau()]).fit(model, datamodule=datamodule(tiny_store))
@@ -175,7 +175,7 @@ def test_ablations_train(tiny_store, kwargs, absent):
     if absent:
         assert absent not in metrics
     x = torch.randn(5, 10)
-    for dim in model.eval_dims:
+    for dim in model.available_dims:  # SMRL after 2 epochs: stages 0 and 1 (joint: every size)
         assert model.embed(x, dim).shape == (5, dim)
     if "smrl" in kwargs:
         # Joint MRL training: every stage from the first step, every parameter optimised and given gradient.
@@ -195,8 +195,12 @@ def test_embed_contract_and_unreached_sizes():
     assert model.available_dims == (8, 10)  # stage 0 reaches d_0 and d_1
     assert model.compress(x).shape == (7, 10)
     assert torch.equal(model.compress(x), x)  # identity init: stage 0 starts from the teacher
-    # An unreached size is the prefix of the smallest reached size above it (the truncation of the model now).
-    assert torch.equal(model.embed(x, 2), model.embed(x, 8)[:, :2])
+    # A size whose stage has not started was never trained: one clear error, not a silent prefix.
+    for dim in (2, 4):
+        with pytest.raises(
+            ConfigError, match=re.escape(f"smec: size {dim} was never trained: this model reached")
+        ):
+            model.embed(x, dim)
     model.compressor.set_stage(2)
     assert model.available_dims == (2, 4, 8, 10)
     assert [model.embed(x, d).shape[1] for d in (2, 4, 8, 10)] == [2, 4, 8, 10]
@@ -303,7 +307,10 @@ def test_input_dim_mismatch_with_the_store(tiny_store):
         ({"min_dim": 0}, "model.min_dim must be a positive integer, got 0"),
         ({"block": "conv"}, "model.block must be one of linear, mlp, got 'conv'"),
         ({"hidden_dim": 0}, "model.hidden_dim must be a positive integer or null, got 0"),
-        ({"ads": {"init": "ones"}}, "model.ads.init must be one of prefix, uniform_noise, zeros, got 'ones'"),
+        (
+            {"ads": {"init": "ones"}},
+            "model.ads.init must be one of prefix, uniform_noise, zeros, variance, got 'ones'",
+        ),
         (
             {"ads": {"schedule": "step"}},
             "model.ads.schedule must be one of exponential, linear, cosine, got 'step'",
@@ -438,6 +445,7 @@ def test_grouped_settings_are_plain_dicts_in_the_checkpoint(tiny_store, tmp_path
         "weight": 1.0,
         "distance": "l2",
         "warmup_steps": 0,
+        "memory_grad": False,
     }
     assert model.hparams["ads"]["tau_end"] == 0.2 and model.hparams_initial["smrl"]["epochs_per_stage"] == 1
     fit = trainer(2)
@@ -448,6 +456,8 @@ def test_grouped_settings_are_plain_dicts_in_the_checkpoint(tiny_store, tmp_path
         "enabled": True,
         "epochs_per_stage": 1,
         "steps_per_stage": None,
+        "init": "identity",
+        "init_sample": 4096,
     }
     restored = SMECModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
     assert restored.sxbm.memory.size == 32 and restored.sxbm.k == 4 and restored.stage == 1
@@ -465,3 +475,69 @@ def test_the_dims_contract():
     message = "model.eval_dims [64]: no size is below the input (input_dim=64, the data's width)"
     with pytest.raises(ConfigError, match=re.escape(message)):
         SMECModule(input_dim=64, eval_dims=[64])
+
+
+def test_dev_selection_only_once_the_last_stage_has_started(tiny_store, tmp_path):
+    """The standard callbacks: the monitor is -inf before SMRL's last stage (it cannot win, EarlyStopping with
+    patience 1 neither stops on it nor counts it), then the mean over the target sizes (not D = 10)."""
+    from smec.evaluation.spec import EvaluationSpec
+    from smec.fit_callbacks import FitCallbacks
+
+    seen = []
+
+    class Monitor(Callback):
+        def on_validation_end(self, trainer, pl_module):
+            m = trainer.callback_metrics
+            sizes = [
+                float(m[f"val/ndcg@10/d{d}/float32"]) for d in (2, 4, 8) if f"val/ndcg@10/d{d}/float32" in m
+            ]
+            seen.append((pl_module.stage, float(m["val/ndcg@10/mean"]), sizes))
+
+    torch.manual_seed(0)
+    model = make(smrl={"epochs_per_stage": 1}, sxbm={"enabled": False})
+    callbacks = FitCallbacks(patience=1).build(EvaluationSpec(precisions=("float32",)))
+    fit = trainer(4, [*callbacks, Monitor()], default_root_dir=tmp_path)
+    fit.fit(model, datamodule=datamodule(tiny_store))
+    assert [(stage, value) for stage, value, _ in seen[:2]] == [(0, -float("inf")), (1, -float("inf"))]
+    assert [stage for stage, _, _ in seen] == [0, 1, 2, 2]  # not stopped before the last stage
+    for _, value, sizes in seen[2:]:
+        assert value == pytest.approx(sum(sizes) / 3)  # sizes 2, 4, 8: the input width 10 is left out
+    best = next(c for c in fit.checkpoint_callbacks if c.monitor == "val/ndcg@10/mean")
+    selected = SMECModule.load_from_checkpoint(best.best_model_path, weights_only=True)
+    assert selected.stage == 2 and float(best.best_model_score) > -float("inf")
+
+
+def test_options_where_the_paper_is_silent_train_together(tiny_store):
+    """PCA first block and ADS variance logits fitted on the training rows at fit start (and each stage's logits
+    at its start), λ and K per stage, gradient through the memory side, a noise-free end phase."""
+    from smec.nn.smrl import principal_axes
+    from smec.sampling import corpus_sample
+
+    started = {}
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, pl_module):
+            started["w"] = pl_module.compressor.blocks[0].net.weight.detach().clone()
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # after the stage switch
+            if batch_idx == 0:
+                selector = pl_module.compressor.selectors[pl_module.stage]
+                started[trainer.current_epoch] = selector.logits.detach().clone()
+
+    torch.manual_seed(0)
+    model = make(
+        smrl={"epochs_per_stage": 1, "init": "pca"},
+        ads={"init": "variance", "fixed_fraction": 0.5},
+        sxbm={"memory_grad": True, "k": [4, 2, 2], "weight": [1.0, 0.0, 0.5]},
+    )
+    dm = datamodule(tiny_store)
+    trainer(2, [Capture()]).fit(model, datamodule=dm)
+    rows = corpus_sample(dm, 4096)
+    assert torch.allclose(started["w"], principal_axes(rows))  # fitted on the corpus rows, at fit start
+    assert (
+        started[0].tolist() == torch.linspace(1.0, -1.0, 10).tolist()
+    )  # PCA output: variance order = prefix
+    assert sorted(started[1].tolist()) == sorted(torch.linspace(1.0, -1.0, 8).tolist())  # a ranked ramp
+    assert model.sxbm.ks == [4, 2, 2] and model.sxbm.weights == [1.0, 0.0, 0.5] and model.sxbm.memory_grad
+    with pytest.raises(ConfigError, match=r"^model\.sxbm\.weight has 2 entries but there are 3 stages"):
+        make(sxbm={"weight": [1.0, 1.0]})
