@@ -164,6 +164,44 @@ def search_inner_product(
     return _fix_boundary_ties(values, indices.astype(np.int64), k, corpus.shape[0], exact_rows, True)
 
 
+class RunningTopK:
+    """The top k of a corpus searched chunk by chunk, under the module's tie rule.
+
+    Each chunk's top k (already under the tie rule, indices local to the chunk) is merged with the running one:
+    the global top k under (score desc, row asc) is the top k of the union of the chunks' top k, so the result
+    equals one search over the whole corpus, ties included (chunks may come in any order: the merge sorts by
+    row).
+
+    Args:
+        n_queries: rows of every chunk's result; k: results kept; descending: scores (True) or distances (False).
+    """
+
+    def __init__(self, n_queries: int, k: int, *, descending: bool = True) -> None:
+        self.k = int(k)
+        self.descending = descending
+        self.values: np.ndarray | None = None
+        self.indices = np.empty((n_queries, 0), dtype=np.int64)
+
+    def add(self, values: np.ndarray, indices: np.ndarray, offset: int) -> None:
+        """Merge one chunk's (nq, k') results; ``indices`` count from the chunk's first row, ``offset``."""
+        indices = np.asarray(indices, dtype=np.int64) + int(offset)
+        if self.values is None:
+            self.values, self.indices = np.asarray(values), indices
+        else:
+            self.values = np.concatenate([self.values, values], axis=1)
+            self.indices = np.concatenate([self.indices, indices], axis=1)
+        keys = -self.values if self.descending else self.values
+        order = np.lexsort((self.indices, keys), axis=1)[:, : self.k]
+        self.values = np.take_along_axis(self.values, order, 1)
+        self.indices = np.take_along_axis(self.indices, order, 1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, min(k, rows seen)) values and int64 global rows, sorted by the tie rule."""
+        if self.values is None:
+            raise EvaluationError("no chunk was searched")
+        return self.values, self.indices
+
+
 def search_hamming(
     query_codes: np.ndarray, corpus_codes: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
