@@ -2,9 +2,9 @@
 
 The evaluator searches the corpus in chunks of at most ``CHUNK_ROWS`` rows (smec/evaluation/evaluator.py), so
 one search call never sees more rows than that, whatever the corpus: this times both backends on corpora of
-``--rows`` rows (default: 16k and a full chunk) at each dim of ``--dims``, prints the table (the README's
-evaluation section quotes it), the rule that the measurement implies (dims from which torch is faster on a
-full chunk), and checks the rule shipped in smec/evaluation/search.py (``TORCH_DIMS``, ``TORCH_MIN_CORPUS``):
+``--rows`` rows (default: 2k to a full chunk) at each dim of ``--dims``, prints the table (the README's
+evaluation section quotes it), the rule that the measurement implies (the narrowest dim from which torch is
+faster at every size, the smallest size from which it is faster at every dim), and checks the rule shipped in smec/evaluation/search.py (``TORCH_MIN_DIM``, ``TORCH_MIN_CORPUS``):
 exit status 1 when it picks a backend more than ``--slack`` (1.2x) slower than the other at any measured point,
 with the refitted values to paste.
 
@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from smec.evaluation.evaluator import CHUNK_ROWS
-from smec.evaluation.search import TORCH_DIMS, TORCH_MIN_CORPUS, choose_backend, search_inner_product
+from smec.evaluation.search import TORCH_MIN_CORPUS, TORCH_MIN_DIM, choose_backend, search_inner_product
 
 
 def best_time(queries: np.ndarray, corpus: np.ndarray, backend: str, repeat: int) -> float:
@@ -32,21 +32,23 @@ def best_time(queries: np.ndarray, corpus: np.ndarray, backend: str, repeat: int
     return min(times)
 
 
-def fit_rule(table: dict[tuple[int, int], dict[str, float]], rows: int) -> tuple[int, int] | None:
-    """The widest contiguous dim range where torch beats faiss on ``rows`` rows (None: nowhere)."""
-    dims = sorted(d for d, n in table if n == rows)
-    torch_dims = [d for d in dims if table[d, rows]["torch"] < table[d, rows]["faiss"]]
-    if not torch_dims:
-        return None
-    lo = torch_dims[0]
-    hi_candidates = [d for d in dims if d > torch_dims[-1]]
-    return lo, hi_candidates[0] if hi_candidates else torch_dims[-1] + 1
+def fit_rule(table: dict[tuple[int, int], dict[str, float]]) -> tuple[int | None, int | None]:
+    """(narrowest dim from which torch wins at every size, smallest size from which it wins at every dim)."""
+    dims = sorted({d for d, _ in table})
+    sizes = sorted({n for _, n in table})
+
+    def torch_wins(d: int, n: int) -> bool:
+        return table[d, n]["torch"] < table[d, n]["faiss"]
+
+    min_dim = next((d for d in dims if all(torch_wins(e, n) for e in dims if e >= d for n in sizes)), None)
+    min_rows = next((n for n in sizes if all(torch_wins(d, m) for d in dims for m in sizes if m >= n)), None)
+    return min_dim, min_rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dims", type=int, nargs="+", default=[32, 48, 64, 96, 128, 256, 384])
-    p.add_argument("--rows", type=int, nargs="+", default=[16_384, CHUNK_ROWS])
+    p.add_argument("--rows", type=int, nargs="+", default=[2_048, 8_192, 16_384, CHUNK_ROWS])
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--slack", type=float, default=1.2)
@@ -71,12 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 + ("  <- auto is slow" if bad else ""),
                 flush=True,
             )
-    rule = fit_rule(table, max(args.rows))
-    print(f"shipped rule: torch for {TORCH_DIMS[0]} <= dim < {TORCH_DIMS[1]} on >= {TORCH_MIN_CORPUS:,} rows")
-    print(
-        "measured rule: "
-        + ("faiss at every dim" if rule is None else f"TORCH_DIMS = {rule} on a {max(args.rows):,}-row chunk")
-    )
+    min_dim, min_rows = fit_rule(table)
+    print(f"shipped rule: torch from {TORCH_MIN_DIM} dims or from {TORCH_MIN_CORPUS:,} rows, else faiss")
+    print(f"measured rule: TORCH_MIN_DIM = {min_dim}, TORCH_MIN_CORPUS = {min_rows} (None: torch never wins)")
     print("shipped rule OK" if ok else f"shipped rule MISSED (more than {args.slack:g}x slower somewhere)")
     return 0 if ok else 1
 
