@@ -31,7 +31,9 @@ corpus (as it does between faiss and torch), which can only swap documents whose
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,22 @@ from smec.evaluation.stats import standard_error
 # dims, a (queries x chunk) score block of 256 MiB at 1,024 queries.
 CHUNK_ROWS = 65_536
 
+# The progress callback of evaluators built without one: a command sets it around its whole grid (every grid
+# builds its own evaluators, so passing it down would change every grid's signature).
+PROGRESS: ContextVar[Callable[[dict[str, Any]], None] | None] = ContextVar(
+    "evaluation_progress", default=None
+)
+
+
+@contextmanager
+def report_progress(callback: Callable[[dict[str, Any]], None] | None) -> Iterator[None]:
+    """Within the block, every evaluator without its own ``progress`` calls ``callback`` with each row."""
+    token = PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        PROGRESS.reset(token)
+
 
 class RetrievalEvaluator:
     """Evaluate embeddings of one retrieval split at several dims and precisions.
@@ -76,7 +94,8 @@ class RetrievalEvaluator:
         backend, no_relevant: see :class:`~smec.evaluation.spec.EvaluationSpec`.
         chunk_rows: corpus rows searched at a time (module docstring, "Memory"); not a spec setting: it changes
             no result.
-        progress: called with each row as soon as it is scored (e.g. a progress line per grid point).
+        progress: called with each row as soon as it is scored (a progress line per grid point); default: the
+            one :func:`report_progress` set, if any.
     """
 
     def __init__(
@@ -238,8 +257,6 @@ class RetrievalEvaluator:
                         elapsed=prep / len(precisions) + time.perf_counter() - start,
                     )
                 )
-                if self.progress is not None:
-                    self.progress(rows[-1])
         return rows
 
     def _chunks(self, corpus: np.ndarray, dim: int):
@@ -348,4 +365,7 @@ class RetrievalEvaluator:
             "per_query": metrics.per_query,
             "query_ids": self.scored_query_ids,
         }
+        progress = self.progress if self.progress is not None else PROGRESS.get()
+        if progress is not None:
+            progress(row)
         return row
