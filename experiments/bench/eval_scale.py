@@ -1,8 +1,9 @@
 """Benchmark: the evaluator on N synthetic documents, peak memory and time per grid point.
 
 Goal (issue 17): ``--docs 1000000`` with peak RSS <= 8 GiB and time per grid point within 1.2x of linear from
-``--ref-docs`` (100k): the reference size runs first in the same process, then N, and each point's time at N is
-compared with ``N / ref-docs`` times its time at the reference. Exit status 1 when a goal is missed.
+``--ref-docs`` (100k): the reference size runs in the same process before and after N, and each point's time
+at N is compared with ``N / ref-docs`` times its faster time at the reference. Exit status 1 when a goal is
+missed. Times are wall-clock: on a machine shared with other jobs they move with the load.
 
 The documents are drawn like the demo's: a Gaussian with the mean and covariance of one model's corpus rows of
 ``--store`` (default: the demo store, when it is there; otherwise an isotropic Gaussian), and each query is a
@@ -102,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.ref_docs < args.docs:
         ref = run(args.ref_docs, args, mean, chol)
     big = run(args.docs, args, mean, chol)
+    if args.ref_docs < args.docs:
+        # The reference again, after: each point's faster reference is the baseline, so outside load during
+        # one reference run cannot make the large run look linear.
+        again = run(args.ref_docs, args, mean, chol)
+        ref = {point: min(ref[point], again[point]) for point in ref}
     rss = peak_rss_gib()
     print(f"peak RSS {rss:.2f} GiB (goal <= {args.max_rss_gib:g} GiB)")
     ok &= rss <= args.max_rss_gib
