@@ -1,7 +1,8 @@
 """The retrieval evaluator every method shares: a (dim x precision) grid -> nDCG@10, Recall@100, MRR@10 rows.
 
-For each requested dim the evaluator takes the prefix ``x[:, :dim]``, L2-normalises it, quantises it (see quantize.py; calibration uses corpus rows only), runs
-exact top-k search (see search.py), and scores the run with trec_eval semantics (see metrics.py).
+For each requested dim the evaluator takes the prefix ``x[:, :dim]``, L2-normalises it, quantises it (see
+quantize.py; calibration uses corpus rows only), runs exact top-k search (see search.py), and scores the run with
+trec_eval semantics (see metrics.py).
 
 Scoring per precision (recorded in each row's ``scoring`` field):
 
