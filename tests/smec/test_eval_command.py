@@ -43,7 +43,9 @@ def test_baseline_grid_on_a_raw_store(tiny_store, tmp_path, capsys):
     lines = [line for line in captured.err.splitlines() if line.startswith("[eval")]
     assert len(lines) == len(doc["rows"])
     first = doc["rows"][0]
-    assert lines[0].startswith(f"[eval   1] {first['method']} {first['dim']}-d {first['precision']}: ndcg@10 ")
+    assert lines[0].startswith(
+        f"[eval   1] {first['method']} {first['dim']}-d {first['precision']}: ndcg@10 "
+    )
     assert main([*args, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
     assert "[eval" not in capsys.readouterr().err
 
