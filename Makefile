@@ -65,8 +65,10 @@ format: install
 
 bench: install  ## speed and memory benchmarks (goals printed, non-zero exit when missed)
 	$(BIN)/python experiments/bench/store_stream.py
+	$(BIN)/python experiments/bench/search_backend.py
 	$(BIN)/smec embed --dataset wordnet-demo --out stores/wordnet-demo --no-progress
 	$(BIN)/python experiments/bench/fit_throughput.py --store stores/wordnet-demo
+	$(BIN)/python experiments/bench/eval_scale.py --docs 1000000 --store stores/wordnet-demo
 
 DEMO ?= configs/experiment/demo.yaml
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from datamodules.errors import InputError
 from datamodules.paths import check_output_dir
@@ -115,19 +117,25 @@ def _embed_model(
     report.seconds.setdefault(key, 0.0)
     for name, ts in text_sets.items():
         encode_fn = encoder.encode_documents if name == "corpus" else encoder.encode_queries
+        bar = _bar(len(ts), f"{key} {name}", progress)
+        shown = [0]  # rows the bar already moved for the shard being written
 
-        def encode(start: int, stop: int, _texts=ts.texts, _fn=encode_fn) -> object:
+        def encode(
+            start: int, stop: int, _texts=ts.texts, _fn=encode_fn, _bar=bar, _shown=shown
+        ) -> np.ndarray:
             t0 = time.perf_counter()
-            rows = _fn(_texts[start:stop], batch_size=batch_size)
+            rows = _encode_by_batch(_texts[start:stop], _fn, batch_size, _bar.update)
+            _shown[0] = stop - start
             report.seconds[key] += time.perf_counter() - t0
             report.encoded[key] += stop - start
             return rows
 
-        bar = _bar(len(ts), f"{key} {name}", progress)
+        def on_rows(n: int, _bar=bar, _shown=shown) -> None:  # a shard written (batches shown) or kept
+            _bar.update(n - _shown[0])
+            _shown[0] = 0
+
         try:
-            writer.write(
-                key, name, dim=encoder.dim, encode=encode, model_info=info, on_rows=bar.update, **write
-            )
+            writer.write(key, name, dim=encoder.dim, encode=encode, model_info=info, on_rows=on_rows, **write)
         finally:
             bar.close()
     if report.encoded[key]:
@@ -153,6 +161,32 @@ def _load(spec: str, device: str, options: dict):
     from datamodules.encoders.spec import load_encoder
 
     return load_encoder(spec, device=device, **options)
+
+
+def _encode_by_batch(
+    texts: Sequence[str], encode_fn: Callable[..., Any], batch_size: int, on_batch: Callable[[int], Any]
+) -> np.ndarray:
+    """``encode_fn`` one batch at a time, so progress moves per batch and not per shard.
+
+    Texts go longest first, as sentence-transformers orders one call itself (batches of similar lengths pad
+    less), and the rows come back in the texts' order.
+    """
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        parts.append(np.asarray(encode_fn([texts[i] for i in rows], batch_size=batch_size)))
+        on_batch(len(rows))
+    if not parts:
+        return np.asarray(encode_fn(list(texts), batch_size=batch_size))
+    if any(p.ndim != 2 or p.shape[1:] != parts[0].shape[1:] for p in parts):
+        return parts[0]  # malformed output: the writer's row check names it
+    out = np.concatenate(parts)
+    if len(out) != len(texts):
+        return out
+    unsorted = np.empty_like(out)
+    unsorted[order] = out
+    return unsorted
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-trec", action="store_true", help="do not write TREC run files")
     parser.add_argument(
+        "--no-progress", action="store_true", help="no progress line per grid point (on stderr)"
+    )
+    parser.add_argument(
         "--fit-sample",
         type=at_least(1),
         default=EvaluationSpec.calibration_size,
@@ -125,12 +128,34 @@ def _store_rows(
     return rows, input_dim, list(keys), reference
 
 
+def progress_line(start: float):
+    """A callback printing one stderr line per scored grid point: its metric, its time and the time so far."""
+    import sys
+    import time
+
+    count = [0]
+
+    def line(row: dict[str, Any]) -> None:
+        count[0] += 1
+        ndcg = next(k for k in row if k.startswith("ndcg@") and not k.endswith("_se"))
+        print(
+            f"[eval {count[0]:>3}] {row['method']} {row['dim']}-d {row['precision']}: "
+            f"{ndcg} {row[ndcg]:.4f} in {row['time_s']:.1f} s "
+            f"({time.perf_counter() - start:.0f} s so far)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
     from datamodules.paths import check_output_dir
     from datamodules.store.reader import EmbeddingStore
     from smec.errors import ConfigError
+    from smec.evaluation.evaluator import report_progress
     from smec.evaluation.results import markdown_table, write_results
 
     spec = spec_from_args(args)
@@ -139,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     store = EmbeddingStore(args.store, verify=False if args.no_verify else None)
     run_dir = None if args.no_trec else out / "runs"
     start = time.perf_counter()
-    rows, input_dim, base_models, reference = _store_rows(store, args.models, args.split, spec, run_dir)
+    with report_progress(None if args.no_progress else progress_line(start)):
+        rows, input_dim, base_models, reference = _store_rows(store, args.models, args.split, spec, run_dir)
     seconds = time.perf_counter() - start
     path = write_results(
         out,

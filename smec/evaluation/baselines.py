@@ -8,6 +8,7 @@ which has its own asymmetric search and produces rows with precision ``"pq"`` di
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ from smec.evaluation.grid import evaluate_grid, note_dropped
 from smec.evaluation.quantize import l2_normalize
 from smec.evaluation.spec import DEFAULT_SPEC, EvaluationSpec
 from smec.sampling import sample_rows
+
+# faiss's k-means asks for at least this many training points per centroid (it warns below that).
+FAISS_MIN_POINTS_PER_CENTROID = 39
+
+
+class SmallSampleWarning(UserWarning):
+    """OPQ + PQ fitted on fewer rows than faiss recommends: one line per grid instead of faiss's flood."""
 
 
 def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
@@ -178,12 +186,20 @@ class OPQProductQuantizer:
             transform = faiss.OPQMatrix(dim, m, width)
             transform.niter = self.opq_iters
             transform.niter_pq_0 = self.pq_iters
+            # OPQ's own PQ (the one it would build itself), with faiss's small-sample warning off (see below).
+            transform.pq = faiss.ProductQuantizer(width, m, 8)
+            transform.pq.cp.min_points_per_centroid = 1
+            self._opq_pq = transform.pq
         else:
             width = -(-dim // m) * m
             transform = faiss.RemapDimensionsTransform(dim, width, True) if width != dim else None
         pq = faiss.IndexPQ(width, m, 8, faiss.METRIC_INNER_PRODUCT)
         pq.pq.cp.niter = self.pq_iters
         pq.pq.cp.seed = self.seed
+        # faiss prints "please provide at least 39 x 256 training points" once per sub-quantiser and OPQ
+        # iteration (1,120 lines for one demo grid); the threshold only gates that print, so the fit is the
+        # same. The grid says it once instead (SmallSampleWarning).
+        pq.pq.cp.min_points_per_centroid = 1
         index = pq if transform is None else faiss.IndexPreTransform(transform, pq)
         start = time.perf_counter()
         index.train(x)
@@ -369,6 +385,13 @@ def _pq_rows(
     Budgets above ``pq_max_bits`` are not a drop: that setting bounds the (slow) OPQ + PQ fits on purpose.
     """
     rows = []
+    budgets = [d for d in dims if spec.pq_max_bits is None or 8 * d <= spec.pq_max_bits]
+    if budgets and len(sample) < FAISS_MIN_POINTS_PER_CENTROID * 256:
+        warnings.warn(
+            f"OPQ trained on {len(sample):,} rows; faiss recommends >= {FAISS_MIN_POINTS_PER_CENTROID * 256:,}",
+            SmallSampleWarning,
+            stacklevel=3,
+        )
     for d in dims:
         if spec.pq_max_bits is None or 8 * d <= spec.pq_max_bits:
             quantizer = OPQProductQuantizer(8 * d, seed=spec.seed).fit(sample)

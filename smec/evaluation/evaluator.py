@@ -1,7 +1,8 @@
 """The retrieval evaluator every method shares: a (dim x precision) grid -> nDCG@10, Recall@100, MRR@10 rows.
 
-For each requested dim the evaluator takes the prefix ``x[:, :dim]``, L2-normalises it, quantises it (see quantize.py; calibration uses corpus rows only), runs exact top-k search
-(see search.py), and scores the run with trec_eval semantics (see metrics.py).
+For each requested dim the evaluator takes the prefix ``x[:, :dim]``, L2-normalises it, quantises it (see
+quantize.py; calibration uses corpus rows only), runs exact top-k search (see search.py), and scores the run with
+trec_eval semantics (see metrics.py).
 
 Scoring per precision (recorded in each row's ``scoring`` field):
 
@@ -17,12 +18,23 @@ Scoring per precision (recorded in each row's ``scoring`` field):
 Ties: the corpus is indexed in doc-id-descending order and every search breaks ties by index, so ranks equal
 trec_eval's ordering of the *full* ranking (score desc, doc id desc), including which tied documents make the
 top k.
+
+Memory: the corpus is searched ``chunk_rows`` rows at a time (prefix, normalisation and codes made per chunk)
+and merged into a running top k (:class:`smec.evaluation.search.RunningTopK`, exact under the tie rule), and the
+quantisers are fitted on the calibration sample, so beyond the caller's corpus array the evaluator holds about
+one chunk x queries of scores, never a corpus x dim copy per grid point. A corpus of at most ``chunk_rows`` rows
+is one chunk: exactly the search of an unchunked evaluator. On larger corpora the ranking is the same under the
+tie rule wherever scores are computed exactly (binary; float data with exact products); an inexact float score
+(int8 / int4 reconstructions) may differ in its last bit between a BLAS call over a chunk and one over the whole
+corpus (as it does between faiss and torch), which can only swap documents whose scores agree to ~1e-7.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +54,29 @@ from smec.evaluation.quantize import (
     l2_normalize,
 )
 from smec.evaluation.results import run_file_name, write_trec_run
-from smec.evaluation.search import rescore, search_hamming, search_inner_product
+from smec.evaluation.search import RunningTopK, rescore, search_hamming, search_inner_product
 from smec.evaluation.spec import EvaluationSpec, check_evaluator_settings
 from smec.evaluation.stats import standard_error
+
+# Corpus rows per chunk: 64 x 1024 (faiss's flat search scores blocks of 1024 rows), ~100 MiB of float32 at 384
+# dims, a (queries x chunk) score block of 256 MiB at 1,024 queries.
+CHUNK_ROWS = 65_536
+
+# The progress callback of evaluators built without one: a command sets it around its whole grid (every grid
+# builds its own evaluators, so passing it down would change every grid's signature).
+PROGRESS: ContextVar[Callable[[dict[str, Any]], None] | None] = ContextVar(
+    "evaluation_progress", default=None
+)
+
+
+@contextmanager
+def report_progress(callback: Callable[[dict[str, Any]], None] | None) -> Iterator[None]:
+    """Within the block, every evaluator without its own ``progress`` calls ``callback`` with each row."""
+    token = PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        PROGRESS.reset(token)
 
 
 class RetrievalEvaluator:
@@ -61,6 +93,10 @@ class RetrievalEvaluator:
             factor ``32 * input_dim / bits``.
         k, ndcg_at, recall_at, mrr_at, int_scoring, binary_threshold, binary_rescore, calibration_size, seed,
         backend, no_relevant: see :class:`~smec.evaluation.spec.EvaluationSpec`.
+        chunk_rows: corpus rows searched at a time (module docstring, "Memory"); not a spec setting: it changes
+            no result.
+        progress: called with each row as soon as it is scored (a progress line per grid point); default: the
+            one :func:`report_progress` set, if any.
     """
 
     def __init__(
@@ -81,6 +117,8 @@ class RetrievalEvaluator:
         seed: int = EvaluationSpec.seed,
         backend: str = EvaluationSpec.backend,
         no_relevant: str = EvaluationSpec.no_relevant,
+        chunk_rows: int = CHUNK_ROWS,
+        progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if len(corpus_ids) == 0:
             raise EvaluationError("the corpus is empty: nothing to retrieve")
@@ -108,6 +146,10 @@ class RetrievalEvaluator:
         check_evaluator_settings(**self.settings)
         if input_dim < 1:
             raise EvaluationError(f"input_dim must be positive, got {input_dim}")
+        if chunk_rows < 1:
+            raise EvaluationError(f"chunk_rows must be positive, got {chunk_rows}")
+        self.chunk_rows = int(chunk_rows)
+        self.progress = progress
         recall_at = k if recall_at is None else recall_at
 
         self.query_ids = list(query_ids)
@@ -197,11 +239,12 @@ class RetrievalEvaluator:
         for dim in dims:
             start = time.perf_counter()
             q = l2_normalize(queries[:, :dim])
-            c = l2_normalize(corpus[self._perm, :dim])
+            pos = self._perm if self._calibration_pos is None else self._perm[self._calibration_pos]
+            sample = l2_normalize(corpus[pos, :dim])
             prep = time.perf_counter() - start
             for precision in precisions:
                 start = time.perf_counter()
-                scores, idx, scoring = self._search(q, c, precision)
+                scores, idx, scoring = self._search(q, corpus, dim, sample, precision)
                 rows.append(
                     self.score_ranking(
                         method,
@@ -217,27 +260,56 @@ class RetrievalEvaluator:
                 )
         return rows
 
-    def _search(self, q: np.ndarray, c: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray, str]:
-        """Quantise (corpus-calibrated) and search: scores, indices into ``c``'s rows, scoring name."""
-        sample = c if self._calibration_pos is None else c[self._calibration_pos]
-        if precision == "float32":
-            s, i = search_inner_product(q, c, self.k, backend=self.backend)
-            return s, i, "ip"
+    def _chunks(self, corpus: np.ndarray, dim: int):
+        """(offset, rows) of the corpus in doc-id-descending order, ``chunk_rows`` at a time, prefix ``dim``
+        L2-normalised: what bounds memory by chunk x queries instead of corpus x grid."""
+        for start in range(0, len(self._perm), self.chunk_rows):
+            yield start, l2_normalize(corpus[self._perm[start : start + self.chunk_rows], :dim])
+
+    def _search(
+        self, q: np.ndarray, corpus: np.ndarray, dim: int, sample: np.ndarray, precision: str
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """Quantise (fitted on the calibration ``sample``) and search the corpus chunk by chunk with a running
+        top k: scores, rows in doc-id-descending order, scoring name."""
+        if precision == "binary":
+            return self._search_binary(q, corpus, dim, sample)
+        scoring = "ip"
+        encode = None
         if precision in ("int8", "int4"):
             sq = ScalarQuantizer(8 if precision == "int8" else 4).fit(sample)
-            c_deq = l2_normalize(sq.decode(sq.encode(c)))
+
+            def encode(c: np.ndarray) -> np.ndarray:
+                return l2_normalize(sq.decode(sq.encode(c)))
+
             if self.int_scoring == "symmetric":
-                q = l2_normalize(sq.decode(sq.encode(q)))
-            s, i = search_inner_product(q, c_deq, self.k, backend=self.backend)
-            return s, i, "deq-sym" if self.int_scoring == "symmetric" else "deq-asym"
+                q = encode(q)
+            scoring = "deq-sym" if self.int_scoring == "symmetric" else "deq-asym"
+        top = RunningTopK(len(q), self.k)
+        for offset, c in self._chunks(corpus, dim):
+            top.add(
+                *search_inner_product(q, c if encode is None else encode(c), self.k, backend=self.backend),
+                offset,
+            )
+        return *top.result(), scoring
+
+    def _search_binary(
+        self, q: np.ndarray, corpus: np.ndarray, dim: int, sample: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, str]:
         bq = BinaryQuantizer(self.binary_threshold).fit(sample)
         scoring = f"hamming-{self.binary_threshold}"
         depth = self.k if self.binary_rescore is None else self.binary_rescore
-        dist, i = search_hamming(bq.encode(q), bq.encode(c), depth)
+        q_codes = bq.encode(q)
+        top = RunningTopK(len(q), depth, descending=False)
+        for offset, c in self._chunks(corpus, dim):
+            top.add(*search_hamming(q_codes, bq.encode(c), depth), offset)
+        dist, i = top.result()
         if self.binary_rescore is None:
-            return 1.0 - 2.0 * dist.astype(np.float32) / c.shape[1], i, scoring
-        s, i = rescore(q, c, i, self.k)
-        return s, i, f"{scoring}+rescore{self.binary_rescore}"
+            return 1.0 - 2.0 * dist.astype(np.float32) / dim, i, scoring
+        # Only the shortlisted rows are read back in float (rescore breaks ties by row: np.unique keeps order).
+        rows, local = np.unique(i, return_inverse=True)
+        shortlist = l2_normalize(corpus[self._perm[rows], :dim])
+        s, pos = rescore(q, shortlist, local.reshape(i.shape), self.k)
+        return s, rows[pos], f"{scoring}+rescore{self.binary_rescore}"
 
     def score_ranking(
         self,
@@ -294,4 +366,7 @@ class RetrievalEvaluator:
             "per_query": metrics.per_query,
             "query_ids": self.scored_query_ids,
         }
+        progress = self.progress if self.progress is not None else PROGRESS.get()
+        if progress is not None:
+            progress(row)
         return row

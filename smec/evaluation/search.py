@@ -23,12 +23,14 @@ import torch
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.spec import SEARCH_BACKENDS
 
-# Measured on 2 CPU cores, k = 100, OMP_WAIT_POLICY=PASSIVE: faiss IndexFlatIP beats torch matmul + topk at
-# every dim on a 10k corpus (64-d, 2k queries: 0.10 s vs 0.17 s), but on corpora of >= ~30k documents faiss is
-# 1.5-3x slower than torch for 56 <= dim < 128 (100k docs, 1k queries, 96-d: 2.6 s vs 0.9 s; 128-d: 0.6 s vs
-# 1.0 s).
-TORCH_DIMS = (56, 128)
-TORCH_MIN_CORPUS = 25_000
+# The automatic rule on CPU, refitted from experiments/bench/search_backend.py (its table is in the README,
+# "Search backend"): torch matmul + topk from TORCH_MIN_DIM dims on any corpus, and at every dim from
+# TORCH_MIN_CORPUS rows; faiss IndexFlatIP below both (narrow codes on small corpora). The evaluator searches
+# chunks of at most 65,536 rows, so one call never sees more. Measured on the 2-core machine shared by several
+# jobs, 200 queries, k = 100: torch 3-9x faster from 128 dims on a 65,536-row chunk (256-d: 0.39 s vs 3.0 s),
+# 1.4x at 32 dims; on 2,048 rows faiss is faster at 32 dims (0.021 s vs 0.029 s).
+TORCH_MIN_DIM = 40
+TORCH_MIN_CORPUS = 16_384
 # Upper bound on the (chunk, n_corpus) float32 score block the torch path materialises.
 MAX_CHUNK_BYTES = 256 * 2**20
 
@@ -39,16 +41,15 @@ def faiss_gpu_available() -> bool:
 
 
 def choose_backend(dim: int, n_corpus: int, backend: str = "auto") -> str:
-    """Resolve ``"auto"``: faiss when it has a GPU; on CPU torch for TORCH_DIMS[0] <= dim < TORCH_DIMS[1] on
-    corpora of at least TORCH_MIN_CORPUS rows (where faiss's flat search is slow), else faiss."""
+    """Resolve ``"auto"``: faiss when it has a GPU; on CPU torch from TORCH_MIN_DIM dims or from
+    TORCH_MIN_CORPUS rows (the measured rule above), else faiss."""
     if backend not in SEARCH_BACKENDS:
         raise EvaluationError(f"unknown search backend {backend!r}: expected one of {list(SEARCH_BACKENDS)}")
     if backend != "auto":
         return backend
     if faiss_gpu_available():
         return "faiss"
-    small_dim = TORCH_DIMS[0] <= dim < TORCH_DIMS[1]
-    return "torch" if small_dim and n_corpus >= TORCH_MIN_CORPUS else "faiss"
+    return "torch" if dim >= TORCH_MIN_DIM or n_corpus >= TORCH_MIN_CORPUS else "faiss"
 
 
 def _check_pair(queries: np.ndarray, corpus: np.ndarray, k: int) -> int:
@@ -162,6 +163,44 @@ def search_inner_product(
         return _torch_search(torch.from_numpy(queries[rows]).to(device), corpus_t, k, chunk_size)
 
     return _fix_boundary_ties(values, indices.astype(np.int64), k, corpus.shape[0], exact_rows, True)
+
+
+class RunningTopK:
+    """The top k of a corpus searched chunk by chunk, under the module's tie rule.
+
+    Each chunk's top k (already under the tie rule, indices local to the chunk) is merged with the running one:
+    the global top k under (score desc, row asc) is the top k of the union of the chunks' top k, so the result
+    equals one search over the whole corpus, ties included (chunks may come in any order: the merge sorts by
+    row).
+
+    Args:
+        n_queries: rows of every chunk's result; k: results kept; descending: scores (True) or distances (False).
+    """
+
+    def __init__(self, n_queries: int, k: int, *, descending: bool = True) -> None:
+        self.k = int(k)
+        self.descending = descending
+        self.values: np.ndarray | None = None
+        self.indices = np.empty((n_queries, 0), dtype=np.int64)
+
+    def add(self, values: np.ndarray, indices: np.ndarray, offset: int) -> None:
+        """Merge one chunk's (nq, k') results; ``indices`` count from the chunk's first row, ``offset``."""
+        indices = np.asarray(indices, dtype=np.int64) + int(offset)
+        if self.values is None:
+            self.values, self.indices = np.asarray(values), indices
+        else:
+            self.values = np.concatenate([self.values, values], axis=1)
+            self.indices = np.concatenate([self.indices, indices], axis=1)
+        keys = -self.values if self.descending else self.values
+        order = np.lexsort((self.indices, keys), axis=1)[:, : self.k]
+        self.values = np.take_along_axis(self.values, order, 1)
+        self.indices = np.take_along_axis(self.indices, order, 1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, min(k, rows seen)) values and int64 global rows, sorted by the tie rule."""
+        if self.values is None:
+            raise EvaluationError("no chunk was searched")
+        return self.values, self.indices
 
 
 def search_hamming(

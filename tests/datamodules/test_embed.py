@@ -148,3 +148,33 @@ def test_static_model_kill_and_resume_matches(tmp_path):
         [*base, "--out", str(killed), "--shard-rows", "64", "--no-progress"], check=True, env=env, cwd=REPO
     )
     assert shard_hashes(killed) == shard_hashes(ref)
+
+
+def test_progress_moves_per_batch_and_rows_keep_their_order(tmp_path, monkeypatch):
+    import datamodules.embed as embed_module
+    from tests.datamodules.fake_encoder import HashEncoder
+
+    updates: dict[str, list[int]] = {}
+
+    class Bar:
+        def __init__(self, total, desc, enabled):
+            self.desc = desc
+            updates[desc] = []
+
+        def update(self, n):
+            updates[self.desc].append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(embed_module, "_bar", Bar)
+    data = write_beir(tmp_path / "beir")
+    embed_dataset(str(data), [FAKE], tmp_path / "store", shard_rows=64, batch_size=10, progress=False)
+    key = "tests.datamodules.fake_encoder--make"
+    corpus = [u for u in updates[f"{key} corpus"] if u]
+    # 300 texts in shards of 64, each encoded in batches of 10: the bar moves per batch, never twice for a row.
+    assert corpus == ([10] * 6 + [4]) * 4 + [10] * 4 + [4]
+    texts = [f"t{i} document number {i} about topic {i % 17}" for i in range(300)]
+    store = EmbeddingStore(tmp_path / "store")
+    expected = HashEncoder().encode_documents(texts).astype(np.float16)
+    np.testing.assert_array_equal(store.array(key, "corpus").read(), expected)

@@ -37,7 +37,17 @@ def test_baseline_grid_on_a_raw_store(tiny_store, tmp_path, capsys):
     assert concat_full[0]["compression"] == pytest.approx(4.0)  # 32 * 10 / (8 * 10)
     assert "| pca | 4 | float32 |" in (out / "results.md").read_text()
     assert (out / "runs" / "pca.4.float32.trec").read_text().count("\n") > 0
-    assert "rows in" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "rows in" in captured.out
+    # One progress line per grid point on stderr, numbered, in the order of the rows.
+    lines = [line for line in captured.err.splitlines() if line.startswith("[eval")]
+    assert len(lines) == len(doc["rows"])
+    first = doc["rows"][0]
+    assert lines[0].startswith(
+        f"[eval   1] {first['method']} {first['dim']}-d {first['precision']}: ndcg@10 "
+    )
+    assert main([*args, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert "[eval" not in capsys.readouterr().err
 
 
 def test_compressed_store_uses_the_source_width_for_compression(tmp_path):

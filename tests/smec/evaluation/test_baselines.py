@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from smec.evaluation.baselines import PCA, OPQProductQuantizer, RandomRotation, Truncation, run_baselines
+from smec.evaluation.baselines import (
+    PCA,
+    OPQProductQuantizer,
+    RandomRotation,
+    SmallSampleWarning,
+    Truncation,
+    run_baselines,
+)
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.grid import GridWarning
@@ -66,12 +73,20 @@ def test_opq_pq_row_and_budget(split):
         OPQProductQuantizer(64).fit(corpus[:100])
 
 
+def test_opq_on_a_small_sample_prints_no_faiss_warnings(split, capfd):
+    """faiss's k-means prints one "please provide at least N training points" per sub-quantiser and OPQ round
+    (from C++, straight to the stderr file descriptor); the fit turns that print off and is otherwise the same."""
+    corpus = np.hstack([split[0]["a"][1], split[0]["b"][1]])
+    OPQProductQuantizer(64, pq_iters=3, opq_iters=2).fit(corpus)
+    assert "please provide" not in capfd.readouterr().err
+
+
 def test_run_baselines_grid(split):
     models, qids, cids, qrels = split
     queries = np.hstack([models["a"][0], models["b"][0]])
     corpus = np.hstack([models["a"][1], models["b"][1]])
     ev = RetrievalEvaluator(qrels, qids, cids, input_dim=32, k=20)
-    with pytest.warns(GridWarning) as caught:
+    with pytest.warns((GridWarning, SmallSampleWarning)) as caught:
         rows = run_baselines(
             ev,
             {n: m[0] for n, m in models.items()},
@@ -82,9 +97,11 @@ def test_run_baselines_grid(split):
             spec=EvaluationSpec(precisions=("float32", "binary"), calibration_size=300),
         )
     assert [str(w.message) for w in caught] == [  # one warning for the grid, naming what it left out
+        "OPQ trained on 300 rows; faiss recommends >= 9,984",  # and one for OPQ's small sample
         "left out of the grid: model:a at dims [24] (wider than its 16 dims; its full width is evaluated); "
-        "model:b at dims [24] (wider than its 16 dims; its full width is evaluated)"
+        "model:b at dims [24] (wider than its 16 dims; its full width is evaluated)",
     ]
+    assert caught[0].category is SmallSampleWarning
     got = {(r["method"], r["dim"], r["precision"]) for r in rows}
     assert ("model:a", 16, "binary") in got and ("model:b", 8, "float32") in got
     assert ("model:a", 24, "float32") not in got  # wider than the model

@@ -137,3 +137,50 @@ def test_bad_input_errors(data):
         RetrievalEvaluator(qrels, qids, [], input_dim=DIM)
     with pytest.raises(EvaluationError, match="recall_at must be between 1 and k=10, got 100"):
         RetrievalEvaluator(qrels, qids, cids, input_dim=DIM, k=10, recall_at=100)
+
+
+def _four_hot(rng, n):
+    x = np.zeros((n, 16), dtype=np.float32)
+    for row in x:
+        row[rng.choice(16, 4, replace=False)] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, N_DOCS - 1])
+def test_chunked_search_equals_one_search_ties_included(data, chunk_rows, backend, tmp_path):
+    """Every row has four 1s among 16 dims: normalised entries are 0 or 0.5, so every float score is a multiple
+    of 0.25 computed exactly in any order, and ties (also at rank k) are everywhere; Hamming distances are
+    integers. (int8 / int4 decode to inexact values, whose sums a BLAS rounds differently in blocks of other
+    shapes: see the evaluator's "Memory" note and the float-data test below.)"""
+    precisions = ("float32", "binary")
+    _, _, qids, cids, qrels = data
+    rng = np.random.default_rng(3)
+    queries, corpus = _four_hot(rng, N_QUERIES), _four_hot(rng, N_DOCS)
+    settings = dict(input_dim=16, k=20, calibration_size=100, backend=backend)
+    one = RetrievalEvaluator(qrels, qids, cids, **settings)
+    chunked = RetrievalEvaluator(qrels, qids, cids, chunk_rows=chunk_rows, **settings)
+    for ev, out in ((one, tmp_path / "a"), (chunked, tmp_path / "b")):
+        ev.evaluate("m", queries, corpus, [16], precisions, run_dir=out)
+    for path in (tmp_path / "a").iterdir():  # the same documents at every rank, tied or not
+        assert (tmp_path / "b" / path.name).read_text() == path.read_text()
+    assert len(list((tmp_path / "b").iterdir())) == len(precisions)
+    rescored = RetrievalEvaluator(qrels, qids, cids, binary_rescore=50, chunk_rows=chunk_rows, **settings)
+    whole = RetrievalEvaluator(qrels, qids, cids, binary_rescore=50, **settings)
+    a, b = (e.evaluate("m", queries, corpus, [16], ("binary",))[0] for e in (whole, rescored))
+    np.testing.assert_array_equal(a["per_query"]["ndcg@10"], b["per_query"]["ndcg@10"])
+
+
+def test_chunked_rows_equal_unchunked_rows_on_float_data(data):
+    queries, corpus, qids, cids, qrels = data
+    grid = dict(dims=[16, 32], precisions=("float32", "int8", "int4", "binary"))
+    one = RetrievalEvaluator(qrels, qids, cids, input_dim=DIM, k=30).evaluate("m", queries, corpus, **grid)
+    seen = []
+    ev = RetrievalEvaluator(qrels, qids, cids, input_dim=DIM, k=30, chunk_rows=50, progress=seen.append)
+    rows = ev.evaluate("m", queries, corpus, **grid)
+    assert seen == rows  # one progress call per grid point, in order
+    for a, b in zip(one, rows, strict=True):
+        assert (a["dim"], a["precision"], a["ndcg@10"]) == (b["dim"], b["precision"], b["ndcg@10"])
+        np.testing.assert_array_equal(a["per_query"]["recall@30"], b["per_query"]["recall@30"])
+    with pytest.raises(EvaluationError, match="chunk_rows must be positive, got 0"):
+        RetrievalEvaluator(qrels, qids, cids, input_dim=DIM, chunk_rows=0)

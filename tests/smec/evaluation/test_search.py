@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from smec.evaluation.errors import EvaluationError
-from smec.evaluation.search import choose_backend, rescore, search_hamming, search_inner_product
+from smec.evaluation.search import (
+    RunningTopK,
+    choose_backend,
+    rescore,
+    search_hamming,
+    search_inner_product,
+)
 
 
 def _reference(scores: np.ndarray, k: int, descending: bool = True):
@@ -77,9 +83,9 @@ def test_rescore_reranks_a_shortlist_by_inner_product(separated):
 
 
 def test_backend_choice_and_errors():
-    assert choose_backend(64, 10_000) == "faiss"
-    assert choose_backend(96, 100_000) == "torch"
-    assert choose_backend(256, 100_000) == "faiss"
+    assert choose_backend(32, 2_048) == "faiss"  # the measured rule: faiss only for narrow, small searches
+    assert choose_backend(32, 65_536) == "torch"
+    assert choose_backend(64, 2_048) == "torch"
     assert choose_backend(96, 100_000, "faiss") == "faiss"
     with pytest.raises(EvaluationError, match=r"unknown search backend 'gpu': expected one of"):
         choose_backend(8, 10, "gpu")
@@ -87,3 +93,24 @@ def test_backend_choice_and_errors():
         search_inner_product(np.ones((2, 4)), np.ones((0, 4)), 3)
     with pytest.raises(EvaluationError, match="queries and corpus must be 2-d with the same width"):
         search_inner_product(np.ones((2, 4)), np.ones((3, 5)), 3)
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_running_top_k_equals_the_top_k_of_the_whole(descending):
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 5, (6, 40)).astype(np.float32)  # ties everywhere, also at rank k
+    keys = -values if descending else values
+    order = np.lexsort((np.broadcast_to(np.arange(40), values.shape), keys), axis=1)[:, :9]
+    top = RunningTopK(6, 9, descending=descending)
+    for start in (24, 0, 8, 13):  # any order of chunks
+        end = {0: 8, 8: 13, 13: 24, 24: 40}[start]
+        local = np.lexsort(
+            (np.broadcast_to(np.arange(end - start), (6, end - start)), keys[:, start:end]), axis=1
+        )
+        local = local[:, :9]
+        top.add(np.take_along_axis(values[:, start:end], local, 1), local, start)
+    v, i = top.result()
+    np.testing.assert_array_equal(i, order)
+    np.testing.assert_array_equal(v, np.take_along_axis(values, order, 1))
+    with pytest.raises(EvaluationError, match="no chunk was searched"):
+        RunningTopK(2, 3).result()
