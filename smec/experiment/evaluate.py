@@ -4,7 +4,8 @@ A fit is read from its own ``fit_result.json`` (:mod:`smec.fit_result`): the che
 system's class and its data settings, from which the input is rebuilt as the fit saw it (store, models,
 normalisation, model weights). The rows come from :func:`smec.evaluation.grid.evaluate_system` with the
 evaluator the experiment's :class:`~smec.evaluation.spec.EvaluationSpec` builds, the very function and evaluator
-settings of the fit's dev callback: the dev rows of a checkpoint and its test rows differ only in the split.
+settings of the fit's dev callback: the dev rows of a checkpoint and its test rows differ only in the split. The
+test grid also runs the spec's codes on each system's output (the dev callback does not).
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ class TestGrid:
         data, evaluator = self.eval_data(result.data)
         assert self.spec.dims is not None
         rows = evaluate_system(
-            model, data.queries, data.corpus, evaluator, list(self.spec.dims), self.spec.precisions, method
+            model,
+            data.queries,
+            data.corpus,
+            evaluator,
+            list(self.spec.dims),
+            self.spec.precisions,
+            method,
+            codes=self.spec.codes,
         )
         return rows, result, int(data.input_dim)
