@@ -318,7 +318,14 @@ def run_baselines(
     if spec.codes:
         budgets = grid_budgets(dims, spec.precisions, evaluator.input_dim)
         rows += code_rows(
-            evaluator, spec.codes, "concat", concat_queries, concat_corpus, budgets, run_dir=run_dir, dropped=notes
+            evaluator,
+            spec.codes,
+            "concat",
+            concat_queries,
+            concat_corpus,
+            budgets,
+            run_dir=run_dir,
+            dropped=notes,
         )
         if wide is not None:
             q, c = wide.transform(concat_queries), wide.transform(concat_corpus)

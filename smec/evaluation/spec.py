@@ -164,11 +164,15 @@ class CodeSpec:
                 )
             object.__setattr__(self, "budgets", tuple(sorted({int(b) for b in self.budgets})))
         if self.max_dim is not None and (not _is_int(self.max_dim) or self.max_dim < 1):
-            raise EvaluationError(f"codes: {self.name}: max_dim must be a positive integer, got {self.max_dim!r}")
+            raise EvaluationError(
+                f"codes: {self.name}: max_dim must be a positive integer, got {self.max_dim!r}"
+            )
         if self.methods is not None:
             methods = self.methods
             if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
-                raise EvaluationError(f"codes: {self.name}: methods must be a list of method names, got {methods!r}")
+                raise EvaluationError(
+                    f"codes: {self.name}: methods must be a list of method names, got {methods!r}"
+                )
             object.__setattr__(self, "methods", tuple(str(m) for m in methods))
         if self.label is not None and (not isinstance(self.label, str) or not self.label):
             raise EvaluationError(f"codes: {self.name}: label must be a non-empty string, got {self.label!r}")
@@ -310,7 +314,11 @@ class EvaluationSpec:
 def _code_spec(value: Any) -> CodeSpec:
     if isinstance(value, CodeSpec):
         return value
-    if not isinstance(value, Mapping) or "name" not in value or not set(value) <= {"name", "params", *CODE_SPEC_OPTIONS}:
+    if (
+        not isinstance(value, Mapping)
+        or "name" not in value
+        or not set(value) <= {"name", "params", *CODE_SPEC_OPTIONS}
+    ):
         raise EvaluationError(
             f"codes: expected entries {{name: <code>, params: {{...}}}} (optional: {', '.join(CODE_SPEC_OPTIONS)}),"
             f" got {value!r}"

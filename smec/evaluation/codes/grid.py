@@ -22,8 +22,8 @@ is not made again.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,7 @@ import numpy as np
 from smec.evaluation.codes.base import Code
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
-from smec.evaluation.quantize import l2_normalize
-from smec.evaluation.quantize import BITS_PER_DIM
+from smec.evaluation.quantize import BITS_PER_DIM, l2_normalize
 from smec.evaluation.spec import CodeSpec, EvaluationSpec
 from smec.sampling import sample_rows
 
@@ -96,7 +95,9 @@ def plan_codes(
                 done.add(dim)
                 plan.append(PlannedCode(spec, budget, dim))
         if missed:
-            dropped.append(f"{method} + {spec.precision} at {missed} bytes (its narrowest input does not fit)")
+            dropped.append(
+                f"{method} + {spec.precision} at {missed} bytes (its narrowest input does not fit)"
+            )
     return plan
 
 

@@ -102,7 +102,9 @@ def test_run_baselines_adds_the_spec_codes_on_concat_and_wide_pca(split):
     ev = RetrievalEvaluator(qrels, qids, cids, input_dim=32, k=20)
     base = EvaluationSpec(precisions=("float32", "binary"), calibration_size=300, pq=False)
     codes = [{"name": "rabitq", "budgets": [12]}, {"name": "sq4-quantiles", "methods": ["pca"]}]
-    kwargs = dict(queries_by_model={}, corpus_by_model={}, concat_queries=queries, concat_corpus=corpus, dims=[8])
+    kwargs = dict(
+        queries_by_model={}, corpus_by_model={}, concat_queries=queries, concat_corpus=corpus, dims=[8]
+    )
     plain = run_baselines(ev, spec=base, **kwargs)
     with pytest.warns(GridWarning, match=r"pca \+ sq4-quantiles at \[1\] bytes"):
         rows = run_baselines(ev, spec=EvaluationSpec(**{**base.to_dict(), "codes": codes}), **kwargs)

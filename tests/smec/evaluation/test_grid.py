@@ -1,11 +1,10 @@
 """evaluate_system with the spec's codes (the grid's other cases: tests/smec/evaluation/test_callback.py)."""
 
-import numpy as np
 import pytest
 import torch
 
-from smec.evaluation.codes.grid import evaluate_code
 from smec.evaluation.codes import make_code
+from smec.evaluation.codes.grid import evaluate_code
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.grid import GridWarning, evaluate_system
 from smec.evaluation.spec import CodeSpec
@@ -25,10 +24,14 @@ class PerSize(TinySystem):
 def test_codes_run_on_the_system_output_at_the_grid_budgets(prefix_nested):
     module = TinySystem() if prefix_nested else PerSize()
     data = _eval_data()
-    ev = RetrievalEvaluator(data.qrels, data.query_ids, data.corpus_ids, input_dim=D, k=20, calibration_size=150)
+    ev = RetrievalEvaluator(
+        data.qrels, data.query_ids, data.corpus_ids, input_dim=D, k=20, calibration_size=150
+    )
     codes = [CodeSpec("sq4-quantiles"), CodeSpec("rabitq"), CodeSpec("sq8-quantiles", budgets=[12])]
     with pytest.warns(GridWarning) as caught:
-        rows = evaluate_system(module, data.queries, data.corpus, ev, [8, 16], ("int4", "binary"), "m", codes=codes)
+        rows = evaluate_system(
+            module, data.queries, data.corpus, ev, [8, 16], ("int4", "binary"), "m", codes=codes
+        )
     # The 24-d float32 input is 96 bytes; the grid reaches int4 at 4 and 8 bytes, binary at 1 and 2: those at
     # >= 24x are 1, 2, 4 bytes. sq4 takes 8 dims (a multiple of 8) in 4 bytes; 1-bit rabitq needs 9 at least.
     assert [str(w.message) for w in caught] == [

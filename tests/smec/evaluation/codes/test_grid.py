@@ -54,7 +54,14 @@ def test_codes_rank_sensibly_and_columns_select(split):
 
 def test_grid_budgets_are_the_bytes_the_grid_reaches_at_24x_or_more():
     # The demo: 1152-d input, dims 48..384 x float32 / int8 / int4 / binary.
-    assert grid_budgets([48, 96, 192, 384], ["float32", "int8", "int4", "binary"], 1152) == [6, 12, 24, 48, 96, 192]
+    assert grid_budgets([48, 96, 192, 384], ["float32", "int8", "int4", "binary"], 1152) == [
+        6,
+        12,
+        24,
+        48,
+        96,
+        192,
+    ]
     assert grid_budgets([12], ["binary", "int4"], 32, min_compression=1) == [6]  # 12 bits is not whole bytes
     assert grid_budgets([96], ["float32"], 1152) == []  # 12x only
 
@@ -84,7 +91,9 @@ def test_code_rows_label_budget_and_rescoring_memory(split, tmp_path):
     ev, queries, corpus = split
     specs = [CodeSpec("sq4-quantiles"), CodeSpec("itq", {"rescore": 40}, budgets=[2])]
     rows = code_rows(ev, specs, "pca", queries, corpus, [8, 16], run_dir=tmp_path, dropped=[])
-    got = [(r["precision"], r["dim"], r["bytes"], r["bits"], r["budget_bytes"], r["extra_bytes"]) for r in rows]
+    got = [
+        (r["precision"], r["dim"], r["bytes"], r["bits"], r["budget_bytes"], r["extra_bytes"]) for r in rows
+    ]
     assert got == [
         ("sq4-quantiles", 16, 8, 64, 8, 0),
         ("sq4-quantiles", 32, 16, 128, 16, 0),
