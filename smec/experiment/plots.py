@@ -28,6 +28,26 @@ FREE_STYLE = {
 }
 
 
+# Code families, one marker each (every method's points carry its family's marker, in the method's colour):
+# the grid's own precisions and the codes of smec/evaluation/codes (a row's ``family``).
+FAMILY_MARKERS = {
+    "float32": ("float32", "o"),
+    "int": ("int8 / int4 (min-max)", "s"),
+    "threshold": ("binary (threshold)", "v"),
+    "pq": ("OPQ + PQ", "^"),
+    "binary": ("ITQ binary", "<"),
+    "rabitq": ("RaBitQ", "P"),
+    "scalar": ("SQ (learned range)", "D"),
+    "additive": ("RQ / LSQ", "X"),
+}
+_PRECISION_FAMILY = {"float32": "float32", "int8": "int", "int4": "int", "binary": "threshold", "pq": "pq"}
+
+
+def row_family(row: Mapping[str, Any]) -> str:
+    """The key of :data:`FAMILY_MARKERS` a row is drawn with: a code row's ``family``, else its precision's."""
+    return str(row.get("family") or _PRECISION_FAMILY.get(row["precision"], "float32"))
+
+
 def method_colors(methods: Sequence[str], trained: Sequence[str] = ()) -> dict[str, Any]:
     """One colour per method (single models excluded), the same in every figure of a report: trained methods
     take the distinct tab10 colours (tab20's dark shades after ten), training-free ones fixed greys."""
@@ -66,15 +86,22 @@ def plot_pareto(
     marks: Sequence[float] = (48.0,),
 ) -> Path:
     """nDCG@10 against compression factor (log x): each method's Pareto front as a line, all its
-    configurations as faint points; single models as stars; the reference as a dashed line; 48× marked."""
+    configurations as points in its colour with their code family's marker (:data:`FAMILY_MARKERS`, a second
+    legend); single models as stars; the reference as a dashed line; 48× marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     colors = method_colors(methods, trained)
+    families: set[str] = set()
     for method, color in colors.items():
-        pts = [(r["compression"], r[METRIC]) for r in agg if r["method"] == method]
+        mine = [r for r in agg if r["method"] == method]
+        pts = [(r["compression"], r[METRIC]) for r in mine]
         front = pareto_front(pts)
         style = "-" if method in trained else "--"
-        ax.scatter(*zip(*pts), s=10, color=color, alpha=0.2)
+        for family in dict.fromkeys(row_family(r) for r in mine):
+            at = [(r["compression"], r[METRIC]) for r in mine if row_family(r) == family]
+            marker = FAMILY_MARKERS.get(family, (family, "o"))[1]
+            ax.scatter(*zip(*at), s=14, color=color, alpha=0.35, marker=marker)
+            families.add(family)
         ax.plot(
             *zip(*front),
             style,
@@ -122,9 +149,22 @@ def plot_pareto(
     ax.set_ylabel("nDCG@10")
     ax.set_title(title or "nDCG@10 vs compression")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(
+    legend = ax.legend(
         fontsize=8, loc="lower left", ncol=2, title="solid: trained · dashed: training-free", title_fontsize=8
     )
+    if len(families) > 1:  # the family markers only say something when there is more than one
+        from matplotlib.lines import Line2D
+
+        handles = [
+            Line2D([], [], ls="", marker=FAMILY_MARKERS.get(f, (f, "o"))[1], color="dimgrey", label=label)
+            for f, (label, _) in (
+                (f, FAMILY_MARKERS.get(f, (f, "o"))) for f in FAMILY_MARKERS if f in families
+            )
+        ]
+        ax.legend(
+            handles=handles, fontsize=7, loc="upper right", title="points: code family", title_fontsize=7
+        )
+        ax.add_artist(legend)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -131,3 +131,33 @@ def test_codes_join_the_budget_table_and_the_trained_vs_free_answer():
         in text
     )
     assert "16 B" not in text  # 16x: below the question's 24x
+
+
+def test_pareto_plot_marks_each_code_family(tmp_path, monkeypatch):
+    from smec.experiment import plots
+
+    agg = aggregate(
+        [
+            row("concat", 64, "float32", 0.5),
+            row("pca", 32, "binary", 0.28),
+            code_row("pca", 40, "rabitq", 0.36, 7, 8),
+            code_row("mrl", 32, "itq", 0.2, 4, 4, family="binary"),
+            row("mrl", 8, "int8", 0.35),
+        ]
+    )
+    assert [plots.row_family(r) for r in agg] == ["float32", "threshold", "rabitq", "binary", "int"]
+    markers = []
+    plt = plots._pyplot()
+    subplots = plt.subplots
+
+    def spy(*args, **kwargs):  # the figure's axes record each scatter's marker
+        fig, ax = subplots(*args, **kwargs)
+        scatter = ax.scatter
+        ax.scatter = lambda *a, **k: markers.append(k.get("marker")) or scatter(*a, **k)
+        return fig, ax
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    path = plot_pareto(agg, ["concat", "pca", "mrl"], ["mrl"], reference_row(agg, None), tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one scatter per (method, family), with the family's marker
+    assert markers == ["o", "v", "P", "<", "s"]

@@ -125,3 +125,43 @@ def test_faiss_floor_matches_pyproject_and_the_installed_faiss():
     assert re.search(rf'"faiss-cpu>={re.escape(floor)}"', pyproject)
     assert re.search(rf'"faiss-gpu>={re.escape(floor)}"', pyproject)
     assert faiss_version() >= FAISS_FLOOR, faiss.__version__
+
+
+# Each registered code, its test parameters and the faiss factory string that stores the same code.
+SIZE_CASES = {
+    "itq": ({}, "ITQ,LSH"),
+    "rabitq": ({}, "RR,RaBitQ"),
+    "rabitq2": ({}, "RR,RaBitQ2"),
+    "rabitq4": ({}, "RR,RaBitQ4"),
+    "sq8-quantiles": ({}, "SQ8"),
+    "sq8-optim": ({}, "SQ8"),
+    "sq4-quantiles": ({}, "SQ4"),
+    "sq4-optim": ({}, "SQ4"),
+    "rq": ({"m": 4, "iterations": 2}, "RQ4x8"),
+    "lsq": ({"m": 2, "iterations": 2, "encode_iters": 1}, "LSQ2x8"),
+    "prq": ({"m": 4, "splits": 2, "iterations": 2}, "PRQ2x2x8"),
+    "plsq": ({"m": 4, "splits": 2, "iterations": 2, "encode_iters": 1}, "PLSQ2x2x8"),
+}
+
+
+def test_every_registered_code_is_size_checked():
+    assert set(SIZE_CASES) == set(CODES)
+
+
+@pytest.mark.parametrize("dim", [40])
+@pytest.mark.parametrize("name", sorted(SIZE_CASES))
+def test_bytes_per_vector_is_faiss_sa_code_size(name, dim):
+    """The acceptance check of issue 14: every code's bytes per vector (the row's ``bytes``, from which its
+    compression factor comes) is what faiss itself stores per vector for that code."""
+    params, factory = SIZE_CASES[name]
+    x = make_vectors(400, dim)
+    code = make_code(name, **params).fit(x)
+    # faiss's LSH index is L2 only (Hamming on the bits); the other codes are built for inner products.
+    metric = faiss.METRIC_L2 if factory.endswith("LSH") else faiss.METRIC_INNER_PRODUCT
+    reference = faiss.index_factory(dim, factory, metric)
+    if not reference.is_trained:
+        reference.train(x)
+    assert code.bytes_per_vector == code.bytes_for_dim(dim) == reference.sa_code_size()
+    assert code.encode(x[:5]).shape == (5, code.bytes_per_vector)
+    if hasattr(code, "faiss_index"):
+        assert code.faiss_index.sa_code_size() == reference.sa_code_size()
