@@ -147,10 +147,14 @@ class CodeSpec:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        from smec.evaluation.codes import CODES
+        from smec.evaluation.codes import CODES, require_code
 
         if self.name not in CODES:
             raise EvaluationError(f"codes: unknown code {self.name!r}: expected one of {sorted(CODES)}")
+        try:  # a faiss without the code's index: said when the spec is read, before any grid runs
+            require_code(self.name)
+        except EvaluationError as exc:
+            raise EvaluationError(f"codes: {exc}") from None
         if not isinstance(self.params, Mapping) or not all(isinstance(k, str) for k in self.params):
             raise EvaluationError(
                 f"codes: {self.name}: params must be a mapping of names, got {self.params!r}"

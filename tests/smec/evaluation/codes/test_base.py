@@ -1,3 +1,5 @@
+import re
+
 import faiss
 import numpy as np
 import pytest
@@ -5,6 +7,7 @@ import pytest
 from smec.evaluation.codes import (
     CODES,
     FAISS_FLOOR,
+    FAISS_NEEDS,
     ITQBinary,
     LearnedRangeSQ,
     RaBitQ,
@@ -14,6 +17,7 @@ from smec.evaluation.codes import (
 )
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.search import search_inner_product
+from smec.evaluation.spec import EvaluationSpec
 from tests.smec.evaluation.codes.vectors import make_vectors
 
 
@@ -165,3 +169,25 @@ def test_bytes_per_vector_is_faiss_sa_code_size(name, dim):
     assert code.encode(x[:5]).shape == (5, code.bytes_per_vector)
     if hasattr(code, "faiss_index"):
         assert code.faiss_index.sa_code_size() == reference.sa_code_size()
+
+
+def test_every_registered_code_names_the_faiss_it_needs():
+    assert set(FAISS_NEEDS) == set(CODES)
+    for name, classes in FAISS_NEEDS.items():
+        assert all(hasattr(faiss, cls) for cls in classes), name
+
+
+def test_a_faiss_without_an_index_gets_one_message(monkeypatch):
+    monkeypatch.delattr(faiss, "IndexLocalSearchQuantizer")
+    message = (
+        f"code 'lsq' needs faiss.IndexLocalSearchQuantizer, which this faiss {faiss.__version__} lacks: "
+        "pip install 'faiss-cpu>=1.13.1'"
+    )
+    with pytest.raises(EvaluationError, match=f"^{re.escape(message)}$"):
+        make_code("lsq", m=2)
+    with pytest.raises(EvaluationError, match=f"^codes: {re.escape(message)}$"):  # when a spec is read
+        EvaluationSpec(codes=[{"name": "lsq", "params": {"m": 2}}])
+    monkeypatch.delattr(faiss, "IndexRaBitQ")
+    with pytest.raises(EvaluationError, match=r"^code 'rabitq2' needs faiss.IndexRaBitQ, which this faiss"):
+        make_code("rabitq2")
+    make_code("rq", m=2)  # the others are still there
