@@ -304,11 +304,7 @@ def run_baselines(
         notes.append(
             f"pca at dims {dims[len(small) :]} (more components than the {len(sample)} corpus rows that fit it)"
         )
-    pca_codes = [c for c in spec.codes if c.runs_on("pca")]
-    wide = PCA(n_components=min(len(sample), concat_corpus.shape[1])).fit(sample) if pca_codes else None
-    if small:
-        pca = PCA(n_components=max(small)).fit(sample) if wide is None else wide.leading(max(small))
-        grid("pca", pca.transform(concat_queries), pca.transform(concat_corpus), small)
+    wide = _pca_rows(grid, concat_queries, concat_corpus, sample, small, spec)
     if "binary" in spec.precisions:
         rows += _rotation_rows(
             evaluator, concat_queries, concat_corpus, sample, dims, spec.seed, run_dir, notes
@@ -317,21 +313,32 @@ def run_baselines(
         rows += _pq_rows(evaluator, concat_queries, concat_corpus, sample, dims, spec, run_dir)
     if spec.codes:
         budgets = grid_budgets(dims, spec.precisions, evaluator.input_dim)
-        rows += code_rows(
-            evaluator,
-            spec.codes,
-            "concat",
-            concat_queries,
-            concat_corpus,
-            budgets,
-            run_dir=run_dir,
-            dropped=notes,
-        )
+        reps = {"concat": (concat_queries, concat_corpus)}
         if wide is not None:
-            q, c = wide.transform(concat_queries), wide.transform(concat_corpus)
-            rows += code_rows(evaluator, pca_codes, "pca", q, c, budgets, run_dir=run_dir, dropped=notes)
+            reps["pca"] = (wide.transform(concat_queries), wide.transform(concat_corpus))
+        for method, (q, c) in reps.items():
+            rows += code_rows(evaluator, spec.codes, method, q, c, budgets, run_dir=run_dir, dropped=notes)
     note_dropped(notes, dropped)
     return rows
+
+
+def _pca_rows(
+    grid: Any,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    sample: np.ndarray,
+    small: Sequence[int],
+    spec: EvaluationSpec,
+) -> PCA | None:
+    """The ``pca`` rows at ``small`` through ``grid``; returns the PCA with every component the sample allows
+    when a code of the spec runs on PCA (its output is what the codes take), else None."""
+    wide = None
+    if any(c.runs_on("pca") for c in spec.codes):
+        wide = PCA(n_components=min(len(sample), corpus.shape[1])).fit(sample)
+    if small:
+        pca = PCA(n_components=max(small)).fit(sample) if wide is None else wide.leading(max(small))
+        grid("pca", pca.transform(queries), pca.transform(corpus), small)
+    return wide
 
 
 def _check_baseline_inputs(

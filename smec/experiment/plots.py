@@ -76,6 +76,41 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return sorted(front)
 
 
+def _family_points(ax: Any, rows: Sequence[Mapping[str, Any]], color: Any) -> set[str]:
+    """One method's configurations as points in ``color``, each family with its marker; the families drawn."""
+    families = list(dict.fromkeys(row_family(r) for r in rows))
+    for family in families:
+        at = [(r["compression"], r[METRIC]) for r in rows if row_family(r) == family]
+        marker = FAMILY_MARKERS.get(family, (family, "o"))[1]
+        ax.scatter(*zip(*at), s=14, color=color, alpha=0.35, marker=marker)
+    return set(families)
+
+
+def _family_legend(ax: Any, families: set[str]) -> None:
+    from matplotlib.lines import Line2D
+
+    known = [(FAMILY_MARKERS[f][0], FAMILY_MARKERS[f][1]) for f in FAMILY_MARKERS if f in families]
+    known += [(f, "o") for f in sorted(families - set(FAMILY_MARKERS))]
+    handles = [Line2D([], [], ls="", marker=m, color="dimgrey", label=label) for label, m in known]
+    ax.legend(handles=handles, fontsize=7, loc="upper right", title="points: code family", title_fontsize=7)
+
+
+def _model_stars(ax: Any, agg: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> None:
+    """Each single model's float32 full width as a black star; models with equal scores share one."""
+    stars: dict[tuple[float, float], list[str]] = {}
+    for method in (m for m in methods if m.startswith("model:")):
+        full = max(
+            (r for r in agg if r["method"] == method and r["precision"] == "float32"),
+            key=lambda r: r["dim"],
+            default=None,
+        )
+        if full is not None:
+            stars.setdefault((full["compression"], round(full[METRIC], 3)), []).append(method[6:])
+    for (cf, score), names in stars.items():  # models with equal scores share one star and one label
+        ax.scatter([cf], [score], marker="*", s=90, color="black", zorder=5)
+        ax.annotate(" = ".join(names), (cf, score), textcoords="offset points", xytext=(6, -3), fontsize=8)
+
+
 def plot_pareto(
     agg: Sequence[Mapping[str, Any]],
     methods: Sequence[str],
@@ -97,11 +132,7 @@ def plot_pareto(
         pts = [(r["compression"], r[METRIC]) for r in mine]
         front = pareto_front(pts)
         style = "-" if method in trained else "--"
-        for family in dict.fromkeys(row_family(r) for r in mine):
-            at = [(r["compression"], r[METRIC]) for r in mine if row_family(r) == family]
-            marker = FAMILY_MARKERS.get(family, (family, "o"))[1]
-            ax.scatter(*zip(*at), s=14, color=color, alpha=0.35, marker=marker)
-            families.add(family)
+        families |= _family_points(ax, mine, color)
         ax.plot(
             *zip(*front),
             style,
@@ -111,18 +142,7 @@ def plot_pareto(
             color=color,
             label=method,
         )
-    stars: dict[tuple[float, float], list[str]] = {}
-    for method in (m for m in methods if m.startswith("model:")):
-        full = max(
-            (r for r in agg if r["method"] == method and r["precision"] == "float32"),
-            key=lambda r: r["dim"],
-            default=None,
-        )
-        if full is not None:
-            stars.setdefault((full["compression"], round(full[METRIC], 3)), []).append(method[6:])
-    for (cf, score), names in stars.items():  # models with equal scores share one star and one label
-        ax.scatter([cf], [score], marker="*", s=90, color="black", zorder=5)
-        ax.annotate(" = ".join(names), (cf, score), textcoords="offset points", xytext=(6, -3), fontsize=8)
+    _model_stars(ax, agg, methods)
     if ref is not None:
         ax.axhline(ref[METRIC], color="grey", ls=":", lw=1)
         ax.annotate(
