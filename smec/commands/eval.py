@@ -67,6 +67,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="corpus rows that fit PCA / OPQ / quantizers (default: %(default)s)",
     )
     parser.add_argument(
+        "--codes",
+        nargs="+",
+        default=None,
+        metavar="CODE",
+        help="code rivals on top of each representation, with their default settings, at the grid's budgets "
+        "of >= 24x compression: itq, rabitq, rabitq2, rabitq4, sq8-quantiles, sq4-quantiles, ... "
+        "(smec/evaluation/codes; default: none)",
+    )
+    parser.add_argument(
         "--int-scoring",
         default=EvaluationSpec.int_scoring,
         choices=list(INT_SCORINGS),
@@ -97,6 +106,7 @@ def spec_from_args(args: argparse.Namespace) -> EvaluationSpec:
         int_scoring=args.int_scoring,
         pq=not args.no_pq,
         pq_max_bits=args.pq_max_bits,
+        codes=tuple({"name": name} for name in dict.fromkeys(args.codes or ())),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from smec.evaluation.codes.grid import code_rows, grid_budgets
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.grid import evaluate_grid, note_dropped
@@ -85,6 +86,18 @@ class PCA:
         self.explained_variance_ratio = eigval[order].clip(min=0) / total if total > 0 else np.zeros(d)
         self.mean = self.mean.astype(np.float32)
         return self
+
+    def leading(self, d: int) -> PCA:
+        """The fit's first ``d`` components as a PCA of its own (exactly what a fit with ``n_components=d``
+        gives: the components do not depend on how many are kept)."""
+        if not hasattr(self, "components"):
+            raise EvaluationError("PCA is not fitted: call fit(corpus_sample) first")
+        if not 1 <= d <= len(self.components):
+            raise EvaluationError(f"PCA.leading: d must be in [1, {len(self.components)}], got {d}")
+        out = PCA(n_components=d)
+        out.mean, out.components = self.mean, self.components[:d]
+        out.explained_variance_ratio = self.explained_variance_ratio[:d]
+        return out
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """(n, D) -> (n, d) float32 projections onto the components."""
@@ -266,7 +279,11 @@ def run_baselines(
     * ``rotation`` — random rotation of the concatenation at ``dims`` (binary only, skipped without "binary");
     * ``opq-pq`` — OPQ + PQ at ``8 * dim`` bits (the int8 budget of that dim) for every dim with
       ``8 * dim <= spec.pq_max_bits`` (default 1024 bits, i.e. >= 48x for a 1536-d input: the regime where PQ
-      is the strong baseline; larger budgets cost minutes of training each; None = all dims), if ``spec.pq``.
+      is the strong baseline; larger budgets cost minutes of training each; None = all dims), if ``spec.pq``;
+    * the spec's codes (``spec.codes``) on ``concat`` and ``pca`` (those each code names in ``methods``), at the
+      grid's budgets (:func:`smec.evaluation.codes.grid.code_rows`): precision = the code's label, ``bits`` its
+      true stored bytes x 8. For them PCA keeps every component the sample allows (a code at 96 bytes may take
+      704 dims); the ``pca`` rows at ``dims`` are the same prefixes.
 
     Args:
         evaluator: built on the split's ids and qrels with ``input_dim`` = the concatenation's width.
@@ -303,17 +320,41 @@ def run_baselines(
         notes.append(
             f"pca at dims {dims[len(small) :]} (more components than the {len(sample)} corpus rows that fit it)"
         )
-    if small:
-        pca = PCA(n_components=max(small)).fit(sample)
-        grid("pca", pca.transform(concat_queries), pca.transform(concat_corpus), small)
+    wide = _pca_rows(grid, concat_queries, concat_corpus, sample, small, spec)
     if "binary" in spec.precisions:
         rows += _rotation_rows(
             evaluator, concat_queries, concat_corpus, sample, dims, spec.seed, run_dir, notes
         )
     if spec.pq:
         rows += _pq_rows(evaluator, concat_queries, concat_corpus, sample, dims, spec, run_dir)
+    if spec.codes:
+        budgets = grid_budgets(dims, spec.precisions, evaluator.input_dim)
+        reps = {"concat": (concat_queries, concat_corpus)}
+        if wide is not None:
+            reps["pca"] = (wide.transform(concat_queries), wide.transform(concat_corpus))
+        for method, (q, c) in reps.items():
+            rows += code_rows(evaluator, spec.codes, method, q, c, budgets, run_dir=run_dir, dropped=notes)
     note_dropped(notes, dropped)
     return rows
+
+
+def _pca_rows(
+    grid: Any,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    sample: np.ndarray,
+    small: Sequence[int],
+    spec: EvaluationSpec,
+) -> PCA | None:
+    """The ``pca`` rows at ``small`` through ``grid``; returns the PCA with every component the sample allows
+    when a code of the spec runs on PCA (its output is what the codes take), else None."""
+    wide = None
+    if any(c.runs_on("pca") for c in spec.codes):
+        wide = PCA(n_components=min(len(sample), corpus.shape[1])).fit(sample)
+    if small:
+        pca = PCA(n_components=max(small)).fit(sample) if wide is None else wide.leading(max(small))
+        grid("pca", pca.transform(queries), pca.transform(corpus), small)
+    return wide
 
 
 def _check_baseline_inputs(

@@ -2,7 +2,8 @@
 
 Every grid of the project runs through here: the training-free baselines (baselines.py), a store's compressed
 models (`smec eval`, store_grid.py), a trained system's dev rows during training (callback.py) and its test rows
-in `smec compare`. A grid point that cannot be computed in an automatic grid (binary codes at a width that is not
+in `smec compare`. The spec's codes (:mod:`smec.evaluation.codes`) run on top of a system's output when asked
+(``codes``: the test grid and `smec eval`, not the dev callback). A grid point that cannot be computed in an automatic grid (binary codes at a width that is not
 a whole number of bytes) is left out and said in one :class:`GridWarning` line.
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from smec.evaluation.evaluator import RetrievalEvaluator
+
+if TYPE_CHECKING:
+    from smec.evaluation.spec import CodeSpec
 
 
 class GridWarning(UserWarning):
@@ -95,39 +99,27 @@ def evaluate_system(
     batch_size: int = 4096,
     run_dir: Path | None = None,
     dropped: list[str] | None = None,
+    codes: Sequence[CodeSpec] = (),
 ) -> list[dict[str, Any]]:
-    """The evaluator's rows for a compression system at ``dims`` x ``precisions``.
+    """The evaluator's rows for a compression system at ``dims`` x ``precisions``, then its code rows.
 
     Prefix-nested systems (``prefix_nested`` True: MRL, the adaptors) are compressed once and evaluated at
     prefixes; others (SMEC's chain) are embedded once per size. Dims that are not a multiple of 8 skip binary
-    (see :func:`evaluate_grid`), said in one warning (or appended to ``dropped``).
+    (see :func:`evaluate_grid`), said in one warning (or appended to ``dropped``). ``codes``: the spec's codes,
+    on the prefixes of a prefix-nested output, or on each size whole (:mod:`smec.evaluation.codes.grid`), at
+    the grid's budgets; the dev callback passes none (their fits would cost seconds per row per validation).
 
     A sparse system (one with ``storage_bits(size, precision)``, CSR) has its rows from
-    :func:`smec.evaluation.sparse.evaluate_sparse`: full-width codes, the true bits of k indices and k values.
+    :func:`smec.evaluation.sparse.evaluate_sparse`: full-width codes, the true bits of k indices and k values
+    (the codes do not apply: its sizes are sparsity levels, not widths).
     """
+    from smec.evaluation.codes.grid import code_rows, evaluate_planned, grid_budgets, plan_codes
+
+    if hasattr(module, "storage_bits"):
+        return _sparse_rows(module, queries, corpus, evaluator, dims, precisions, method, batch_size, run_dir)
+    budgets = grid_budgets(dims, precisions, evaluator.input_dim)
     notes: list[str] = []
     was_training = module.training
-    if hasattr(module, "storage_bits"):
-        from smec.evaluation.sparse import evaluate_sparse
-
-        module.eval()
-        try:
-            return [
-                row
-                for k in dims
-                for row in evaluate_sparse(
-                    evaluator,
-                    method,
-                    compress_rows(module, queries, k, batch_size),
-                    compress_rows(module, corpus, k, batch_size),
-                    k,
-                    precisions,
-                    module.storage_bits,
-                    run_dir=run_dir,
-                )
-            ]
-        finally:
-            module.train(was_training)
     module.eval()
     try:
         rows: list[dict[str, Any]] = []
@@ -135,17 +127,55 @@ def evaluate_system(
             q = compress_rows(module, queries, batch_size=batch_size)
             c = compress_rows(module, corpus, batch_size=batch_size)
             rows = evaluate_grid(evaluator, method, q, c, dims, precisions, run_dir=run_dir, dropped=notes)
+            rows += code_rows(evaluator, codes, method, q, c, budgets, run_dir=run_dir, dropped=notes)
         else:
             skipped: list[str] = []
+            plan = plan_codes(codes, method, budgets, list(dims), notes)
             for dim in dims:  # every size is its own vector
                 q = compress_rows(module, queries, dim, batch_size)
                 c = compress_rows(module, corpus, dim, batch_size)
                 rows += evaluate_grid(
                     evaluator, method, q, c, [dim], precisions, run_dir=run_dir, dropped=skipped
                 )
+                rows += [evaluate_planned(evaluator, p, method, q, c, run_dir) for p in plan if p.dim == dim]
             if skipped:  # one note for the whole grid, not one per size
                 notes.append(binary_note(method, [d for d in dims if d % 8]))
     finally:
         module.train(was_training)
     note_dropped(notes, dropped)
     return rows
+
+
+def _sparse_rows(
+    module: torch.nn.Module,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    evaluator: RetrievalEvaluator,
+    dims: Sequence[int],
+    precisions: Sequence[str],
+    method: str,
+    batch_size: int,
+    run_dir: Path | None,
+) -> list[dict[str, Any]]:
+    """A sparse system's rows (see :func:`evaluate_system`): one code per sparsity level k."""
+    from smec.evaluation.sparse import evaluate_sparse
+
+    was_training = module.training
+    module.eval()
+    try:
+        return [
+            row
+            for k in dims
+            for row in evaluate_sparse(
+                evaluator,
+                method,
+                compress_rows(module, queries, k, batch_size),
+                compress_rows(module, corpus, k, batch_size),
+                k,
+                precisions,
+                module.storage_bits,
+                run_dir=run_dir,
+            )
+        ]
+    finally:
+        module.train(was_training)

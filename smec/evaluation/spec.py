@@ -14,7 +14,8 @@ The settings fall in three groups:
   sample (``calibration_size`` corpus rows, seeded by ``seed``; it also fits PCA, the rotation, OPQ + PQ and the
   codes), int and binary scoring, the float search backend, the policy for queries without a relevant document;
 * the training-free rivals: OPQ + PQ (``pq``, ``pq_max_bits``) and the codes of :mod:`smec.evaluation.codes`
-  (``codes``; empty by default: no grid runs them yet).
+  (``codes``; empty by default). The codes run in the baselines' grid, `smec eval` and the comparison's test
+  grid, not in a fit's dev callback (their fits cost seconds to minutes per row; dev selection needs none).
 """
 
 from __future__ import annotations
@@ -120,31 +121,95 @@ def check_evaluator_settings(
 
 @dataclass(frozen=True)
 class CodeSpec:
-    """One code of :mod:`smec.evaluation.codes` for the grid: its registered ``name`` and constructor ``params``.
+    """One code of :mod:`smec.evaluation.codes` for the grid: its registered ``name``, constructor ``params`` and
+    where the grid runs it.
 
     E.g. ``CodeSpec("rabitq2", {"qb": 8, "rescore": 200})``; :meth:`build` makes the code
-    (:func:`smec.evaluation.codes.make_code`), which :func:`smec.evaluation.codes.grid.evaluate_code` fits on the
-    spec's calibration sample.
+    (:func:`smec.evaluation.codes.make_code`), which :func:`smec.evaluation.codes.grid.code_rows` runs on top of
+    each method's output at the dims :func:`smec.evaluation.codes.dim_for_budget` gives for each budget.
+
+    Args:
+        name, params: the code (``params`` e.g. ``rescore: 200`` for rescoring, ``m: 48`` for RQ).
+        budgets: bytes per vector it runs at; None = every budget the grid's dims x precisions reach at
+            :data:`smec.evaluation.codes.grid.CODE_MIN_COMPRESSION` or more.
+        max_dim: the widest input it is given (None: the method's output width), e.g. to keep RQ's fit cheap.
+        methods: the methods of a grid it runs on (None: every one; the training-free grid runs codes on
+            ``concat`` and ``pca`` only).
+        label: the rows' ``precision`` (default: ``name``, with ``+rescore<N>`` when rescoring); two entries of
+            one spec need distinct labels.
     """
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    budgets: tuple[int, ...] | None = None
+    max_dim: int | None = None
+    methods: tuple[str, ...] | None = None
+    label: str | None = None
 
     def __post_init__(self) -> None:
-        from smec.evaluation.codes import CODES
+        from smec.evaluation.codes import CODES, require_code
 
         if self.name not in CODES:
             raise EvaluationError(f"codes: unknown code {self.name!r}: expected one of {sorted(CODES)}")
+        try:  # a faiss without the code's index: said when the spec is read, before any grid runs
+            require_code(self.name)
+        except EvaluationError as exc:
+            raise EvaluationError(f"codes: {exc}") from None
         if not isinstance(self.params, Mapping) or not all(isinstance(k, str) for k in self.params):
             raise EvaluationError(
                 f"codes: {self.name}: params must be a mapping of names, got {self.params!r}"
             )
         object.__setattr__(self, "params", dict(self.params))
+        if self.budgets is not None:
+            ok = isinstance(self.budgets, Sequence) and not isinstance(self.budgets, str)
+            if not ok or not self.budgets or not all(_is_int(b) and b >= 1 for b in self.budgets):
+                raise EvaluationError(
+                    f"codes: {self.name}: budgets must be a list of positive byte counts, got {self.budgets!r}"
+                )
+            object.__setattr__(self, "budgets", tuple(sorted({int(b) for b in self.budgets})))
+        if self.max_dim is not None and (not _is_int(self.max_dim) or self.max_dim < 1):
+            raise EvaluationError(
+                f"codes: {self.name}: max_dim must be a positive integer, got {self.max_dim!r}"
+            )
+        if self.methods is not None:
+            methods = self.methods
+            if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+                raise EvaluationError(
+                    f"codes: {self.name}: methods must be a list of method names, got {methods!r}"
+                )
+            object.__setattr__(self, "methods", tuple(str(m) for m in methods))
+        if self.label is not None and (not isinstance(self.label, str) or not self.label):
+            raise EvaluationError(f"codes: {self.name}: label must be a non-empty string, got {self.label!r}")
+
+    @property
+    def precision(self) -> str:
+        """The rows' ``precision``: ``label``, else the name (``+rescore<N>`` when rescoring)."""
+        if self.label is not None:
+            return self.label
+        rescore = self.params.get("rescore")
+        return self.name if rescore is None else f"{self.name}+rescore{rescore}"
+
+    def runs_on(self, method: str) -> bool:
+        """Whether this code runs on ``method``'s output (``methods`` None: on every method)."""
+        return self.methods is None or method in self.methods
 
     def build(self) -> Code:
         from smec.evaluation.codes import make_code
 
         return make_code(self.name, **self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain form a recipe or a JSON signature holds (unset settings left out)."""
+        out: dict[str, Any] = {"name": self.name, "params": dict(self.params)}
+        for key in CODE_SPEC_OPTIONS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+CODE_SPEC_OPTIONS = ("budgets", "max_dim", "methods", "label")
+"""The keys of a ``codes:`` entry besides ``name`` and ``params``."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +229,7 @@ class EvaluationSpec:
         backend: float search, ``auto`` / ``faiss`` / ``torch``.
         no_relevant: judged queries without a relevant document score ``zero`` (pytrec_eval) or are ``skip``-ped.
         pq, pq_max_bits: OPQ + PQ at the int8 budget of each dim, up to ``pq_max_bits`` bits (None: every dim).
-        codes: code rivals for the grid (:class:`CodeSpec`); empty by default.
+        codes: code rivals for the grid (:class:`CodeSpec`), on top of each method's output; empty by default.
     """
 
     dims: tuple[int, ...] | None = None
@@ -212,7 +277,12 @@ class EvaluationSpec:
             raise EvaluationError(f"pq_max_bits must be an integer >= 8 or null, got {self.pq_max_bits!r}")
         if isinstance(self.codes, (str, Mapping)) or not isinstance(self.codes, Sequence):
             raise EvaluationError(f"codes must be a list of {{name, params}} entries, got {self.codes!r}")
-        object.__setattr__(self, "codes", tuple(_code_spec(c) for c in self.codes))
+        codes = tuple(_code_spec(c) for c in self.codes)
+        labels = [c.precision for c in codes]
+        twice = sorted({p for p in labels if labels.count(p) > 1})
+        if twice:
+            raise EvaluationError(f"codes: two entries make rows labelled {twice}: give them distinct labels")
+        object.__setattr__(self, "codes", codes)
 
     def evaluator_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~smec.evaluation.evaluator.RetrievalEvaluator` this spec sets."""
@@ -237,7 +307,7 @@ class EvaluationSpec:
         out = asdict(self)
         out["dims"] = None if self.dims is None else list(self.dims)
         out["precisions"] = list(self.precisions)
-        out["codes"] = [{"name": c.name, "params": dict(c.params)} for c in self.codes]
+        out["codes"] = [c.to_dict() for c in self.codes]
         return out
 
     @classmethod
@@ -248,9 +318,17 @@ class EvaluationSpec:
 def _code_spec(value: Any) -> CodeSpec:
     if isinstance(value, CodeSpec):
         return value
-    if not isinstance(value, Mapping) or "name" not in value or not set(value) <= {"name", "params"}:
-        raise EvaluationError(f"codes: expected entries {{name: <code>, params: {{...}}}}, got {value!r}")
-    return CodeSpec(value["name"], dict(value.get("params") or {}))
+    if (
+        not isinstance(value, Mapping)
+        or "name" not in value
+        or not set(value) <= {"name", "params", *CODE_SPEC_OPTIONS}
+    ):
+        raise EvaluationError(
+            f"codes: expected entries {{name: <code>, params: {{...}}}} (optional: {', '.join(CODE_SPEC_OPTIONS)}),"
+            f" got {value!r}"
+        )
+    options = {k: value[k] for k in CODE_SPEC_OPTIONS if value.get(k) is not None}
+    return CodeSpec(value["name"], dict(value.get("params") or {}), **options)
 
 
 DEFAULT_SPEC = EvaluationSpec()

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smec.evaluation.codes.grid import evaluate_planned, grid_budgets, plan_codes
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.grid import evaluate_grid, note_dropped
 from smec.evaluation.spec import AUTO_DIMS, EvaluationSpec
@@ -120,16 +121,16 @@ def compressed_rows(
         input_dim = int(infos[key].get("input_dim") or store.model_dim(key))
         width = store.model_dim(key)
         dims = [] if key in single_size else grid_dims(spec, width, key, notes)
+        evaluator = store_evaluator(store, split, input_dim, spec)
+        queries, corpus = store.array(key, f"queries/{split}").read(), store.array(key, "corpus").read()
+        key_dims = [d for d in dims if d < width] + [width]
         rows += evaluate_grid(
-            store_evaluator(store, split, input_dim, spec),
-            key,
-            store.array(key, f"queries/{split}").read(),
-            store.array(key, "corpus").read(),
-            [d for d in dims if d < width] + [width],
-            spec.precisions,
-            run_dir=run_dir,
-            dropped=notes,
+            evaluator, key, queries, corpus, key_dims, spec.precisions, run_dir=run_dir, dropped=notes
         )
+        # The codes: on the prefixes of a prefix-nested model, on the whole vector of a single size.
+        budgets = grid_budgets(key_dims, spec.precisions, input_dim)
+        plan = plan_codes(spec.codes, key, budgets, [width] if key in single_size else width, notes)
+        rows += [evaluate_planned(evaluator, p, key, queries, corpus, run_dir) for p in plan]
     note_dropped(notes, dropped)
     return rows, input_dim
 

@@ -4,7 +4,8 @@ A fit is read from its own ``fit_result.json`` (:mod:`smec.fit_result`): the che
 system's class and its data settings, from which the input is rebuilt as the fit saw it (store, models,
 normalisation, model weights). The rows come from :func:`smec.evaluation.grid.evaluate_system` with the
 evaluator the experiment's :class:`~smec.evaluation.spec.EvaluationSpec` builds, the very function and evaluator
-settings of the fit's dev callback: the dev rows of a checkpoint and its test rows differ only in the split.
+settings of the fit's dev callback: the dev rows of a checkpoint and its test rows differ only in the split. The
+test grid also runs the spec's codes on each system's output (the dev callback does not).
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ class TestGrid:
         dims = self.spec.dims if dims is None else dims
         assert dims is not None
         rows = evaluate_system(
-            model, data.queries, data.corpus, evaluator, list(dims), self.spec.precisions, method
+            model,
+            data.queries,
+            data.corpus,
+            evaluator,
+            list(dims),
+            self.spec.precisions,
+            method,
+            codes=self.spec.codes,
         )
         return rows, result, int(data.input_dim)

@@ -29,6 +29,26 @@ FREE_STYLE = {
 }
 
 
+# Code families, one marker each (every method's points carry its family's marker, in the method's colour):
+# the grid's own precisions and the codes of smec/evaluation/codes (a row's ``family``).
+FAMILY_MARKERS = {
+    "float32": ("float32", "o"),
+    "int": ("int8 / int4 (min-max)", "s"),
+    "threshold": ("binary (threshold)", "v"),
+    "pq": ("OPQ + PQ", "^"),
+    "binary": ("ITQ binary", "<"),
+    "rabitq": ("RaBitQ", "P"),
+    "scalar": ("SQ (learned range)", "D"),
+    "additive": ("RQ / LSQ", "X"),
+}
+_PRECISION_FAMILY = {"float32": "float32", "int8": "int", "int4": "int", "binary": "threshold", "pq": "pq"}
+
+
+def row_family(row: Mapping[str, Any]) -> str:
+    """The key of :data:`FAMILY_MARKERS` a row is drawn with: a code row's ``family``, else its precision's."""
+    return str(row.get("family") or _PRECISION_FAMILY.get(row["precision"], "float32"))
+
+
 def method_colors(methods: Sequence[str], trained: Sequence[str] = ()) -> dict[str, Any]:
     """One colour per method (single models excluded), the same in every figure of a report: trained methods
     take the distinct tab10 colours (tab20's dark shades after ten), training-free ones fixed greys."""
@@ -57,34 +77,27 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return sorted(front)
 
 
-def plot_pareto(
-    agg: Sequence[Mapping[str, Any]],
-    methods: Sequence[str],
-    trained: Sequence[str],
-    ref: Mapping[str, Any] | None,
-    path: Path,
-    title: str = "",
-    marks: Sequence[float] = (48.0,),
-) -> Path:
-    """nDCG@10 against compression factor (log x): each method's Pareto front as a line, all its
-    configurations as faint points; single models as stars; the reference as a dashed line; 48× marked."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    colors = method_colors(methods, trained)
-    for method, color in colors.items():
-        pts = [(r["compression"], r[METRIC]) for r in agg if r["method"] == method]
-        front = pareto_front(pts)
-        style = "-" if method in trained else "--"
-        ax.scatter(*zip(*pts), s=10, color=color, alpha=0.2)
-        ax.plot(
-            *zip(*front),
-            style,
-            marker=FREE_STYLE.get(method, (None, "o"))[1],
-            ms=5 if method in FREE_STYLE else 4,
-            lw=2 if method in trained else 1.3,
-            color=color,
-            label=method,
-        )
+def _family_points(ax: Any, rows: Sequence[Mapping[str, Any]], color: Any) -> set[str]:
+    """One method's configurations as points in ``color``, each family with its marker; the families drawn."""
+    families = list(dict.fromkeys(row_family(r) for r in rows))
+    for family in families:
+        at = [(r["compression"], r[METRIC]) for r in rows if row_family(r) == family]
+        marker = FAMILY_MARKERS.get(family, (family, "o"))[1]
+        ax.scatter(*zip(*at), s=14, color=color, alpha=0.35, marker=marker)
+    return set(families)
+
+
+def _family_legend(ax: Any, families: set[str]) -> None:
+    from matplotlib.lines import Line2D
+
+    known = [(FAMILY_MARKERS[f][0], FAMILY_MARKERS[f][1]) for f in FAMILY_MARKERS if f in families]
+    known += [(f, "o") for f in sorted(families - set(FAMILY_MARKERS))]
+    handles = [Line2D([], [], ls="", marker=m, color="dimgrey", label=label) for label, m in known]
+    ax.legend(handles=handles, fontsize=7, loc="upper right", title="points: code family", title_fontsize=7)
+
+
+def _model_stars(ax: Any, agg: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> None:
+    """Each single model's float32 full width as a black star; models with equal scores share one."""
     stars: dict[tuple[float, float], list[str]] = {}
     for method in (m for m in methods if m.startswith("model:")):
         full = max(
@@ -97,6 +110,40 @@ def plot_pareto(
     for (cf, score), names in stars.items():  # models with equal scores share one star and one label
         ax.scatter([cf], [score], marker="*", s=90, color="black", zorder=5)
         ax.annotate(" = ".join(names), (cf, score), textcoords="offset points", xytext=(6, -3), fontsize=8)
+
+
+def plot_pareto(
+    agg: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    trained: Sequence[str],
+    ref: Mapping[str, Any] | None,
+    path: Path,
+    title: str = "",
+    marks: Sequence[float] = (48.0,),
+) -> Path:
+    """nDCG@10 against compression factor (log x): each method's Pareto front as a line, all its
+    configurations as points in its colour with their code family's marker (:data:`FAMILY_MARKERS`, a second
+    legend); single models as stars; the reference as a dashed line; 48× marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = method_colors(methods, trained)
+    families: set[str] = set()
+    for method, color in colors.items():
+        mine = [r for r in agg if r["method"] == method]
+        pts = [(r["compression"], r[METRIC]) for r in mine]
+        front = pareto_front(pts)
+        style = "-" if method in trained else "--"
+        families |= _family_points(ax, mine, color)
+        ax.plot(
+            *zip(*front),
+            style,
+            marker=FREE_STYLE.get(method, (None, "o"))[1],
+            ms=5 if method in FREE_STYLE else 4,
+            lw=2 if method in trained else 1.3,
+            color=color,
+            label=method,
+        )
+    _model_stars(ax, agg, methods)
     if ref is not None:
         ax.axhline(ref[METRIC], color="grey", ls=":", lw=1)
         ax.annotate(
@@ -123,9 +170,22 @@ def plot_pareto(
     ax.set_ylabel("nDCG@10")
     ax.set_title(title or "nDCG@10 vs compression")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(
+    legend = ax.legend(
         fontsize=8, loc="lower left", ncol=2, title="solid: trained · dashed: training-free", title_fontsize=8
     )
+    if len(families) > 1:  # the family markers only say something when there is more than one
+        from matplotlib.lines import Line2D
+
+        handles = [
+            Line2D([], [], ls="", marker=FAMILY_MARKERS.get(f, (f, "o"))[1], color="dimgrey", label=label)
+            for f, (label, _) in (
+                (f, FAMILY_MARKERS.get(f, (f, "o"))) for f in FAMILY_MARKERS if f in families
+            )
+        ]
+        ax.legend(
+            handles=handles, fontsize=7, loc="upper right", title="points: code family", title_fontsize=7
+        )
+        ax.add_artist(legend)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

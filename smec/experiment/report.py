@@ -6,7 +6,11 @@ Conventions:
   error over queries for a single seed and the standard deviation over seeds otherwise. Paired differences use
   the seed-averaged per-query values (the mean system), with their paired SE over queries.
 * **Budget.** Bits per vector (``dim × bits per coordinate``, PQ: its code size); the compression factor is
-  ``32 × input_dim / bits``. The best method per budget is in bold.
+  ``32 × input_dim / bits``. A code's row (:mod:`smec.evaluation.codes`: ITQ, RaBitQ, learned-range SQ, RQ /
+  LSQ, on top of a method's output) has its true stored bits (RaBitQ's per-vector factors counted) and sits in
+  the grid budget it was made for (``budget_bytes``: its bytes are at most that), with its bytes named when
+  fewer; rescoring's float32 vectors (``extra_bytes``) are not in the budget and are named in the cell. The
+  best method per budget is in bold.
 * **Reference.** "% kept" divides by the float32 concatenation at full width unless the experiment names
   another reference row.
 """
@@ -26,6 +30,21 @@ from smec.evaluation.stats import paired_difference
 METRIC = "ndcg@10"
 TRAINING_FREE = ("concat", "pca", "rotation", "opq-pq")
 PREC_ORDER = {"float32": 0, "int8": 1, "int4": 2, "binary": 3, "pq": 4}
+CODE_FIELDS = ("family", "code", "bytes", "extra_bytes", "budget_bytes")
+"""The fields a code row carries (smec/evaluation/codes/grid.py) that the aggregate keeps."""
+ANSWER_MIN_COMPRESSION = 24.0
+"""The trained-vs-training-free question is answered at every budget compressing at least this much."""
+
+
+def budget_bits(row: Mapping[str, Any]) -> int:
+    """The budget a row counts at: a code row's ``budget_bytes`` x 8, any other row its own bits."""
+    budget = row.get("budget_bytes")
+    return int(row["bits"]) if budget is None else 8 * int(budget)
+
+
+def budget_compression(row: Mapping[str, Any]) -> float:
+    """The compression factor of the row's budget (its own for a row at exactly its budget)."""
+    return float(row["compression"]) * int(row["bits"]) / budget_bits(row)
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]], metric: str = METRIC) -> list[dict[str, Any]]:
@@ -51,6 +70,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]], metric: str = METRIC) -> list[d
             "seeds": [r.get("seed") for r in members],
             "per_seed": values.tolist(),
         }
+        row.update({key: first[key] for key in CODE_FIELDS if first.get(key) is not None})
         if len(members) > 1:
             row["spread"] = float(values.std(ddof=1))
         else:
@@ -86,7 +106,15 @@ def _seeds(row: Mapping[str, Any]) -> str:
 
 
 def _config(row: Mapping[str, Any]) -> str:
-    return f"{row['precision']}@{row['dim']}" if row["precision"] != "pq" else f"PQ {row['bits']} bits"
+    if row["precision"] == "pq":
+        return f"PQ {row['bits']} bits"
+    text = f"{row['precision']}@{row['dim']}"
+    notes = []
+    if budget_bits(row) != row["bits"]:
+        notes.append(f"{row['bits'] // 8} B")
+    if row.get("extra_bytes"):
+        notes.append(f"+{row['extra_bytes']} B float32 to rescore")
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _method_order(rows: Sequence[Mapping[str, Any]], trained: Sequence[str]) -> list[str]:
@@ -116,9 +144,9 @@ def budget_table(
     cell of a budget in bold. Budgets below ``min_cf`` compression are left out (they all keep ~100%)."""
     by_bits: dict[int, dict[str, Mapping[str, Any]]] = {}
     for r in agg:
-        if r["compression"] < min_cf or r["method"].startswith("model:"):
+        if budget_compression(r) < min_cf or r["method"].startswith("model:"):
             continue
-        cell = by_bits.setdefault(r["bits"], {})
+        cell = by_bits.setdefault(budget_bits(r), {})
         if r["method"] not in cell or r[METRIC] > cell[r["method"]][METRIC]:
             cell[r["method"]] = r
     cols = [m for m in methods if not m.startswith("model:")]
@@ -127,7 +155,7 @@ def budget_table(
     for bits in sorted(by_bits):
         cell = by_bits[bits]
         best = max(cell.values(), key=lambda r: r[METRIC])
-        cf = next(iter(cell.values()))["compression"]
+        cf = budget_compression(next(iter(cell.values())))
         cells = [f"{cf:.0f}×", str(bits)]
         for m in cols:
             if m not in cell:
@@ -230,25 +258,44 @@ def answers(
                     f"- {d} dims: SMEC {_fmt(a[METRIC], a['spread'])} ({_seeds(a)}) vs MRL "
                     f"{_fmt(b[METRIC], b['spread'])} ({_seeds(b)}): {_diff(a, b)}"
                 )
-    pq = [r for r in agg if r["method"] == "opq-pq"]
-    if pq and trained:
-        out.append("")
+    out += _trained_vs_free(agg, trained)
+    return out
+
+
+def _trained_vs_free(agg: Sequence[Mapping[str, Any]], trained: Sequence[str]) -> list[str]:
+    """At every budget of at least :data:`ANSWER_MIN_COMPRESSION`: the best trained row (codes on trained
+    outputs included) against the strongest training-free row (PCA, OPQ + PQ, the codes, ...; single models
+    left out, as in the budget table), paired difference ± SE."""
+    rows = [
+        r
+        for r in agg
+        if budget_compression(r) >= ANSWER_MIN_COMPRESSION and not r["method"].startswith("model:")
+    ]
+    budgets = sorted({budget_bits(r) for r in rows}, reverse=True)
+    if not trained or not budgets:
+        return []
+    out = [
+        "",
+        "**Does any trained method beat the training-free codes at the same bytes?** (at every budget "
+        f">= {ANSWER_MIN_COMPRESSION:.0f}×: the best trained row against the strongest training-free row, codes"
+        " included; paired difference ± SE)",
+    ]
+    for bits in budgets:
+        same = [r for r in rows if budget_bits(r) == bits]
+        tr = _best([r for r in same if r["method"] in trained])
+        free = _best([r for r in same if r["method"] not in trained])
+        head = f"- {bits // 8} B ({budget_compression(same[0]):.0f}×): "
+        if tr is None or free is None:
+            only = tr or free
+            assert only is not None
+            kind = "trained" if tr is not None else "training-free"
+            out.append(head + f"only {kind} rows: {only['method']} {_config(only)} {only[METRIC]:.3f}")
+            continue
+        verdict = "yes" if tr[METRIC] > free[METRIC] else "no"
         out.append(
-            "**Does any trained method beat PCA and OPQ at the same bits?** (best of each at that budget)"
+            head + f"{verdict}: {tr['method']} {_config(tr)} {tr[METRIC]:.3f} vs {free['method']} "
+            f"{_config(free)} {free[METRIC]:.3f} ({_diff(tr, free)})"
         )
-        for q in sorted(pq, key=lambda r: r["bits"]):
-            same = [r for r in agg if r["bits"] == q["bits"]]
-            tr = _best([r for r in same if r["method"] in trained])
-            pca = _best([r for r in same if r["method"] == "pca"])
-            if tr is None:
-                continue
-            line = (
-                f"- {q['bits']} bits ({q['compression']:.0f}×): {tr['method']} {_config(tr)} {tr[METRIC]:.3f}"
-            )
-            line += f" vs OPQ+PQ {q[METRIC]:.3f} ({_diff(tr, q)})"
-            if pca is not None:
-                line += f", vs PCA {_config(pca)} {pca[METRIC]:.3f} ({_diff(tr, pca)})"
-            out.append(line)
     return out
 
 

@@ -81,3 +81,28 @@ def test_unknown_precision_is_one_clear_error(tiny_store, tmp_path, capsys):
     assert main(["eval", "--store", str(tiny_store), "--out", str(tmp_path), "--precisions", "int3"]) == 2
     err = capsys.readouterr().err
     assert re.search(r"^smec eval: error: .*int3", err) and "Traceback" not in err
+
+
+def test_codes_join_the_baseline_grid(tmp_path):
+    store = build_store(tmp_path / "store", dims={"m1": 24, "m2": 24})
+    out = tmp_path / "eval"
+    args = ["eval", "--store", str(store), "--out", str(out), "--dims", "8", "16", "--no-pq", "--no-trec"]
+    assert main([*args, "--precisions", "int4", "binary", "--codes", "sq4-quantiles"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    # 48-d float32 = 192 bytes; the grid reaches 1, 2 (binary), 4, 8 (int4) bytes at >= 24x; sq4 needs 8 dims
+    # (4 bytes) at least: on concat and PCA, 8 dims at 4 bytes and 16 dims at 8 bytes.
+    codes = sorted((r["method"], r["dim"], r["bytes"], r["budget_bytes"]) for r in rows if r.get("code"))
+    assert codes == [("concat", 8, 4, 4), ("concat", 16, 8, 8), ("pca", 8, 4, 4), ("pca", 16, 8, 8)]
+    assert all(r["compression"] == 32 * 48 / r["bits"] for r in rows if r.get("code"))
+
+
+def test_an_unknown_code_is_one_clear_error(tiny_store, tmp_path, capsys):
+    from tests.cli_harness import assert_fails_cleanly
+
+    out = tmp_path / "out"
+    assert_fails_cleanly(
+        capsys,
+        ["eval", "--store", str(tiny_store), "--out", str(out), "--codes", "zip"],
+        expect=r"codes: unknown code 'zip': expected one of \['itq', ",
+        watch=tmp_path,
+    )

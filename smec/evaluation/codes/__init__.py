@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import faiss
+
 from smec.evaluation.codes.additive import AdditiveCode
 from smec.evaluation.codes.base import FAISS_FLOOR, Code, faiss_version, require_faiss
 from smec.evaluation.codes.itq import ITQBinary
@@ -33,6 +35,34 @@ CODES: dict[str, tuple[type[Code], dict[str, Any]]] = {
 }
 
 
+# name -> the faiss classes its fit needs: a faiss without one (older, or a build without it) gets one message.
+FAISS_NEEDS: dict[str, tuple[str, ...]] = {
+    "itq": ("ITQTransform",),
+    "rabitq": ("IndexRaBitQ", "RaBitQSearchParameters"),
+    "rabitq2": ("IndexRaBitQ", "RaBitQSearchParameters"),
+    "rabitq4": ("IndexRaBitQ", "RaBitQSearchParameters"),
+    "sq8-quantiles": ("IndexScalarQuantizer",),
+    "sq8-optim": ("IndexScalarQuantizer",),
+    "sq4-quantiles": ("IndexScalarQuantizer",),
+    "sq4-optim": ("IndexScalarQuantizer",),
+    "rq": ("IndexResidualQuantizer",),
+    "lsq": ("IndexLocalSearchQuantizer",),
+    "prq": ("IndexProductResidualQuantizer",),
+    "plsq": ("IndexProductLocalSearchQuantizer",),
+}
+
+
+def require_code(name: str) -> None:
+    """Raise one EvaluationError when the installed faiss lacks a class code ``name`` needs (FAISS_NEEDS)."""
+    missing = [cls for cls in FAISS_NEEDS.get(name, ()) if not hasattr(faiss, cls)]
+    if missing:
+        floor = ".".join(map(str, FAISS_FLOOR))
+        raise EvaluationError(
+            f"code {name!r} needs faiss.{missing[0]}, which this faiss {faiss.__version__} lacks: "
+            f"pip install 'faiss-cpu>={floor}'"
+        )
+
+
 def make_code(name: str, **params: Any) -> Code:
     """Build the code registered as ``name`` (see CODES) with extra constructor ``params``.
 
@@ -41,6 +71,7 @@ def make_code(name: str, **params: Any) -> Code:
     """
     if name not in CODES:
         raise EvaluationError(f"unknown code {name!r}: expected one of {sorted(CODES)}")
+    require_code(name)
     cls, fixed = CODES[name]
     if name in ("prq", "plsq") and params.get("splits", 1) < 2:
         raise EvaluationError(
@@ -70,6 +101,7 @@ def dim_for_budget(code: Code, budget_bytes: int, max_dim: int, multiple: int = 
 __all__ = [
     "CODES",
     "FAISS_FLOOR",
+    "FAISS_NEEDS",
     "AdditiveCode",
     "Code",
     "ITQBinary",
@@ -79,5 +111,6 @@ __all__ = [
     "faiss_version",
     "make_code",
     "rabitq_code_size",
+    "require_code",
     "require_faiss",
 ]

@@ -110,3 +110,24 @@ def test_run_baselines_grid(split):
     assert {r["precision"] for r in rows if r["method"] == "rotation"} == {"binary"}
     assert {(r["dim"], r["bits"]) for r in rows if r["method"] == "opq-pq"} == {(8, 64), (24, 192)}
     assert len(rows) == len(got)
+
+
+def test_run_baselines_adds_the_spec_codes_on_concat_and_wide_pca(split):
+    models, qids, cids, qrels = split
+    queries = np.hstack([models["a"][0], models["b"][0]])
+    corpus = np.hstack([models["a"][1], models["b"][1]])
+    ev = RetrievalEvaluator(qrels, qids, cids, input_dim=32, k=20)
+    base = EvaluationSpec(precisions=("float32", "binary"), calibration_size=300, pq=False)
+    codes = [{"name": "rabitq", "budgets": [12]}, {"name": "sq4-quantiles", "methods": ["pca"]}]
+    kwargs = dict(
+        queries_by_model={}, corpus_by_model={}, concat_queries=queries, concat_corpus=corpus, dims=[8]
+    )
+    plain = run_baselines(ev, spec=base, **kwargs)
+    with pytest.warns(GridWarning, match=r"pca \+ sq4-quantiles at \[1\] bytes"):
+        rows = run_baselines(ev, spec=EvaluationSpec(**{**base.to_dict(), "codes": codes}), **kwargs)
+    key = ("method", "dim", "precision", "bits", "ndcg@10", "recall@20")
+    assert [[r[k] for k in key] for r in rows[: len(plain)]] == [[r[k] for k in key] for r in plain]
+    added = [(r["method"], r["precision"], r["dim"], r["bytes"]) for r in rows[len(plain) :]]
+    # Budgets at >= 24x of 128 bytes: binary at 8 dims = 1 byte (float32 at 8 = 32 bytes is 4x); rabitq at
+    # its own 12 bytes: 32 dims (4 sign bytes + 8); on PCA too: PCA keeps all 32 components for the codes.
+    assert added == [("concat", "rabitq", 32, 12), ("pca", "rabitq", 32, 12)]

@@ -61,7 +61,21 @@ def test_settings_are_normalised_and_survive_a_round_trip_through_json():
         ({"codes": [{"name": "zip"}]}, "codes: unknown code 'zip': expected one of ["),
         (
             {"codes": [{"code": "itq"}]},
-            "codes: expected entries {name: <code>, params: {...}}, got {'code': 'itq'}",
+            "codes: expected entries {name: <code>, params: {...}} (optional: budgets, max_dim, methods, label), "
+            "got {'code': 'itq'}",
+        ),
+        (
+            {"codes": [{"name": "itq", "budgets": [0]}]},
+            "codes: itq: budgets must be a list of positive byte counts, got [0]",
+        ),
+        ({"codes": [{"name": "rq", "max_dim": 0}]}, "codes: rq: max_dim must be a positive integer, got 0"),
+        (
+            {"codes": [{"name": "itq", "methods": "pca"}]},
+            "codes: itq: methods must be a list of method names, got 'pca'",
+        ),
+        (
+            {"codes": [{"name": "rabitq"}, {"name": "rabitq", "params": {"qb": 4}}]},
+            "codes: two entries make rows labelled ['rabitq']: give them distinct labels",
         ),
     ],
 )
@@ -76,3 +90,23 @@ def test_the_evaluator_checks_its_settings_with_the_same_rule():
         RetrievalEvaluator({"q": {"d": 1}}, ["q"], ["d"], input_dim=4, int_scoring="both")
     spec = EvaluationSpec(k=20, calibration_size=None, seed=2)
     assert spec.evaluator({"q": {"d": 1}}, ["q"], ["d"], 4).settings == spec.evaluator_settings()
+
+
+def test_code_entries_say_where_they_run_and_round_trip():
+    entries = [
+        {"name": "itq", "params": {"rescore": 200}, "budgets": [12, 6, 12], "methods": ["pca", "smec"]},
+        {"name": "rabitq", "params": {"qb": 4}, "label": "rabitq-qb4", "max_dim": 256},
+        {"name": "rabitq"},
+    ]
+    spec = EvaluationSpec(codes=entries)
+    itq, qb4, plain = spec.codes
+    assert (itq.precision, itq.budgets, itq.methods) == ("itq+rescore200", (6, 12), ("pca", "smec"))
+    assert itq.runs_on("pca") and not itq.runs_on("mrl") and plain.runs_on("mrl")
+    assert (qb4.precision, qb4.max_dim, plain.precision) == ("rabitq-qb4", 256, "rabitq")
+    assert spec.to_dict()["codes"][0] == {
+        "name": "itq",
+        "params": {"rescore": 200},
+        "budgets": [6, 12],
+        "methods": ["pca", "smec"],
+    }
+    assert EvaluationSpec(**spec.to_dict()) == spec

@@ -30,7 +30,13 @@ def test_dev_and_test_evaluation_of_one_checkpoint_differ_only_in_the_split(tmp_
     The calibration sample (60 of 100 corpus rows) is a real sample, so equal rows mean equal calibration.
     """
     store = build_store(tmp_path / "store")
-    spec = EvaluationSpec(dims=(4, 8), precisions=("float32", "int8", "int4"), calibration_size=60, seed=1)
+    spec = EvaluationSpec(
+        dims=(4, 8),
+        precisions=("float32", "int8", "int4"),
+        calibration_size=60,
+        seed=1,
+        codes=[{"name": "sq4-quantiles", "budgets": [4]}],
+    )
     L.seed_everything(0)
     model = MRLDecoderModule(input_dim=10, output_dim=8, dims=[4, 8])
     callback = RetrievalEvalCallback(spec, split=split, method="mrl")
@@ -61,6 +67,9 @@ def test_dev_and_test_evaluation_of_one_checkpoint_differ_only_in_the_split(tmp_
 
     rows, read, input_dim = TestGrid(spec, split).rows(root, "mrl")
     assert read == result and input_dim == 10
-    assert _strip(rows) == _strip(callback.last_rows)
+    # The test grid adds the spec's codes on the system's output; the dev callback runs none (their cost).
+    codes = [r for r in rows if r.get("code")]
+    assert [(r["precision"], r["dim"], r["bytes"]) for r in codes] == [("sq4-quantiles", 8, 4)]
+    assert _strip([r for r in rows if not r.get("code")]) == _strip(callback.last_rows)
     other = TestGrid(EvaluationSpec(dims=(4, 8), precisions=("int4",), calibration_size=None), split)
     assert _strip(other.rows(root, "mrl")[0]) != _strip([r for r in rows if r["precision"] == "int4"])

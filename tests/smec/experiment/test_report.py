@@ -91,3 +91,73 @@ def test_pareto_plot_writes_a_png(tmp_path):
         agg, ["model:a", "concat", "mrl"], ["mrl"], reference_row(agg, None), tmp_path / "p.png"
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def code_row(method, dim, code, value, nbytes, budget, extra=0, family="rabitq", input_dim=64):
+    r = row(method, dim, "float32", value, bits=8 * nbytes, input_dim=input_dim)
+    r.update(precision=code, code=code, family=family, bytes=nbytes, budget_bytes=budget, extra_bytes=extra)
+    return r
+
+
+def test_codes_join_the_budget_table_and_the_trained_vs_free_answer():
+    # 64-d float32 input = 256 bytes: 8 bytes = 32x, 4 bytes = 64x, 16 bytes = 16x.
+    agg = aggregate(
+        [
+            row("concat", 64, "float32", 0.5),
+            row("pca", 8, "int8", 0.3),
+            row("pca", 32, "binary", 0.28),
+            row("mrl", 8, "int8", 0, per_query=[0.3, 0.4, 0.3, 0.4]),
+            code_row("pca", 40, "rabitq", 0.36, 7, 8),  # 7 true bytes in the 8-byte budget
+            code_row("mrl", 32, "itq+rescore50", 0.2, 4, 4, extra=128, family="binary"),
+            code_row("pca", 16, "sq8-quantiles", 0.45, 16, 16, family="scalar"),  # 16x: below 24x
+        ]
+    )
+    ref = reference_row(agg, None)
+    pca_code = next(r for r in agg if r["precision"] == "rabitq")
+    assert (pca_code["bytes"], pca_code["budget_bytes"], pca_code["family"]) == (7, 8, "rabitq")
+    table = budget_table(agg, ["concat", "pca", "mrl"], ref)
+    line = next(x for x in table.splitlines() if x.startswith("| 32×"))
+    assert line == "| 32× | 64 | – | **0.360 (72%)** rabitq@40 (7 B) | 0.350 (70%) int8@8 |"
+    line = next(x for x in table.splitlines() if x.startswith("| 64×"))
+    assert (
+        line
+        == "| 64× | 32 | – | **0.280 (56%)** binary@32 | 0.200 (40%) itq+rescore50@32 (+128 B float32 to rescore) |"
+    )
+    text = "\n".join(answers(agg, ["mrl"], ref, 64))
+    assert "**Does any trained method beat the training-free codes at the same bytes?**" in text
+    assert "- 8 B (32×): no: mrl int8@8 0.350 vs pca rabitq@40 (7 B) 0.360 (-0.010 ± 0.029)" in text
+    assert (
+        "- 4 B (64×): no: mrl itq+rescore50@32 (+128 B float32 to rescore) 0.200 vs pca binary@32 0.280"
+        in text
+    )
+    assert "16 B" not in text  # 16x: below the question's 24x
+
+
+def test_pareto_plot_marks_each_code_family(tmp_path, monkeypatch):
+    from smec.experiment import plots
+
+    agg = aggregate(
+        [
+            row("concat", 64, "float32", 0.5),
+            row("pca", 32, "binary", 0.28),
+            code_row("pca", 40, "rabitq", 0.36, 7, 8),
+            code_row("mrl", 32, "itq", 0.2, 4, 4, family="binary"),
+            row("mrl", 8, "int8", 0.35),
+        ]
+    )
+    assert [plots.row_family(r) for r in agg] == ["float32", "threshold", "rabitq", "binary", "int"]
+    markers = []
+    plt = plots._pyplot()
+    subplots = plt.subplots
+
+    def spy(*args, **kwargs):  # the figure's axes record each scatter's marker
+        fig, ax = subplots(*args, **kwargs)
+        scatter = ax.scatter
+        ax.scatter = lambda *a, **k: markers.append(k.get("marker")) or scatter(*a, **k)
+        return fig, ax
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    path = plot_pareto(agg, ["concat", "pca", "mrl"], ["mrl"], reference_row(agg, None), tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one scatter per (method, family), with the family's marker
+    assert markers == ["o", "v", "P", "<", "s"]

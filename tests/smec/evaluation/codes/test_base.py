@@ -1,3 +1,5 @@
+import re
+
 import faiss
 import numpy as np
 import pytest
@@ -5,6 +7,7 @@ import pytest
 from smec.evaluation.codes import (
     CODES,
     FAISS_FLOOR,
+    FAISS_NEEDS,
     ITQBinary,
     LearnedRangeSQ,
     RaBitQ,
@@ -14,6 +17,7 @@ from smec.evaluation.codes import (
 )
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.search import search_inner_product
+from smec.evaluation.spec import EvaluationSpec
 from tests.smec.evaluation.codes.vectors import make_vectors
 
 
@@ -125,3 +129,65 @@ def test_faiss_floor_matches_pyproject_and_the_installed_faiss():
     assert re.search(rf'"faiss-cpu>={re.escape(floor)}"', pyproject)
     assert re.search(rf'"faiss-gpu>={re.escape(floor)}"', pyproject)
     assert faiss_version() >= FAISS_FLOOR, faiss.__version__
+
+
+# Each registered code, its test parameters and the faiss factory string that stores the same code.
+SIZE_CASES = {
+    "itq": ({}, "ITQ,LSH"),
+    "rabitq": ({}, "RR,RaBitQ"),
+    "rabitq2": ({}, "RR,RaBitQ2"),
+    "rabitq4": ({}, "RR,RaBitQ4"),
+    "sq8-quantiles": ({}, "SQ8"),
+    "sq8-optim": ({}, "SQ8"),
+    "sq4-quantiles": ({}, "SQ4"),
+    "sq4-optim": ({}, "SQ4"),
+    "rq": ({"m": 4, "iterations": 2}, "RQ4x8"),
+    "lsq": ({"m": 2, "iterations": 2, "encode_iters": 1}, "LSQ2x8"),
+    "prq": ({"m": 4, "splits": 2, "iterations": 2}, "PRQ2x2x8"),
+    "plsq": ({"m": 4, "splits": 2, "iterations": 2, "encode_iters": 1}, "PLSQ2x2x8"),
+}
+
+
+def test_every_registered_code_is_size_checked():
+    assert set(SIZE_CASES) == set(CODES)
+
+
+@pytest.mark.parametrize("dim", [40])
+@pytest.mark.parametrize("name", sorted(SIZE_CASES))
+def test_bytes_per_vector_is_faiss_sa_code_size(name, dim):
+    """The acceptance check of issue 14: every code's bytes per vector (the row's ``bytes``, from which its
+    compression factor comes) is what faiss itself stores per vector for that code."""
+    params, factory = SIZE_CASES[name]
+    x = make_vectors(400, dim)
+    code = make_code(name, **params).fit(x)
+    # faiss's LSH index is L2 only (Hamming on the bits); the other codes are built for inner products.
+    metric = faiss.METRIC_L2 if factory.endswith("LSH") else faiss.METRIC_INNER_PRODUCT
+    reference = faiss.index_factory(dim, factory, metric)
+    if not reference.is_trained:
+        reference.train(x)
+    assert code.bytes_per_vector == code.bytes_for_dim(dim) == reference.sa_code_size()
+    assert code.encode(x[:5]).shape == (5, code.bytes_per_vector)
+    if hasattr(code, "faiss_index"):
+        assert code.faiss_index.sa_code_size() == reference.sa_code_size()
+
+
+def test_every_registered_code_names_the_faiss_it_needs():
+    assert set(FAISS_NEEDS) == set(CODES)
+    for name, classes in FAISS_NEEDS.items():
+        assert all(hasattr(faiss, cls) for cls in classes), name
+
+
+def test_a_faiss_without_an_index_gets_one_message(monkeypatch):
+    monkeypatch.delattr(faiss, "IndexLocalSearchQuantizer")
+    message = (
+        f"code 'lsq' needs faiss.IndexLocalSearchQuantizer, which this faiss {faiss.__version__} lacks: "
+        "pip install 'faiss-cpu>=1.13.1'"
+    )
+    with pytest.raises(EvaluationError, match=f"^{re.escape(message)}$"):
+        make_code("lsq", m=2)
+    with pytest.raises(EvaluationError, match=f"^codes: {re.escape(message)}$"):  # when a spec is read
+        EvaluationSpec(codes=[{"name": "lsq", "params": {"m": 2}}])
+    monkeypatch.delattr(faiss, "IndexRaBitQ")
+    with pytest.raises(EvaluationError, match=r"^code 'rabitq2' needs faiss.IndexRaBitQ, which this faiss"):
+        make_code("rabitq2")
+    make_code("rq", m=2)  # the others are still there

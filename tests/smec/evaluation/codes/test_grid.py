@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from smec.evaluation.codes import make_code
-from smec.evaluation.codes.grid import evaluate_code
+from smec.evaluation.codes.grid import code_rows, evaluate_code, grid_budgets, plan_codes
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.evaluator import RetrievalEvaluator
+from smec.evaluation.spec import CodeSpec
 from tests.smec.evaluation.codes.vectors import make_vectors
 
 
@@ -49,3 +50,57 @@ def test_codes_rank_sensibly_and_columns_select(split):
     assert picked["dim"] == 16 and picked["bytes"] == 2
     with pytest.raises(EvaluationError, match=r"^dim 40 must be between 1 and the input dim 32$"):
         evaluate_code(ev, make_code("itq"), "concat", queries, corpus, dim=40)
+
+
+def test_grid_budgets_are_the_bytes_the_grid_reaches_at_24x_or_more():
+    # The demo: 1152-d input, dims 48..384 x float32 / int8 / int4 / binary.
+    assert grid_budgets([48, 96, 192, 384], ["float32", "int8", "int4", "binary"], 1152) == [
+        6,
+        12,
+        24,
+        48,
+        96,
+        192,
+    ]
+    assert grid_budgets([12], ["binary", "int4"], 32, min_compression=1) == [6]  # 12 bits is not whole bytes
+    assert grid_budgets([96], ["float32"], 1152) == []  # 12x only
+
+
+def test_plan_prefixes_budgets_and_separate_sizes():
+    specs = [
+        CodeSpec("rabitq"),
+        CodeSpec("rq", {"m": 8}, max_dim=16),
+        CodeSpec("itq", budgets=[2, 4], methods=["pca"]),
+    ]
+    dropped: list[str] = []
+    plan = plan_codes(specs, "pca", [4, 8, 12, 16], 32, dropped)
+    got = [(p.spec.precision, p.budget, p.dim) for p in plan]
+    # rabitq: 8 factor bytes + d/8 -> 4 bytes do not fit, 12 -> 32 dims, 16 -> still 32 dims (made once);
+    # rq: 8 bytes at every budget >= 8, on 16 dims (max_dim), made once; itq at its own budgets.
+    assert got == [("rabitq", 12, 32), ("rq", 8, 16), ("itq", 2, 16), ("itq", 4, 32)]
+    assert dropped == [
+        "pca + rabitq at [4, 8] bytes (its narrowest input does not fit)",
+        "pca + rq at [4] bytes (its narrowest input does not fit)",
+    ]
+    # A system of separate sizes: each size whole, the widest that fits; itq does not run on "smec".
+    plan = plan_codes(specs, "smec", [4, 8, 12, 16], [8, 16, 24], [])
+    assert [(p.spec.precision, p.budget, p.dim) for p in plan] == [("rabitq", 12, 24), ("rq", 8, 16)]
+
+
+def test_code_rows_label_budget_and_rescoring_memory(split, tmp_path):
+    ev, queries, corpus = split
+    specs = [CodeSpec("sq4-quantiles"), CodeSpec("itq", {"rescore": 40}, budgets=[2])]
+    rows = code_rows(ev, specs, "pca", queries, corpus, [8, 16], run_dir=tmp_path, dropped=[])
+    got = [
+        (r["precision"], r["dim"], r["bytes"], r["bits"], r["budget_bytes"], r["extra_bytes"]) for r in rows
+    ]
+    assert got == [
+        ("sq4-quantiles", 16, 8, 64, 8, 0),
+        ("sq4-quantiles", 32, 16, 128, 16, 0),
+        ("itq+rescore40", 16, 2, 16, 2, 4 * 16),
+    ]
+    assert rows[-1]["compression"] == 32 * 32 / 16 and rows[-1]["scoring"] == "itq-hamming+rescore40"
+    assert (tmp_path / "pca.16.itq_rescore40.trec").is_file()
+    # Fitted on the evaluator's calibration sample: the row is evaluate_code's with the spec's sample.
+    same = evaluate_code(ev, make_code("sq4-quantiles"), "pca", queries, corpus, 16)
+    assert rows[0]["ndcg@10"] == same["ndcg@10"]
