@@ -318,6 +318,8 @@ class EvaluationSpec:
 def _code_spec(value: Any) -> CodeSpec:
     if isinstance(value, CodeSpec):
         return value
+    if callable(getattr(value, "as_dict", None)):  # jsonargparse's Namespace: `smec fit --evaluation '{...}'`
+        value = value.as_dict()
     if (
         not isinstance(value, Mapping)
         or "name" not in value

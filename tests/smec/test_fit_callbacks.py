@@ -50,6 +50,22 @@ def test_the_cli_adds_them_after_the_recipes_own_and_builds_the_evaluator_from_t
     assert not [c for c in off.trainer.callbacks if isinstance(c, (RetrievalEvalCallback, EarlyStopping))]
 
 
+def test_the_spec_smec_compare_passes_builds_with_its_codes(tmp_path):
+    """`smec compare` passes the whole spec as JSON (`--evaluation={...}`): its codes reach the callback."""
+    import json
+
+    from smec.evaluation.spec import CodeSpec
+    from smec.lightning_cli import run_lightning_cli
+
+    store = build_store(tmp_path / "store")
+    spec = EvaluationSpec(dims=(2, 4), codes=({"name": "rabitq", "budgets": [1], "methods": ["pca"]},))
+    args = ["--config", str(tiny_mrl(tmp_path, store)), f"--evaluation={json.dumps(spec.to_dict())}"]
+    cli = run_lightning_cli(args, run=False)
+    (evaluation,) = [c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvalCallback)]
+    assert evaluation.spec == spec
+    assert evaluation.spec.codes == (CodeSpec("rabitq", {}, budgets=(1,), methods=("pca",)),)
+
+
 def test_a_bad_evaluation_setting_is_one_line_before_anything_is_written(tmp_path, capsys):
     store = build_store(tmp_path / "store")
     recipe = tiny_mrl(tmp_path, store)
