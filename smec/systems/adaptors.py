@@ -10,7 +10,7 @@ identity (plain truncation). Nested sizes are prefixes ĉ[:m] (the evaluator L2-
   adds γ·L_rank, the pairwise logistic rank loss summed over the nested sizes, with the learning rate scaled down.
 - :class:`SearchAdaptorModule` ("search-adaptor", Yoon et al., ACL 2024, arXiv 2310.08750): supervised only; the
   pairwise rank loss
-  on the *full* dimension plus β·L_rec. Not Matryoshka: it is evaluated by truncating ĉ, as presumably in SMEC's
+  on the *full* dimension plus β·L_rec plus the prediction term of a training-only query predictor. Not Matryoshka: it is evaluated by truncating ĉ, as presumably in SMEC's
   comparison.
 
 Thin wiring only: the adaptor is a :class:`~smec.nn.decoder.Decoder` with ``residual=True``, the losses are
