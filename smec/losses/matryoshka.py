@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smec.errors import ConfigError
+from smec.losses.alignment import pair_cosines
 from smec.losses.reconstruction import reconstruction_loss
 from smec.validation import check_dims, check_weights, integer, nonnegative, one_of, optional_positive_int
 
@@ -58,8 +59,11 @@ class MatryoshkaSimilarityLoss(nn.Module):
 
     Matryoshka-Adaptor's unsupervised objective (arXiv 2407.20243, Eq. 4) is covered too:
     ``distance="l1"`` replaces the square by |·|; ``topk``/``topk_weight`` add its local term over each item's k
-    nearest in-batch neighbours *in the input space*,
-    L_topk = Σ_m w_m mean_{i, j∈NN_k(i)} dist(cos(ŷ_i^m, ŷ_j^m) − cos(x_i, x_j));
+    nearest neighbours *in the input space*,
+    L_topk = Σ_m w_m mean_{i, j∈NN_k(i)} dist(cos(ŷ_i^m, ŷ_j^m) − cos(x_i, x_j)),
+    the neighbours found in the batch, or given by the caller (``neighbours``: e.g. each row's corpus
+    neighbours, :class:`smec.nn.corpus_neighbours.CorpusNeighbours`, passed through the trained model so that
+    ŷ_j carries gradient; masked slots are left out of the mean);
     ``reconstruction_weight`` adds L_rec = mean |y − x[:, :d_max]| (:func:`~smec.losses.reconstruction.reconstruction_loss`; only meaningful for a residual adaptor,
     where it equals mean |g(x)|), or mean |y − target| for an explicit target. The paper sums these terms; here
     they are means, so their scale does not depend on B, k or d_max. Total:
@@ -83,7 +87,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
         distance: ``"mse"`` (default, the concat-decoder paper) | ``"l1"`` (Matryoshka-Adaptor).
 
     Shapes:
-        forward(y (B, d_max), x (B, D), reconstruction_target=None) → `LossOutput` with
+        forward(y (B, d_max), x (B, D), reconstruction_target=None, neighbours=None) → `LossOutput` with
         ``per_dim[m] = pair_weight·L_pair,m + topk_weight·L_topk,m`` (before w_m) for the dims used this step,
         so ``loss = Σ_m w_m·per_dim[m] + reconstruction_weight·L_rec``; ``terms`` holds the w-weighted
         ``"pair"``, ``"topk"`` and ``"reconstruction"`` totals of the enabled terms.
@@ -148,6 +152,14 @@ class MatryoshkaSimilarityLoss(nn.Module):
     def _dist(self, diff: Tensor) -> Tensor:
         return diff.square() if self.distance == "mse" else diff.abs()
 
+    def _given_neighbours(self, y_m: Tensor, neighbours: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        """mean over kept (i, j) of dist(cos(ŷ_i^m, ŷ_j^m) − t_ij), the neighbours' outputs given."""
+        y_neighbours, teacher, keep, inverse = neighbours
+        m = y_m.shape[1]
+        student = pair_cosines(y_m, y_neighbours[:, :m], inverse)
+        errors = self._dist(student - teacher.detach()) * keep
+        return errors.sum() / keep.sum().clamp_min(1)
+
     def _step_dims(self) -> list[int]:
         """Indices into self.dims used this step (all, or a sorted random subset)."""
         n = len(self.dims)
@@ -160,6 +172,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
         y: Tensor,
         x: Tensor,
         reconstruction_target: Tensor | None = None,
+        neighbours: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
     ) -> LossOutput:
         """Compute the loss.
 
@@ -167,6 +180,9 @@ class MatryoshkaSimilarityLoss(nn.Module):
             y: decoder output (B, d_max), raw; each nested size is L2-normalised here.
             x: the frozen input (B, D) whose cosine similarities are the target.
             reconstruction_target: (B, d_max) target of L_rec; default x[:, :d_max].
+            neighbours: the top-k term's neighbours instead of the batch's: ``(y_neighbours (U, d_max), teacher
+                (B, K), keep (B, K) bool, inverse (B, K))`` — the model's output of U distinct neighbour rows,
+                the frozen cosines cos(x_i, x_j), which slots count, and each slot's row in ``y_neighbours``.
         """
         if y.ndim != 2 or x.ndim != 2 or y.shape[0] != x.shape[0]:
             raise ValueError(f"expected y (B, d_max) and x (B, D), got {tuple(y.shape)} and {tuple(x.shape)}")
@@ -176,11 +192,11 @@ class MatryoshkaSimilarityLoss(nn.Module):
         batch = y.shape[0]
         off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=y.device)
         target = _cosine_matrix(x.detach()) * off_diagonal
-        k = min(self.topk, batch - 1) if self.topk_weight > 0 else 0
+        k = min(self.topk, batch - 1) if self.topk_weight > 0 and neighbours is None else 0
         if k > 0:
             # Neighbours in the input space, excluding the item itself.
-            neighbours = target.masked_fill(~off_diagonal, float("-inf")).topk(k, dim=1).indices
-            target_topk = target.gather(1, neighbours)
+            in_batch = target.masked_fill(~off_diagonal, float("-inf")).topk(k, dim=1).indices
+            target_topk = target.gather(1, in_batch)
 
         zero = y.new_zeros(())
         loss, pair_total, topk_total = zero, zero, zero
@@ -194,7 +210,11 @@ class MatryoshkaSimilarityLoss(nn.Module):
                 pair_total = pair_total + w * pair.detach()
                 term = term + self.pair_weight * pair
             if k > 0:
-                local = self._dist(sim.gather(1, neighbours) - target_topk).mean()
+                local = self._dist(sim.gather(1, in_batch) - target_topk).mean()
+                topk_total = topk_total + w * local.detach()
+                term = term + self.topk_weight * local
+            if neighbours is not None and self.topk_weight > 0:
+                local = self._given_neighbours(y[:, :m], neighbours)
                 topk_total = topk_total + w * local.detach()
                 term = term + self.topk_weight * local
             per_dim[m] = term.detach()
@@ -203,7 +223,7 @@ class MatryoshkaSimilarityLoss(nn.Module):
         terms: dict[str, Tensor] = {}
         if self.pair_weight > 0:
             terms["pair"] = pair_total
-        if k > 0:
+        if k > 0 or (neighbours is not None and self.topk_weight > 0):
             terms["topk"] = topk_total
         if self.reconstruction_weight > 0:
             if reconstruction_target is None:

@@ -10,7 +10,7 @@ identity (plain truncation). Nested sizes are prefixes ĉ[:m] (the evaluator L2-
   adds γ·L_rank, the pairwise logistic rank loss summed over the nested sizes, with the learning rate scaled down.
 - :class:`SearchAdaptorModule` ("search-adaptor", Yoon et al., ACL 2024, arXiv 2310.08750): supervised only; the
   pairwise rank loss
-  on the *full* dimension plus β·L_rec. Not Matryoshka: it is evaluated by truncating ĉ, as presumably in SMEC's
+  on the *full* dimension plus β·L_rec plus the prediction term of a training-only query predictor. Not Matryoshka: it is evaluated by truncating ĉ, as presumably in SMEC's
   comparison.
 
 Thin wiring only: the adaptor is a :class:`~smec.nn.decoder.Decoder` with ``residual=True``, the losses are
@@ -24,6 +24,7 @@ import logging
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -31,13 +32,26 @@ from torchmetrics import MeanMetric
 
 from smec.errors import ConfigError
 from smec.losses.matryoshka import LossOutput, MatryoshkaSimilarityLoss
+from smec.losses.query_prediction import QueryPredictionLoss
 from smec.losses.rank import PairBatch, PairwiseRankLoss, nested_rank_inputs
 from smec.losses.reconstruction import reconstruction_loss
+from smec.nn.corpus_neighbours import CorpusNeighbours, NeighbourPick
 from smec.nn.decoder import Decoder
 from smec.systems.base import CompressionSystem, resolve_eval_dims, trained_sizes
-from smec.validation import check_dims, check_weights, integer, named_config_errors, nonnegative, positive
+from smec.validation import (
+    check_dims,
+    check_weights,
+    integer,
+    named_config_errors,
+    nonnegative,
+    one_of,
+    positive,
+)
 
-__all__ = ["MatryoshkaAdaptorModule", "SearchAdaptorModule", "default_dims"]
+__all__ = ["NEIGHBOURS", "MatryoshkaAdaptorModule", "SearchAdaptorModule", "default_dims"]
+
+# Where Matryoshka-Adaptor's top-k neighbours come from (docs/methods.md#matryoshka-adaptor-where-the-paper-is-silent).
+NEIGHBOURS = ("corpus", "batch")
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +180,10 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
       √D, making each early Adam step move ĉ by far more than c's own coordinates.
     - M defaults to powers of two from 32 below D plus D itself (the re-implementation's {64, …, 512}-style list,
       extended so the full width is trained too); all w_m = 1.
-    - Top-k neighbours (k = 10) are found in the batch, in the input space (the paper samples a 50k corpus).
+    - Top-k neighbours (k = 10): ``neighbours: corpus`` (default) takes each row's k most cosine-similar corpus
+      rows under the frozen input (the store's whole corpus, exact search, the row itself excluded), and passes
+      them through the trained adaptor, so the term compares adapted similarities with frozen ones as the
+      paper's Eq. 4 does; ``neighbours: batch`` is the earlier in-batch search (top k of the B−1 other rows).
     - The terms are means, not sums (see MatryoshkaSimilarityLoss, PairwiseRankLoss), so α, β, γ keep their
       meaning whatever B, k and D are; α = β = γ = 1 as in the re-implementation.
     - The rank loss uses raw cosines (temperature 1, the paper's equation). Its gradient is bounded and much
@@ -183,6 +200,9 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
             :func:`default_dims`).
         weights: per-size weights w_m of every term (default None → all 1).
         topk: neighbours k of L_topk (default 10); topk_weight: its weight (default 1.0).
+        neighbours: where L_topk's neighbours come from: ``"corpus"`` (default; the data module's corpus rows,
+            loaded at setup: needs :class:`datamodules.embedding.EmbeddingDataModule` or :meth:`use_corpus`) or
+            ``"batch"`` (the other rows of the batch, the behaviour before corpus neighbours existed).
         pair_weight: α (default 1.0); reconstruction_weight: β (default 1.0); rank_weight: γ (default 1.0).
         distance: ``"l1"`` (default, the paper's |·|) or ``"mse"`` for the similarity terms.
         temperature: τ dividing the rank loss's score differences (default 1.0).
@@ -208,6 +228,7 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
         reconstruction_weight: float = 1.0,
         rank_weight: float = 1.0,
         distance: str = "l1",
+        neighbours: str = "corpus",
         temperature: float = 1.0,
         unsupervised_epochs: int | None = None,
         stage2_lr_scale: float = 0.1,
@@ -241,6 +262,8 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
             pair_weight=pair_weight,
             distance=distance,
         )
+        self.neighbours = one_of("model.neighbours", neighbours, NEIGHBOURS)
+        self._corpus: CorpusNeighbours | None = None
         self.rank_loss = named_config_errors("model", PairwiseRankLoss, temperature=temperature)
         self.rank_dim_weights = dict(zip(self.dims, check_weights(weights, len(self.dims), "model.weights")))
         # 1 = unsupervised, 2 = supervised. A buffer, so checkpoints carry it (resume keeps the stage and lr).
@@ -273,8 +296,58 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
             self._unsupervised_epochs = max_epochs // 2
         return self._unsupervised_epochs
 
+    @property
+    def uses_corpus(self) -> bool:
+        """Whether L_topk takes its neighbours from the corpus (``neighbours: corpus`` and the term on)."""
+        return self.neighbours == "corpus" and self.sim_loss.topk_weight > 0
+
+    def use_corpus(self, corpus: Tensor | np.ndarray) -> None:
+        """The frozen corpus rows (N, D) L_topk searches (``setup`` hands over the data module's)."""
+        if corpus.shape[1:] != (self.input_dim,):
+            raise ConfigError(
+                f"model.neighbours: corpus rows have shape {tuple(corpus.shape)}, expected (N, {self.input_dim})"
+            )
+        self._corpus = CorpusNeighbours(corpus)
+
+    def _load_corpus(self) -> None:
+        eval_data = getattr(getattr(self.trainer, "datamodule", None), "eval_data", None)
+        if eval_data is None:
+            raise ConfigError(
+                "model.neighbours: corpus needs the store's corpus rows (data: an EmbeddingDataModule); "
+                "set model.neighbours: batch for in-batch neighbours"
+            )
+        # The evaluator callback loads the same object (cached per split): no second copy of the corpus.
+        self.use_corpus(eval_data().corpus)
+
+    def _corpus_pick(self, x: Tensor) -> NeighbourPick | None:
+        """This batch's corpus neighbours (k = topk, at most N − 1), or None with in-batch neighbours."""
+        if not self.uses_corpus:
+            return None
+        if self._corpus is None:
+            raise ConfigError("model.neighbours: corpus, but no corpus was loaded (fit or call use_corpus)")
+        k = min(self.sim_loss.topk, len(self._corpus) - 1)
+        return self._corpus.to(x.device).select(x, k) if k > 0 else None
+
+    def _adapt(
+        self, x: Tensor, pairs: PairBatch | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor] | None, Tensor | None]:
+        """One adaptor pass (no batch statistics in g: exact) over the rows, their corpus neighbours and the
+        pairs: (ĉ of the rows, the loss's ``neighbours`` argument or None, ĉ of ``pairs.stacked()`` or None)."""
+        pick = self._corpus_pick(x)
+        parts = [x]
+        if pick is not None:
+            parts.append(self._corpus.gather(pick.slots).to(x))
+        if pairs is not None:
+            parts.append(pairs.stacked())
+        out = list(self.adaptor(torch.cat(parts)).split([len(p) for p in parts]))
+        y = out.pop(0)
+        given = None if pick is None else (out.pop(0), pick.teacher, pick.keep, pick.inverse.to(x.device))
+        return y, given, (out.pop(0) if pairs is not None else None)
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage in ("fit", "validate") and self.uses_corpus and self._trainer is not None:
+            self._load_corpus()
         if stage != "fit":
             return
         n_stage1 = self.unsupervised_epochs
@@ -309,13 +382,9 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x = batch["x"]
         supervised = self._stage == 2 and self.rank_weight > 0
-        if supervised:
-            pairs = PairBatch.of(batch)
-            # One forward for rows, queries, documents and mined negatives (no batch statistics in g: exact).
-            y, y_pairs = self.adaptor(torch.cat([x, pairs.stacked()])).split([len(x), sum(pairs.sizes)])
-        else:
-            y = self.adaptor(x)
-        out = self.sim_loss(y, x)
+        pairs = PairBatch.of(batch) if supervised else None
+        y, neighbours, y_pairs = self._adapt(x, pairs)
+        out = self.sim_loss(y, x, neighbours=neighbours)
         loss, terms = out.loss, dict(out.terms)
         if supervised:
             nested_pairs, negatives = nested_rank_inputs(*pairs.unstack(y_pairs), self.dims)
@@ -330,7 +399,8 @@ class MatryoshkaAdaptorModule(_ResidualAdaptorSystem):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["x"]
-        out = self.sim_loss(self.adaptor(x), x)
+        y, neighbours, _ = self._adapt(x, None)
+        out = self.sim_loss(y, x, neighbours=neighbours)
         self._log_val_losses(out.loss, out.per_dim, len(x))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -344,6 +414,7 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
     Loss per step on a batch of B train pairs (q_i, d_i), shared adaptor f on both sides::
 
         L = PairwiseRank(normalize(f(q)), normalize(f(d)))  +  reconstruction_weight · mean |g([q; d])|
+            +  prediction_weight · mean |p(f(d)) − q|
 
     with in-batch negatives (document i is the positive of query i, the others negatives), plus each query's
     mined hard negatives when the data has them (``data.negatives``; they pass through f too, so L_rec covers
@@ -351,9 +422,12 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
     only the full D-dim ĉ: Search-Adaptor is not Matryoshka, and smaller sizes are evaluated by truncating ĉ
     (the default :meth:`embed`), as SMEC's comparison presumably does.
 
-    Left out: the paper's query predictor and its prediction loss. It exists only during training (it is
-    dropped at inference) and its exact form is not in the available sources; the adaptor alone is the
-    evaluated model.
+    plus ``prediction_weight · L_pred``, the paper's prediction term: a training-only query predictor p reads
+    each relevant document's adapted embedding f(d_i) and predicts its query's frozen embedding q_i,
+    L_pred = mean |p(f(d_i)) − q_i| (:class:`~smec.losses.query_prediction.QueryPredictionLoss`; its form is
+    ours, docs/methods.md#search-adaptor-where-the-paper-is-silent). p is dropped at inference: the adaptor
+    alone is the evaluated model. ``prediction_weight: 0`` builds no predictor and trains exactly the objective
+    before the term existed.
 
     Data: ``data.mode: supervised`` (batches ``{"q", "d"}``; ``both`` is accepted and its rows are ignored).
     Validation (corpus rows only) logs ``val/reconstruction``; the epoch is selected by the evaluator
@@ -369,6 +443,9 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         hidden_dim: width h of g's hidden layer (default None → D).
         input_norm: LayerNorm on g's input (default False).
         reconstruction_weight: β of the reconstruction regulariser (default 1.0).
+        prediction_weight: weight of the prediction term L_pred (default 1.0, as β: both are mean absolute
+            errors of D-wide vectors; the paper's value is not in the available sources). 0 = no predictor.
+        predictor_hidden_dim: width of the query predictor's hidden layer (default None → D).
         temperature: τ dividing the rank loss's score differences (default 1.0).
         lr: Adam learning rate (default 1e-3); weight_decay: Adam's (default 0).
         dims: accepted for the dims contract every system follows (:mod:`smec.systems.base`), but nothing is
@@ -386,6 +463,8 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         hidden_dim: int | None = None,
         input_norm: bool = False,
         reconstruction_weight: float = 1.0,
+        prediction_weight: float = 1.0,
+        predictor_hidden_dim: int | None = None,
         temperature: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -400,8 +479,15 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         produces, what = _prefix_sizes(self.input_dim)
         self.eval_dims = resolve_eval_dims(eval_dims, sizes, self.method_name, produces, what)
         self.reconstruction_weight = nonnegative("model.reconstruction_weight", reconstruction_weight)
+        self.prediction_weight = nonnegative("model.prediction_weight", prediction_weight)
         self._check_optim(lr, weight_decay)
         self.rank_loss = named_config_errors("model", PairwiseRankLoss, temperature=temperature)
+        # Built only when on, so that prediction_weight 0 has the parameters (and checkpoints) of before.
+        self.prediction = (
+            named_config_errors("model", QueryPredictionLoss, self.input_dim, hidden_dim=predictor_hidden_dim)
+            if self.prediction_weight > 0
+            else None
+        )
         self.val_reconstruction = MeanMetric()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -417,11 +503,16 @@ class SearchAdaptorModule(_ResidualAdaptorSystem):
         )
         rec = reconstruction_loss(c_hat, c)
         loss = rank.loss + self.reconstruction_weight * rec
+        terms = {"rank": rank.loss.detach(), "reconstruction": rec.detach()}
+        if self.prediction is not None:
+            pred = self.prediction(y_d, pairs.q)
+            loss = loss + self.prediction_weight * pred
+            terms["prediction"] = pred.detach()
         batch_size = len(pairs.q)
         self.log(
             "train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=True
         )
-        self._log_terms("train", {"rank": rank.loss.detach(), "reconstruction": rec.detach()}, batch_size)
+        self._log_terms("train", terms, batch_size)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

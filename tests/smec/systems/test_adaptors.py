@@ -9,6 +9,7 @@ import yaml
 
 from datamodules.embedding import EmbeddingDataModule
 from smec.errors import ConfigError
+from smec.losses.matryoshka import MatryoshkaSimilarityLoss
 from smec.systems.adaptors import MatryoshkaAdaptorModule, SearchAdaptorModule, default_dims
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -240,6 +241,11 @@ def test_unsupervised_only_adaptor_accepts_row_batches(tiny_store):
         (MatryoshkaAdaptorModule, {"pair_weight": -1.0}, "model.pair_weight must be a number >= 0, got -1.0"),
         (MatryoshkaAdaptorModule, {"topk": -2}, "model.topk must be an integer >= 0, got -2"),
         (MatryoshkaAdaptorModule, {"distance": "l2"}, "model.distance must be one of mse, l1, got 'l2'"),
+        (
+            MatryoshkaAdaptorModule,
+            {"neighbours": "memory"},
+            "model.neighbours must be one of corpus, batch, got 'memory'",
+        ),
         (MatryoshkaAdaptorModule, {"temperature": 0.0}, "model.temperature must be a number > 0, got 0.0"),
         (MatryoshkaAdaptorModule, {"hidden_dim": 0}, "model.hidden_dim must be a positive integer, got 0"),
         (
@@ -253,6 +259,16 @@ def test_unsupervised_only_adaptor_accepts_row_batches(tiny_store):
             "model.reconstruction_weight must be a number >= 0, got -0.5",
         ),
         (SearchAdaptorModule, {"lr": 0}, "model.lr must be a number > 0, got 0"),
+        (
+            SearchAdaptorModule,
+            {"prediction_weight": -1.0},
+            "model.prediction_weight must be a number >= 0, got -1.0",
+        ),
+        (
+            SearchAdaptorModule,
+            {"predictor_hidden_dim": 0},
+            "model.hidden_dim must be a positive integer, got 0",
+        ),
         (SearchAdaptorModule, {"weight_decay": -1}, "model.weight_decay must be a number >= 0, got -1"),
         (SearchAdaptorModule, {"input_dim": 0}, "model.input_dim must be a positive int, got 0"),
         (
@@ -321,3 +337,119 @@ def test_the_dims_contract():
     assert SearchAdaptorModule(input_dim=64).eval_dims == (32, 64)
     assert SearchAdaptorModule(input_dim=64, dims=[8, 24]).eval_dims == (8, 24)
     assert SearchAdaptorModule(input_dim=64, dims=[8, 24], eval_dims=[3, 40]).eval_dims == (3, 40)
+
+
+# -- Matryoshka-Adaptor's corpus neighbours ------------------------------------------------------------------
+
+
+def last_linear(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def corpus_model(**kw):
+    torch.manual_seed(0)
+    return MatryoshkaAdaptorModule(input_dim=10, dims=[4, 10], topk=3, unsupervised_epochs=1, **kw)
+
+
+def test_a_one_epoch_fit_loads_the_corpus_and_trains_l_topk_on_corpus_neighbours(tiny_store):
+    model = corpus_model(rank_weight=0.0)
+    t = trainer(1, limit_val_batches=1)
+    t.fit(model, datamodule=datamodule(tiny_store, "unsupervised"))
+    corpus = datamodule(tiny_store, "unsupervised").eval_data().corpus
+    assert len(model._corpus) == len(corpus) == 100 and torch.equal(
+        model._corpus.rows, torch.from_numpy(corpus)
+    )
+    assert t.global_step > 0 and torch.isfinite(t.callback_metrics["train/topk"])
+    assert not any(
+        k.startswith("_corpus") for k in model.state_dict()
+    )  # rebuilt at setup, never checkpointed
+    assert not torch.equal(model.compress(torch.from_numpy(corpus)), torch.from_numpy(corpus))
+
+
+def test_corpus_neighbours_exclude_the_row_and_are_the_input_spaces_nearest(tiny_store):
+    model = corpus_model()
+    corpus = torch.from_numpy(datamodule(tiny_store, "unsupervised").eval_data().corpus)
+    model.use_corpus(corpus)
+    x = corpus[:16]
+    pick = model._corpus_pick(x)
+    found = pick.slots[pick.inverse]
+    sims = F.normalize(x, dim=1) @ F.normalize(corpus, dim=1).T
+    sims[torch.arange(16), torch.arange(16)] = -2.0  # the row itself is never its neighbour
+    assert torch.equal(found, sims.topk(3, dim=1).indices)
+    assert torch.equal(model._corpus_pick(x).inverse, pick.inverse)  # deterministic
+
+
+def test_the_gradient_reaches_the_adaptor_through_the_neighbours_adapted_vectors(tiny_store):
+    model = corpus_model(pair_weight=0.0, reconstruction_weight=0.0, rank_weight=0.0)
+    corpus = torch.from_numpy(datamodule(tiny_store, "unsupervised").eval_data().corpus)
+    model.use_corpus(corpus)
+    with torch.no_grad():  # move off the identity, where every similarity error (and gradient) is 0
+        last_linear(model.adaptor).weight.normal_(0.0, 0.3)
+    x = corpus[:8]
+    y, given, _ = model._adapt(x, None)
+    y_neighbours = given[0]
+    assert y_neighbours.requires_grad and len(y_neighbours) == len(model._corpus_pick(x).slots)
+    # Only the neighbour side carries gradient: the rows' outputs are detached.
+    loss = model.sim_loss(y.detach(), x, neighbours=given).loss
+    loss.backward()
+    grad = last_linear(model.adaptor).weight.grad
+    assert grad is not None and torch.count_nonzero(grad) > 0
+    # The term compares adapted with frozen similarities: by hand, at the 4-dim prefix and the full one.
+    picked = y_neighbours[given[3]]
+    expected = sum(
+        (
+            (F.normalize(y.detach()[:, :m], dim=1).unsqueeze(1) * F.normalize(picked[..., :m], dim=2)).sum(-1)
+            - given[1]
+        )
+        .abs()
+        .mean()
+        for m in (4, 10)
+    )
+    torch.testing.assert_close(loss, expected)
+
+
+def test_batch_neighbours_keep_the_earlier_in_batch_term(tiny_store):
+    batch_model = corpus_model(neighbours="batch")
+    x = torch.from_numpy(datamodule(tiny_store, "unsupervised").eval_data().corpus[:16])
+    with torch.no_grad():
+        last_linear(batch_model.adaptor).weight.normal_(0.0, 0.3)
+    y, given, _ = batch_model._adapt(x, None)
+    assert given is None and batch_model._corpus is None
+    reference = MatryoshkaSimilarityLoss(
+        [4, 10], output_dim=10, topk=3, topk_weight=1.0, reconstruction_weight=1.0, distance="l1"
+    )
+    torch.testing.assert_close(batch_model.sim_loss(y, x).loss, reference(y, x).loss)
+
+
+def test_corpus_neighbours_without_a_corpus_fail_with_one_clear_message():
+    model = corpus_model()
+    with pytest.raises(ConfigError, match=re.escape("model.neighbours: corpus, but no corpus was loaded")):
+        model.training_step({"x": torch.randn(8, 10)}, 0)
+
+
+# -- Search-Adaptor's prediction term -----------------------------------------------------------------------
+
+
+def test_the_prediction_term_joins_the_loss_and_weight_zero_is_the_old_objective(tiny_store):
+    q, d, _ = train_pairs(tiny_store)
+    batch = {"q": q[:8], "d": d[:8]}
+    torch.manual_seed(0)
+    old = SearchAdaptorModule(input_dim=10, prediction_weight=0.0)
+    torch.manual_seed(0)
+    new = SearchAdaptorModule(input_dim=10, prediction_weight=0.5)
+    assert old.prediction is None and not any(k.startswith("prediction") for k in old.state_dict())
+    assert any(k.startswith("prediction.predictor") for k in new.state_dict())
+    # At init the adaptor and the predictor are the identity: L_pred = mean |d − q|.
+    extra = new.training_step(batch, 0) - old.training_step(batch, 0)
+    torch.testing.assert_close(extra, 0.5 * (d[:8] - q[:8]).abs().mean())
+    assert new.compress(q).equal(q)  # the predictor is training-only: compress never calls it
+
+
+def test_a_one_epoch_fit_of_the_search_adaptor_trains_the_predictor(tiny_store):
+    torch.manual_seed(0)
+    model = SearchAdaptorModule(input_dim=10, eval_dims=[4, 10], lr=1e-2)
+    before = [p.detach().clone() for p in model.prediction.parameters()]
+    t = trainer(1, limit_val_batches=1)
+    t.fit(model, datamodule=datamodule(tiny_store, "supervised"))
+    assert t.global_step > 0 and torch.isfinite(t.callback_metrics["train/prediction"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.prediction.parameters()))

@@ -72,6 +72,7 @@ def test_negatives_that_are_all_padding_give_the_in_batch_loss(tiny_store, name)
     model = SYSTEMS[name]()
     if isinstance(model, MatryoshkaAdaptorModule):
         model._stage = 2
+        model.use_corpus(datamodule(tiny_store).eval_data().corpus)  # no fit hands it over here
     batch = first_batch(datamodule(tiny_store))
     plain = {k: v for k, v in batch.items() if k not in ("n", "n_mask")}
     torch.manual_seed(1)  # the same ADS draw for both steps
