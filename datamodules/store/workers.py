@@ -186,13 +186,27 @@ def _check_record(record: Any, path: Path) -> None:
         and isinstance(record.get("job"), Mapping)
         and isinstance(record["job"].get("dataset"), Mapping)
         and isinstance(record.get("done"), Mapping)
-        and all(isinstance(v, Mapping) for v in record["done"].values())
+        and all(isinstance(v, Mapping) and all(map(_entry_ok, v.values())) for v in record["done"].values())
     )
     if not ok:
         raise StoreError(
             f"{path}: not a partial manifest written by `smec embed {INDEX_OPTION}`; delete it and rerun "
             "that worker"
         )
+
+
+def _entry_ok(entry: Any) -> bool:
+    """One finished (model, text set) of a worker: dim, model info and its shards' file, rows and sha256."""
+    return (
+        isinstance(entry, Mapping)
+        and is_count(entry.get("dim"), 1)
+        and isinstance(entry.get("model"), Mapping)
+        and isinstance(entry.get("shards"), list)
+        and all(
+            isinstance(s, Mapping) and isinstance(s.get("file"), str) and isinstance(s.get("sha256"), str)
+            for s in entry["shards"]
+        )
+    )
 
 
 def check_job(workers: Workers, job: Mapping[str, Any], who: str, total: int | None = None) -> None:
