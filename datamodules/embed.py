@@ -14,7 +14,7 @@ import numpy as np
 
 from datamodules.errors import InputError
 from datamodules.paths import check_output_dir
-from datamodules.store.layout import DEFAULT_SHARD_ROWS, DTYPES, STORE_FILE, model_key
+from datamodules.store.layout import DEFAULT_SHARD_ROWS, DTYPES, STORE_FILE, data_folder, model_key
 from datamodules.store.workers import (
     WorkerLog,
     WorkerShare,
@@ -132,7 +132,9 @@ def _embed_share(run: _Run, log: WorkerLog, models: Sequence[str], keys: Sequenc
         pending = {
             name: n
             for name, n in rows.items()
-            if n and not writer.is_complete(key, name) and not log.is_done(key, name)
+            if n
+            and not writer.is_complete(key, name)
+            and not log.is_done(key, name, data_folder(writer.path, key, name))
         }
         if not pending:
             print(f"[{key}] {share}: nothing left to embed, skipped", file=sys.stderr)

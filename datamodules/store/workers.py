@@ -247,8 +247,10 @@ class WorkerLog:
             }
         )
 
-    def is_done(self, key: str, text_set: str) -> bool:
-        return text_set in self.record["done"].get(key, {})
+    def is_done(self, key: str, text_set: str, folder: Path) -> bool:
+        """Recorded as finished, and every shard it recorded still in ``folder`` (one deleted is written again)."""
+        entry = self.record["done"].get(key, {}).get(text_set)
+        return entry is not None and all((folder / s["file"]).is_file() for s in entry["shards"])
 
     def save(self) -> None:
         atomic_write_json(self.path, self.record)

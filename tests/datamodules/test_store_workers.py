@@ -136,8 +136,8 @@ def workers_done(job, tmp_path):
     return data, out
 
 
-def test_a_merge_with_a_missing_shard_names_it_and_its_worker(workers_done, tmp_path, capsys):
-    data, out = workers_done
+def test_a_merge_with_a_missing_shard_names_it_and_its_worker(job, workers_done, tmp_path, capsys):
+    (data, out), reference = workers_done, job[1]
     shard = out / CORPUS / "shard-00004.npy"
     shard.unlink()
     expected = (
@@ -145,6 +145,9 @@ def test_a_merge_with_a_missing_shard_names_it_and_its_worker(workers_done, tmp_
         "with the same options and --worker-index 1 --num-workers-total 3), then merge again"
     )
     assert_fails_cleanly(capsys, cli(data, out, "--merge"), expect=re.escape(expected) + "$", watch=tmp_path)
+    embed(data, out, WorkerShare(1, 3))  # the advice works: the worker writes its deleted shard again
+    embed(data, out, merge=True)
+    assert shard_hashes(out) == shard_hashes(reference)
 
 
 def test_a_merge_before_a_worker_ran_names_what_it_owns(job, tmp_path, capsys):
@@ -160,8 +163,8 @@ def test_a_merge_before_a_worker_ran_names_what_it_owns(job, tmp_path, capsys):
     assert_fails_cleanly(capsys, cli(data, out, "--merge"), expect=re.escape(expected) + "$", watch=tmp_path)
 
 
-def test_a_merge_refuses_a_shard_changed_after_its_worker_wrote_it(workers_done, tmp_path, capsys):
-    data, out = workers_done
+def test_a_merge_refuses_a_shard_changed_after_its_worker_wrote_it(job, workers_done, tmp_path, capsys):
+    (data, out), reference = workers_done, job[1]
     shard = out / CORPUS / "shard-00005.npy"
     np.save(shard, np.zeros((16, 8), dtype=np.float16))  # same shape and dtype, other bytes
     expected = (
@@ -169,6 +172,10 @@ def test_a_merge_refuses_a_shard_changed_after_its_worker_wrote_it(workers_done,
         "the shard changed after it was written; delete it and rerun worker 2 of 3"
     )
     assert_fails_cleanly(capsys, cli(data, out, "--merge"), expect=re.escape(expected), watch=tmp_path)
+    shard.unlink()
+    embed(data, out, WorkerShare(2, 3))
+    embed(data, out, merge=True)
+    assert shard_hashes(out) == shard_hashes(reference)
 
 
 def test_a_merge_without_workers_writes_nothing(job, tmp_path, capsys):
