@@ -8,6 +8,7 @@ One concept per module, each name imported from its module (this package re-expo
 - :mod:`~datamodules.store.reader`: ``EmbeddingStore``, a store opened read-only;
 - :mod:`~datamodules.store.combine`: the concatenation recipe, numpy and torch;
 - :mod:`~datamodules.store.verify`: sha256 + NaN/Inf checks, once per shard and process.
+- :mod:`~datamodules.store.workers`: one store embedded by N workers (disjoint shards, partial manifests), merged.
 
 Layout of a store folder::
 
@@ -21,7 +22,8 @@ Writing is resumable: every shard is written to a temporary name, flushed and at
 ``kill -9`` at any moment leaves only complete shards; the manifest is written last. Rerunning the same job
 skips finished shards and produces files byte-identical to an uninterrupted run (encoders are deterministic for
 a given chunk, and chunk boundaries are fixed by ``shard_rows``). A text set without a manifest is incomplete
-and is never opened for reading.
+and is never opened for reading. The same files can be written by several workers at once, each its own shards,
+then merged into a store byte-identical to one process's (:mod:`~datamodules.store.workers`).
 
 Reading is read-only: :class:`~datamodules.store.reader.EmbeddingStore` validates manifests against the shard
 files (shape, dtype, size) and yields either one model's rows or the concatenation of several models — each

@@ -26,6 +26,11 @@ STORE_FILE = "store.json"
 MANIFEST_FILE = "manifest.json"
 
 
+# Where the workers of a sharded `smec embed` keep their partial manifests until the merge
+# (datamodules.store.workers); hidden, so a folder holding only it is still an empty folder.
+WORKERS_DIR = ".workers"
+
+
 DTYPES = ("float16", "float32")
 
 

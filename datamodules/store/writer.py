@@ -26,6 +26,7 @@ from datamodules.store.layout import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     STORE_FILE,
+    WORKERS_DIR,
     check_manifest,
     check_meta,
     data_folder,
@@ -96,7 +97,9 @@ class StoreWriter:
             for field, names in (("text_sets", self.text_sets), ("splits", qrels)):
                 meta[field] = sorted(set(meta[field]) | set(names))
         else:
-            if self.path.is_dir() and _has_visible_entries(self.path):
+            # Workers (datamodules.store.workers) write shards but no store.json: the merge writes it.
+            sharded = (self.path / WORKERS_DIR).is_dir()
+            if self.path.is_dir() and _has_visible_entries(self.path) and not sharded:
                 raise StoreError(
                     f"{self.path}: folder holds files but no {STORE_FILE}, so it is not a store; "
                     "give an empty or new folder"
@@ -200,7 +203,56 @@ class StoreWriter:
             stale.unlink()
         ids = self.text_sets[text_set]
         shards = _write_shards(folder, ids, encode, key, text_set, dim, dtype, shard_rows, on_rows)
-        _hash_shards(folder, shards, dim, dtype)
+        hash_shards(folder, shards, dim, dtype)
+        return self.finish(
+            key, text_set, dim=dim, model_info=model_info, dtype=dtype, shard_rows=shard_rows, shards=shards
+        )
+
+    def write_share(
+        self,
+        key: str,
+        text_set: str,
+        *,
+        owns: Callable[[int], bool],
+        dim: int,
+        encode: Callable[[int, int], np.ndarray],
+        dtype: str = "float16",
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One worker's part of :meth:`write`: only the shards ``i`` with ``owns(i)``, resuming like it.
+
+        Nothing else is written (no ``store.json``, ids, qrels or manifest: the merge writes them), and only this
+        worker's own temporary files are cleared, so workers sharing the folder never touch each other's files.
+        Returns the owned shards' entries (file, rows, sha256), in order.
+        """
+        self._check_write(key, text_set, dim=dim, dtype=dtype, shard_rows=shard_rows)
+        folder = data_folder(self.path, key, text_set)
+        folder.mkdir(parents=True, exist_ok=True)
+        ids = self.text_sets[text_set]
+        for i in range(n_shards(len(ids), shard_rows)):
+            if owns(i):
+                for stale in folder.glob(f".{shard_name(i)}.*.tmp"):  # left by this worker, killed
+                    stale.unlink()
+        shards = _write_shards(folder, ids, encode, key, text_set, dim, dtype, shard_rows, on_rows, owns)
+        hash_shards(folder, shards, dim, dtype)
+        return shards
+
+    def finish(
+        self,
+        key: str,
+        text_set: str,
+        *,
+        dim: int,
+        model_info: Mapping[str, Any],
+        dtype: str,
+        shard_rows: int,
+        shards: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Write the manifest of one (model, text set) whose ``shards`` (every one, hashed) are on disk, then
+        ``store.json``; the last step of :meth:`write`, and of a merge of workers' shards."""
+        self._write_skeleton()
+        folder = data_folder(self.path, key, text_set)
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_key": key,
@@ -208,11 +260,11 @@ class StoreWriter:
             "text_set": text_set,
             "dim": int(dim),
             "dtype": dtype,
-            "rows": len(ids),
+            "rows": len(self.text_sets[text_set]),
             "shard_rows": shard_rows,
             "shards": shards,
         }
-        atomic_write_json(manifest_path, manifest)
+        atomic_write_json(folder / MANIFEST_FILE, manifest)
         for s in shards:  # hashed and scanned just now: readers in this process need not do it again
             remember_verified(folder / s["file"], s["sha256"])
         self.meta["models"][key] = {"dim": int(dim), "model": dict(model_info)}
@@ -231,6 +283,15 @@ class StoreWriter:
             raise StoreError(f"model {key!r}: dim must be a positive integer, got {dim!r}")
 
 
+def n_shards(rows: int, shard_rows: int) -> int:
+    """Shards of a text set of ``rows`` rows (one, empty, for no rows)."""
+    return max(1, -(-rows // shard_rows))
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.npy"
+
+
 def _write_shards(
     folder: Path,
     ids: Sequence[str],
@@ -241,29 +302,28 @@ def _write_shards(
     dtype: str,
     shard_rows: int,
     on_rows: Callable[[int], None] | None,
+    owns: Callable[[int], bool] = lambda i: True,
 ) -> list[dict[str, Any]]:
-    """Every shard of one (model, text set) that is missing or malformed, encoded and written atomically; the
-    others kept. Returns the manifest's shard entries (file, rows), in order."""
+    """Every shard ``i`` with ``owns(i)`` of one (model, text set) that is missing or malformed, encoded and
+    written atomically; the others kept. Returns those shards' manifest entries (file, rows), in order."""
     n = len(ids)
-    n_shards = max(1, -(-n // shard_rows))
     shards = []
-    for i in range(n_shards):
+    for i in range(n_shards(n, shard_rows)):
+        if not owns(i):
+            continue
         start, stop = i * shard_rows, min(n, (i + 1) * shard_rows)
-        shard_path = folder / f"shard-{i:05d}.npy"
-        if shard_path.exists() and _shard_ok(shard_path, stop - start, dim, dtype):
-            if on_rows:
-                on_rows(stop - start)
-        else:
+        shard_path = folder / shard_name(i)
+        if not (shard_path.exists() and shard_ok(shard_path, stop - start, dim, dtype)):
             rows = np.asarray(encode(start, stop))
             _check_rows(rows, stop - start, dim, ids[start:stop], key, text_set, dtype)
             atomic_write_bytes(shard_path, npy_bytes(rows.astype(dtype)))
-            if on_rows:
-                on_rows(stop - start)
+        if on_rows:
+            on_rows(stop - start)
         shards.append({"file": shard_path.name, "rows": stop - start})
     return shards
 
 
-def _hash_shards(folder: Path, shards: list[dict[str, Any]], dim: int, dtype: str) -> None:
+def hash_shards(folder: Path, shards: list[dict[str, Any]], dim: int, dtype: str) -> None:
     """Add each shard's sha256 to its entry, refusing one that holds NaN/Inf."""
     for s in shards:
         # Shards kept from a killed run were finite when written; one pass proves it still holds.
@@ -277,7 +337,7 @@ def _hash_shards(folder: Path, shards: list[dict[str, Any]], dim: int, dtype: st
             )
 
 
-def _shard_ok(path: Path, rows: int, dim: int, dtype: str) -> bool:
+def shard_ok(path: Path, rows: int, dim: int, dtype: str) -> bool:
     try:
         arr = np.load(path, mmap_mode="r")
     except (ValueError, OSError):

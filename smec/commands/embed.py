@@ -43,15 +43,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="recompute every shard's sha256 (and scan for NaN/Inf) at the end, finished shards included",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    split = parser.add_argument_group(
+        "embedding with several workers (processes, GPUs, SLURM array tasks; README, Data)"
+    )
+    split.add_argument(
+        "--worker-index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="embed only shards s with s %% N == I of each (model, text set) (default: SLURM_ARRAY_TASK_ID, "
+        "else RANK, else one process does all)",
+    )
+    split.add_argument(
+        "--num-workers-total",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many workers share the job (default: SLURM_ARRAY_TASK_COUNT, else WORLD_SIZE)",
+    )
+    split.add_argument(
+        "--merge",
+        action="store_true",
+        help="once every worker has finished: check each shard against its worker's record, write the manifests",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
     from pathlib import Path
 
     from datamodules.embed import embed_dataset
+    from datamodules.errors import InputError
     from datamodules.store.reader import EmbeddingStore
+    from datamodules.store.workers import resolve_share
 
+    share, source = resolve_share(args.worker_index, args.num_workers_total, os.environ, merge=args.merge)
+    if share is not None and args.verify:
+        raise InputError("--verify: checks a finished store; give it to the --merge, not to a worker")
     out = Path(args.out) if args.out else default_out(args.dataset)
+    if share is not None:
+        print(
+            f"smec embed: {share} (from {source}): shards s with s % {share.total} == {share.index}",
+            file=sys.stderr,
+        )
     embed_dataset(
         args.dataset,
         args.models,
@@ -62,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
         splits=args.splits,
         device=args.device,
         progress=not args.no_progress,
+        share=share,
+        merge=args.merge,
     )
+    if share is not None:
+        print(f"{share}: done; once every worker is, finish the store with the same command and --merge")
+        return 0
     store = EmbeddingStore(out)
     if args.verify:
         store.verify()
