@@ -40,8 +40,9 @@ class FitResult:
         data: ``store``, ``models`` (the concatenated model keys, in order), ``normalization``, ``model_weights``.
         regime: ``unsupervised`` or ``supervised``, the recipe's ``regime:`` tag (files written before it existed
             read as ``unsupervised``).
-        budget: ``optimizer_steps`` (the trainer's global step at the end: every method's comparable budget) and
-            ``epochs`` (epochs run); None in files written before it existed.
+        budget: ``optimizer_steps`` (the trainer's global step at the end: every method's comparable budget),
+            ``epochs`` (epochs run) and what the system adds (``CompressionSystem.budget_details``: SMEC's
+            ``steps_per_stage``, the steps each trained block got); None in files written before it existed.
     """
 
     checkpoint: str
@@ -51,7 +52,7 @@ class FitResult:
     model_class: str
     data: dict[str, Any]
     regime: str = "unsupervised"
-    budget: dict[str, int] | None = None
+    budget: dict[str, Any] | None = None
 
     def checkpoint_path(self, root: Path) -> Path:
         return Path(root) / self.checkpoint
@@ -104,7 +105,11 @@ def write_fit_result(trainer: Any, model: Any, datamodule: Any, regime: str = "u
             "model_weights": None if datamodule.model_weights is None else list(datamodule.model_weights),
         },
         regime=regime,
-        budget={"optimizer_steps": int(trainer.global_step), "epochs": int(trainer.current_epoch)},
+        budget={
+            "optimizer_steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            **(model.budget_details(trainer) if hasattr(model, "budget_details") else {}),
+        },
     )
     atomic_write_json(root / FIT_RESULT, {"format": FORMAT, **asdict(result)})
     return root / FIT_RESULT

@@ -730,6 +730,24 @@ class StageSchedule:
                 f"and the next one a positive budget, e.g. {example}"
             )
 
+    def trained_per_stage(self, epochs: int, global_step: int, steps_per_epoch: int) -> list[int]:
+        """Optimizer steps each stage trained in a fit that ran ``epochs`` whole epochs of ``steps_per_epoch``
+        steps (``global_step`` in all): the budget a report states per trained block. The last stage keeps
+        what runs past its budget (as :meth:`stage_at` does)."""
+        pos = epochs if self.unit == "epoch" else global_step
+        ends = [*self.starts[1:], None]
+        spent = [
+            max(0, (pos if end is None else min(pos, end)) - start) for start, end in zip(self.starts, ends)
+        ]
+        return [n * steps_per_epoch for n in spent] if self.unit == "epoch" else spent
+
+    def budget_details(self, trainer: Any) -> dict[str, Any]:
+        """``{"steps_per_stage": [...]}`` of a finished fit (fit_result.json's budget), from its trainer."""
+        steps = trainer.num_training_batches
+        if not isinstance(steps, int):  # an unsized loader: the epochs' lengths are unknown
+            return {}
+        return {"steps_per_stage": self.trained_per_stage(trainer.current_epoch, trainer.global_step, steps)}
+
     def stage_at(self, epoch: int, global_step: int) -> int:
         """The stage to train at this (epoch, global_step)."""
         pos = epoch if self.unit == "epoch" else global_step

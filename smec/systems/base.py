@@ -51,6 +51,10 @@ class CompressionSystem(L.LightningModule):
         """The representation of size ``dim`` (default: the prefix of :meth:`compress`)."""
         return self.compress(x)[:, :dim]
 
+    def budget_details(self, trainer: Any) -> dict[str, Any]:
+        """What fit_result.json's ``budget`` adds beyond the optimizer steps and epochs (SMEC: steps per stage)."""
+        return {}
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         data_dim = getattr(datamodule, "input_dim", None)

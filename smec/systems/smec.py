@@ -151,6 +151,9 @@ class SMECModule(CompressionSystem):
         """Whether dev selection may pick this state: once the last stage has started (joint: always)."""
         return self.compressor.last_stage_started
 
+    def budget_details(self, trainer: Any) -> dict[str, Any]:
+        return self.schedule.budget_details(trainer) if self.smrl else {}  # joint: every block every step
+
     def embed(self, x: Tensor, dim: int) -> Tensor:
         """The (B, dim) embedding of size `dim`, a size of the chain, computed in eval mode (deterministic ADS).
 

@@ -101,6 +101,10 @@ def test_stages_switch_freeze_earlier_blocks_and_rebuild_the_optimizer(tiny_stor
         snaps[0]["blocks.0.net.weight"], make().compressor.state_dict()["blocks.0.net.weight"]
     )
     assert not torch.equal(snaps[2]["blocks.2.net.weight"], snaps[1]["blocks.2.net.weight"])
+    # fit_result.json's budget: the optimizer steps each stage trained (what a report states per block)
+    fit = model.trainer
+    per_stage = model.budget_details(fit)["steps_per_stage"]
+    assert per_stage == [fit.num_training_batches] * 3 and sum(per_stage) == fit.global_step
 
 
 def test_steps_per_stage_switches_mid_epoch(tiny_store):
@@ -111,6 +115,18 @@ def test_steps_per_stage_switches_mid_epoch(tiny_store):
     assert [s["stage"] for s in rec.steps][:9] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     for step in rec.steps:
         assert step["optimizer"] == {id(p) for p in stage_params(model, step["stage"])}
+    per_stage = model.budget_details(model.trainer)["steps_per_stage"]
+    assert per_stage[:2] == [3, 3] and sum(per_stage) == model.trainer.global_step  # the last keeps the rest
+
+
+def test_steps_each_stage_trained():
+    from smec.nn.smrl import StageSchedule
+
+    by_epoch = StageSchedule(3, epochs_per_stage=[2, 2, 2])
+    assert by_epoch.trained_per_stage(5, 50, 10) == [20, 20, 10]  # stopped early in the last stage
+    assert by_epoch.trained_per_stage(8, 80, 10) == [20, 20, 40]  # the last stage ran past its budget
+    assert StageSchedule(3, steps_per_stage=4).trained_per_stage(1, 6, 100) == [4, 2, 0]
+    assert make(smrl={"enabled": False}).budget_details(None) == {}  # joint: every block trains every step
 
 
 def test_ads_tau_anneals_within_each_stage(tiny_store):
