@@ -218,8 +218,8 @@ def grid_table(
 def prefix_caveat(row: Mapping[str, Any], base_dims: Sequence[tuple[str, int]]) -> str | None:
     """A caveat line when a training-free row is the concatenation truncated within its first model's width:
     those dims are that model alone, so the row says nothing about the concatenation. ``base_dims``: the
-    concatenated models' (store key, width) in order."""
-    if row["method"] != "concat" or not base_dims or row["dim"] > base_dims[0][1]:
+    concatenated models' (store key, width) in order; one model is its own concatenation (no caveat)."""
+    if row["method"] != "concat" or len(base_dims) < 2 or row["dim"] > base_dims[0][1]:
         return None
     name, width = base_dims[0]
     total = sum(d for _, d in base_dims)

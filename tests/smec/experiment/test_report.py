@@ -229,6 +229,7 @@ def test_caveat_exactly_when_the_training_free_best_is_a_prefix_of_the_first_mod
     # the 48x line and the 4 B (64x) line both name concat binary@32; at 6 B PCA wins: no caveat there
     assert caveats == [expected, expected]
     assert prefix_caveat(next(r for r in agg if r["dim"] == 48 and r["method"] == "concat"), base) is None
+    assert prefix_caveat(next(r for r in agg if r["dim"] == 32 and r["method"] == "concat"), base[:1]) is None
     assert not [x for x in answers(agg, ["mrl"], reference_row(agg, None), 64) if "caveat" in x]
     # a wider first model: concat at 48 dims is still within it
     assert prefix_caveat(
