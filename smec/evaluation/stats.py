@@ -1,9 +1,10 @@
-"""Uncertainty of retrieval scores over queries: standard errors, paired differences, "0.284 ± 0.007"."""
+"""Uncertainty of retrieval scores: standard errors and paired differences over queries, bootstrap intervals over
+seeds, "0.284 ± 0.007"."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,3 +54,35 @@ def format_mean_se(mean: float, se: float, digits: int = 3) -> str:
     if math.isnan(se):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def seed_bootstrap_interval(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    paired: bool = False,
+    draws: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile interval of ``mean(a) - mean(b)`` with the seeds resampled with replacement.
+
+    Args:
+        a, b: one score per seed of each system (each seed's mean over the same queries).
+        paired: resample seed pairs (``a[i]`` with ``b[i]``: the same seeds, in the same order); otherwise each
+            side's seeds are resampled on their own.
+        draws, level, seed: bootstrap draws, interval coverage, the generator's seed (same inputs, same interval).
+    Returns:
+        ``(low, high)``; None when either side has fewer than 2 seeds (there is no seed variation to resample).
+    """
+    a_values, b_values = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a_values.size < 2 or b_values.size < 2:
+        return None
+    if paired and a_values.size != b_values.size:
+        raise EvaluationError(f"paired seeds need as many of each: {a_values.size} vs {b_values.size}")
+    rng = np.random.default_rng(seed)
+    pick_a = rng.integers(0, a_values.size, size=(draws, a_values.size))
+    pick_b = pick_a if paired else rng.integers(0, b_values.size, size=(draws, b_values.size))
+    means = a_values[pick_a].mean(axis=1) - b_values[pick_b].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)

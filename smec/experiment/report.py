@@ -25,13 +25,15 @@ from typing import Any
 import numpy as np
 
 from smec.evaluation.errors import EvaluationError
-from smec.evaluation.stats import paired_difference
+from smec.evaluation.stats import paired_difference, seed_bootstrap_interval
 
 METRIC = "ndcg@10"
 TRAINING_FREE = ("concat", "pca", "rotation", "opq-pq")
 PREC_ORDER = {"float32": 0, "int8": 1, "int4": 2, "binary": 3, "pq": 4}
 CODE_FIELDS = ("family", "code", "bytes", "extra_bytes", "budget_bytes")
 """The fields a code row carries (smec/evaluation/codes/grid.py) that the aggregate keeps."""
+SEED_DRAWS = 10_000
+"""Bootstrap draws of the seed-level interval (seeded: the same rows give the same interval)."""
 ANSWER_MIN_COMPRESSION = 24.0
 """The trained-vs-training-free question is answered at every budget compressing at least this much."""
 
@@ -99,6 +101,22 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     except EvaluationError:  # rows without per-query values: the plain difference
         return f"{float(a[METRIC]) - float(b[METRIC]):+.3f}"
     return f"{mean:+.3f} ± {se:.3f}"
+
+
+def seed_interval(a: Mapping[str, Any], b: Mapping[str, Any], metric: str = METRIC) -> str:
+    """The 95% seed-bootstrap interval of ``a - b`` (aggregated rows): seed pairs are resampled when both rows
+    ran the same seeds, each side's seeds on their own otherwise (docs/methods.md#seed-intervals)."""
+    if min(a["n_seeds"], b["n_seeds"]) < 2:
+        return "1 seed: no seed interval"
+    seeds_a, seeds_b = a.get("seeds") or [], b.get("seeds") or []
+    paired = None not in seeds_a and sorted(seeds_a) == sorted(seeds_b) and len(set(seeds_a)) == len(seeds_a)
+    values_a, values_b = list(a["per_seed"]), list(b["per_seed"])
+    if paired:  # line the seeds up: a[i] and b[i] are the same seed
+        values_a = [v for _, v in sorted(zip(seeds_a, values_a))]
+        values_b = [v for _, v in sorted(zip(seeds_b, values_b))]
+    interval = seed_bootstrap_interval(values_a, values_b, paired=paired, draws=SEED_DRAWS)
+    assert interval is not None
+    return f"seeds 95% [{interval[0]:+.3f}, {interval[1]:+.3f}]"
 
 
 def _seeds(row: Mapping[str, Any]) -> str:
@@ -197,14 +215,36 @@ def grid_table(
     return "\n".join(lines) + "\n"
 
 
+def prefix_caveat(row: Mapping[str, Any], base_dims: Sequence[tuple[str, int]]) -> str | None:
+    """A caveat line when a training-free row is the concatenation truncated within its first model's width:
+    those dims are that model alone, so the row says nothing about the concatenation. ``base_dims``: the
+    concatenated models' (store key, width) in order; one model is its own concatenation (no caveat)."""
+    if row["method"] != "concat" or len(base_dims) < 2 or row["dim"] > base_dims[0][1]:
+        return None
+    name, width = base_dims[0]
+    total = sum(d for _, d in base_dims)
+    return (
+        f"  - caveat: concat {_config(row)} is a prefix of the first model: truncating the concatenation to "
+        f"{row['dim']} of its {total} dims keeps only {name} ({width}-d), so this is one base model, not the "
+        "concatenation"
+    )
+
+
 def _best(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(rows, key=lambda r: r[METRIC]) if rows else None
 
 
 def answers(
-    agg: Sequence[Mapping[str, Any]], trained: Sequence[str], ref: Mapping[str, Any] | None, input_dim: int
+    agg: Sequence[Mapping[str, Any]],
+    trained: Sequence[str],
+    ref: Mapping[str, Any] | None,
+    input_dim: int,
+    base_dims: Sequence[tuple[str, int]] = (),
 ) -> list[str]:
-    """The papers' questions on this data, each answered from the rows with paired SEs (markdown lines)."""
+    """The papers' questions on this data, each answered from the rows with paired SEs (markdown lines).
+
+    ``base_dims``: the concatenated models' (store key, width) in order; a training-free best that is a prefix
+    of the first model gets a caveat line (:func:`prefix_caveat`)."""
     out: list[str] = []
     find = {(r["method"], r["dim"], r["precision"]): r for r in agg}
     concat = (
@@ -245,24 +285,29 @@ def answers(
                         f"{100 * r[METRIC] / ref[METRIC]:.1f}%"
                     )
             out.append(f"- ≥ {target}×: " + "; ".join(parts))
+            caveat = prefix_caveat(free, base_dims) if free is not None else None
+            out += [caveat] if caveat else []
     if "smec" in trained and "mrl" in trained:
         dims = sorted({r["dim"] for r in agg if r["method"] == "smec"})[:2]
         out.append("")
         out.append(
-            "**Does SMEC beat MRL at low dims?** (float32; SMEC − MRL, paired over queries on the seed means)"
+            "**Does SMEC beat MRL at low dims?** (float32; SMEC − MRL, paired over queries on the seed means ±"
+            " SE; the 95% seed-bootstrap interval of the difference)"
         )
         for d in dims:
             a, b = find.get(("smec", d, "float32")), find.get(("mrl", d, "float32"))
             if a is not None and b is not None:
                 out.append(
                     f"- {d} dims: SMEC {_fmt(a[METRIC], a['spread'])} ({_seeds(a)}) vs MRL "
-                    f"{_fmt(b[METRIC], b['spread'])} ({_seeds(b)}): {_diff(a, b)}"
+                    f"{_fmt(b[METRIC], b['spread'])} ({_seeds(b)}): {_diff(a, b)}; {seed_interval(a, b)}"
                 )
-    out += _trained_vs_free(agg, trained)
+    out += _trained_vs_free(agg, trained, base_dims)
     return out
 
 
-def _trained_vs_free(agg: Sequence[Mapping[str, Any]], trained: Sequence[str]) -> list[str]:
+def _trained_vs_free(
+    agg: Sequence[Mapping[str, Any]], trained: Sequence[str], base_dims: Sequence[tuple[str, int]] = ()
+) -> list[str]:
     """At every budget of at least :data:`ANSWER_MIN_COMPRESSION`: the best trained row (codes on trained
     outputs included) against the strongest training-free row (PCA, OPQ + PQ, the codes, ...; single models
     left out, as in the budget table), paired difference ± SE."""
@@ -290,13 +335,32 @@ def _trained_vs_free(agg: Sequence[Mapping[str, Any]], trained: Sequence[str]) -
             assert only is not None
             kind = "trained" if tr is not None else "training-free"
             out.append(head + f"only {kind} rows: {only['method']} {_config(only)} {only[METRIC]:.3f}")
+            caveat = prefix_caveat(only, base_dims) if tr is None else None
+            out += [caveat] if caveat else []
             continue
         verdict = "yes" if tr[METRIC] > free[METRIC] else "no"
         out.append(
             head + f"{verdict}: {tr['method']} {_config(tr)} {tr[METRIC]:.3f} vs {free['method']} "
             f"{_config(free)} {free[METRIC]:.3f} ({_diff(tr, free)})"
         )
+        caveat = prefix_caveat(free, base_dims)
+        out += [caveat] if caveat else []
     return out
+
+
+def _base_dims(
+    agg: Sequence[Mapping[str, Any]], keys: Sequence[str], model_dims: Mapping[str, int] | None
+) -> list[tuple[str, int]]:
+    """(store key, width) of the concatenated models in order; empty when a width is unknown."""
+    if model_dims is None:
+        model_dims = {}
+        for r in agg:
+            if r["method"].startswith("model:"):
+                key = r["method"][6:]
+                model_dims[key] = max(model_dims.get(key, 0), int(r["dim"]))
+    if not all(k in model_dims for k in keys):
+        return []
+    return [(k, int(model_dims[k])) for k in keys]
 
 
 def write_report(
@@ -306,16 +370,21 @@ def write_report(
     out: Path,
     runs: Sequence[tuple[str, int, Path]],
     exported: Sequence[Mapping[str, Any]] = (),
+    model_dims: Mapping[str, int] | None = None,
 ) -> dict[str, Path]:
     """report.md, pareto.png and curves.png in ``out``; returns their paths. ``exported``: the records of the
-    comparison's export step (:mod:`smec.experiment.exported`), printed after the budget table."""
+    comparison's export step (:mod:`smec.experiment.exported`), printed after the budget table. ``model_dims``:
+    each base model's width by store key (default: read from the single-model rows)."""
+    from smec.experiment.budget_end import budget_end_lines
     from smec.experiment.exported import exported_lines
+    from smec.experiment.fits import model_keys
     from smec.experiment.plots import method_colors, plot_curves, plot_pareto
 
     trained = list(config.method_names)
     agg = aggregate(rows)
     methods = _method_order(agg, trained)
     ref = reference_row(agg, config.reference)
+    base_dims = _base_dims(agg, model_keys(config.models), model_dims)
     paths = {"report": out / "report.md", "pareto": out / "pareto.png", "curves": out / "curves.png"}
     plot_pareto(agg, methods, trained, ref, paths["pareto"], title=f"{config.name}: {config.dataset}")
     curves = plot_curves(runs, paths["curves"], method_colors(methods, trained))
@@ -332,8 +401,9 @@ def write_report(
         "",
         "## Answers",
         "",
-        *answers(agg, trained, ref, input_dim),
+        *answers(agg, trained, ref, input_dim, base_dims),
         "",
+        *budget_end_lines(runs),
         "## Best of each method per budget",
         "",
         budget_table(agg, methods, ref),

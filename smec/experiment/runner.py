@@ -86,9 +86,13 @@ class ComparisonRunner:
     def epoch_budget(self, run: FitRun) -> int:
         return epoch_budget(run)
 
-    def input_dim(self) -> int:
+    def model_dims(self) -> dict[str, int]:
+        """Each concatenated model's width, by store key, in the concatenation's order."""
         store = self.store()
-        return sum(store.model_dim(k) for k in model_keys(self.config.models))
+        return {k: store.model_dim(k) for k in model_keys(self.config.models)}
+
+    def input_dim(self) -> int:
+        return sum(self.model_dims().values())
 
     # ----------------------------------------------------------------------------------------- steps
     def embed(self) -> None:
@@ -272,7 +276,8 @@ class ComparisonRunner:
         from smec.evaluation.results import write_results
         from smec.experiment.report import write_report
 
-        input_dim = self.input_dim()
+        model_dims = self.model_dims()
+        input_dim = sum(model_dims.values())
         results = write_results(
             self.out / "results.json",
             rows,
@@ -280,7 +285,11 @@ class ComparisonRunner:
             split=self.config.split,
             base_models=model_keys(self.config.models),
             input_dim=input_dim,
-            metadata={"experiment": self.config.name, "seeds": list(self.config.seeds)},
+            metadata={
+                "experiment": self.config.name,
+                "seeds": list(self.config.seeds),
+                "model_dims": model_dims,
+            },
         )
         paths = write_report(
             self.config,
@@ -289,6 +298,7 @@ class ComparisonRunner:
             self.out,
             [(r.method.name, r.seed, r.root) for r in runs],
             exported=exported,
+            model_dims=model_dims,
         )
         paths["results"] = results
         if self.config.logger == "wandb":

@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from smec.evaluation.stats import seed_bootstrap_interval
+from smec.experiment.budget_end import budget_end_lines, still_improving
 from smec.experiment.plots import pareto_front, plot_pareto
-from smec.experiment.report import aggregate, answers, budget_table, reference_row
+from smec.experiment.report import (
+    aggregate,
+    answers,
+    budget_table,
+    prefix_caveat,
+    reference_row,
+    seed_interval,
+)
 
 QIDS = ["q0", "q1", "q2", "q3"]
 
@@ -78,7 +87,10 @@ def test_answers_report_paired_differences():
     )
     text = "\n".join(answers(agg, ["smec", "mrl"], reference_row(agg, None), 64))
     assert "- concat 0.650 vs a 0.500: +0.150 ± 0.029" in text
-    assert "- 8 dims: SMEC 0.350 ± 0.010 (1 seed) vs MRL 0.300 ± 0.010 (1 seed): +0.050 ± 0.029" in text
+    assert (
+        "- 8 dims: SMEC 0.350 ± 0.010 (1 seed) vs MRL 0.300 ± 0.010 (1 seed): +0.050 ± 0.029; "
+        "1 seed: no seed interval" in text
+    )
     # int8@8 = 64 bits = 32x: not 48x, so nothing qualifies there; the 48x line says so honestly
     assert "- 96×: no configuration in the grid compresses this much" in text
 
@@ -161,3 +173,104 @@ def test_pareto_plot_marks_each_code_family(tmp_path, monkeypatch):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # one scatter per (method, family), with the family's marker
     assert markers == ["o", "v", "P", "<", "s"]
+
+
+def seeded_rows(method, means, seeds):
+    return [row(method, 8, "float32", 0, per_query=np.full(4, m), seed=s) for m, s in zip(means, seeds)]
+
+
+def test_seed_interval_is_deterministic_and_brackets_the_mean_difference():
+    smec = [0.40, 0.42, 0.47, 0.41, 0.45]
+    mrl = [0.38, 0.40, 0.41, 0.42, 0.39]
+    agg = {
+        r["method"]: r
+        for r in aggregate(seeded_rows("smec", smec, range(5)) + seeded_rows("mrl", mrl, range(5)))
+    }
+    text = seed_interval(agg["smec"], agg["mrl"])
+    assert text == seed_interval(agg["smec"], agg["mrl"])  # seeded: the same rows, the same interval
+    low, high = seed_bootstrap_interval(smec, mrl, paired=True)
+    assert low < np.mean(smec) - np.mean(mrl) < high
+    assert text == f"seeds 95% [{low:+.3f}, {high:+.3f}]"
+    # seeds listed in another order are lined up by seed before pairing
+    shuffled = aggregate(seeded_rows("mrl", mrl[::-1], range(4, -1, -1)))[0]
+    assert seed_interval(agg["smec"], shuffled) == text
+    # different seed sets: each side resampled on its own, still around the difference
+    other = aggregate(seeded_rows("mrl", mrl, range(10, 15)))[0]
+    low, high = seed_bootstrap_interval(smec, mrl, paired=False)
+    assert seed_interval(agg["smec"], other) == f"seeds 95% [{low:+.3f}, {high:+.3f}]"
+    assert low < np.mean(smec) - np.mean(mrl) < high
+    assert seed_bootstrap_interval([0.4], mrl) is None
+    text = "\n".join(answers(list(agg.values()), ["smec", "mrl"], None, 64))
+    assert (
+        "- 8 dims: SMEC 0.430 ± 0.029 (5 seeds) vs MRL 0.400 ± 0.016 (5 seeds): +0.030 ± 0.000; "
+        "seeds 95% [+0.008, +0.052]" in text
+    )
+
+
+def test_caveat_exactly_when_the_training_free_best_is_a_prefix_of_the_first_model():
+    base = [("a", 32), ("b", 32)]
+    # 64-d input = 256 B; concat int8@32 = 32 B = 8x: below 24x. binary@32 = 4 B = 64x, binary@48 = 6 B
+    agg = aggregate(
+        [
+            row("concat", 64, "float32", 0.5),
+            row("concat", 32, "binary", 0.3),
+            row("pca", 32, "binary", 0.25),
+            row("concat", 48, "binary", 0.2),
+            row("pca", 48, "binary", 0.28),
+            row("mrl", 32, "binary", 0.1),
+            row("mrl", 48, "binary", 0.1),
+        ]
+    )
+    caveats = [x for x in answers(agg, ["mrl"], reference_row(agg, None), 64, base) if "caveat" in x]
+    expected = (
+        "  - caveat: concat binary@32 is a prefix of the first model: truncating the concatenation to 32 of its "
+        "64 dims keeps only a (32-d), so this is one base model, not the concatenation"
+    )
+    # the 48x line and the 4 B (64x) line both name concat binary@32; at 6 B PCA wins: no caveat there
+    assert caveats == [expected, expected]
+    assert prefix_caveat(next(r for r in agg if r["dim"] == 48 and r["method"] == "concat"), base) is None
+    assert prefix_caveat(next(r for r in agg if r["dim"] == 32 and r["method"] == "concat"), base[:1]) is None
+    assert not [x for x in answers(agg, ["mrl"], reference_row(agg, None), 64) if "caveat" in x]
+    # a wider first model: concat at 48 dims is still within it
+    assert prefix_caveat(
+        next(r for r in agg if r["dim"] == 48 and r["method"] == "concat"), [("a", 48), ("b", 16)]
+    )
+
+
+def fake_fit(root, epoch, epochs, monitor="val/ndcg@10/mean"):
+    import json
+
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "best.ckpt").write_bytes(b"")
+    csv = root / "csv" / "version_0"
+    csv.mkdir(parents=True)
+    lines = ["epoch,step,train/loss_epoch,val/ndcg@10/mean"]
+    lines += [f"{e},{10 * e},{1.0 / (e + 1)},{0.1 * e}" for e in range(epochs)]
+    (csv / "metrics.csv").write_text("\n".join(lines) + "\n")
+    result = {
+        "format": 1,
+        "checkpoint": "checkpoints/best.ckpt",
+        "epoch": epoch,
+        "monitor": monitor,
+        "score": 0.5,
+        "model_class": "smec.systems.mrl.MRLDecoderModule",
+        "data": {},
+        "budget": {"optimizer_steps": 10 * epochs, "epochs": epochs},
+    }
+    (root / "fit_result.json").write_text(json.dumps(result))
+    return root
+
+
+def test_flag_lists_exactly_the_fits_selected_at_their_last_epoch(tmp_path):
+    runs = [
+        ("csr", 1, fake_fit(tmp_path / "csr" / "s1", 10, 24)),
+        ("csr", 2, fake_fit(tmp_path / "csr" / "s2", 23, 24)),
+        ("mrl", 0, fake_fit(tmp_path / "mrl/s0", 4, 5)),
+        ("mrl", 1, fake_fit(tmp_path / "mrl/s1", 4, 5, monitor=None)),  # the last checkpoint by construction
+        ("csr", 0, tmp_path / "csr" / "s0"),  # no fit result: not judged
+    ]
+    assert still_improving(runs) == ["csr/s2 (epoch 24 of 24)", "mrl/s0 (epoch 5 of 5)"]
+    lines = budget_end_lines(runs)
+    assert lines[1] == "- csr/s2 (epoch 24 of 24), mrl/s0 (epoch 5 of 5)"
+    assert budget_end_lines(runs[:1])[1] == "- no fit"
+    assert budget_end_lines([]) == []

@@ -103,6 +103,7 @@ def test_compare_writes_the_report_and_a_rerun_is_a_no_op(tmp_path):
     assert meta["experiment"] == "tiny" and "per_query" in mrl[0]
     report = (out / "report.md").read_text()
     assert "## Best of each method per budget" in report and "| mrl |" in report
+    assert list(meta["model_dims"]) == [FAKE_KEY] and "**Selected at the last epoch?**" in report
     for png in ("pareto.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert (out / "mrl/s0/config.yaml").exists() and (out / "mrl/s0/fit.done").exists()
