@@ -378,7 +378,7 @@ def write_report(
     from smec.experiment.budget_end import budget_end_lines
     from smec.experiment.exported import exported_lines
     from smec.experiment.fits import model_keys
-    from smec.experiment.plots import method_colors, plot_curves, plot_pareto
+    from smec.experiment.plots import method_colors, plot_curves, plot_grad_variance, plot_pareto
 
     trained = list(config.method_names)
     agg = aggregate(rows)
@@ -390,6 +390,10 @@ def write_report(
     curves = plot_curves(runs, paths["curves"], method_colors(methods, trained))
     if curves is None:
         del paths["curves"]
+    # The SMEC paper's diagnostic, for fits that logged it (fit_callbacks.grad_variance).
+    variance = plot_grad_variance({f"{m}/s{s}": root for m, s, root in runs}, out / "grad_variance.png")
+    if variance is not None:
+        paths["grad_variance"] = variance
     seeds = sorted({s for _, s, _ in runs})
     text = [
         f"# {config.name}: {config.dataset} / {config.split}",
@@ -412,6 +416,8 @@ def write_report(
     ]
     if curves is not None:
         text += ["![Training curves](curves.png)", ""]
+    if variance is not None:
+        text += ["![Gradient variance of the shared layer per step](grad_variance.png)", ""]
     text += exported_lines(exported)
     text += ["## Full grid", "", grid_table(agg, methods, ref)]
     paths["report"].write_text("\n".join(text), encoding="utf-8")

@@ -66,3 +66,34 @@ def test_off_by_default_and_bad_settings():
     model = SMECModule(input_dim=10, dims=[8, 4])
     with pytest.raises(ConfigError, match=re.escape("SMECModule has no submodule 'decoder'")):
         GradVariance("decoder").on_fit_start(None, model)
+
+
+def test_the_report_shows_the_diagnostic_when_a_fit_logged_it(tiny_store, tmp_path):
+    from types import SimpleNamespace
+
+    from smec.experiment.report import write_report
+
+    _fit(tiny_store, tmp_path / "smec" / "s0", joint=False)
+    (tmp_path / "mrl" / "s0").mkdir(parents=True)  # a fit without the metric: left out of the plot
+    config = SimpleNamespace(
+        name="t", dataset="d", split="test", models=("m1", "m2"), method_names=["smec", "mrl"], reference=None
+    )
+    rows = [
+        {
+            "method": m,
+            "dim": 4,
+            "precision": "float32",
+            "bits": 128,
+            "compression": 2.5,
+            "seed": 0,
+            "ndcg@10": v,
+            "per_query": [v, v],
+        }
+        for m, v in (("smec", 0.5), ("mrl", 0.4), ("concat", 0.3))
+    ]
+    runs = [("smec", 0, tmp_path / "smec" / "s0"), ("mrl", 0, tmp_path / "mrl" / "s0")]
+    paths = write_report(config, rows, 10, tmp_path, runs)
+    assert paths["grad_variance"].stat().st_size > 0
+    assert (
+        "![Gradient variance of the shared layer per step](grad_variance.png)" in paths["report"].read_text()
+    )
