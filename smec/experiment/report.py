@@ -301,8 +301,36 @@ def answers(
                     f"- {d} dims: SMEC {_fmt(a[METRIC], a['spread'])} ({_seeds(a)}) vs MRL "
                     f"{_fmt(b[METRIC], b['spread'])} ({_seeds(b)}): {_diff(a, b)}; {seed_interval(a, b)}"
                 )
+                out += _free_beside(agg, trained, find, a, d)
     out += _trained_vs_free(agg, trained, base_dims)
     return out
+
+
+def _free_beside(
+    agg: Sequence[Mapping[str, Any]],
+    trained: Sequence[str],
+    find: Mapping[tuple[str, int, str], Mapping[str, Any]],
+    smec: Mapping[str, Any],
+    dim: int,
+) -> list[str]:
+    """Beside a SMEC-vs-MRL answer: PCA at that size and the strongest training-free row (codes included) at
+    no more bits than SMEC's row, each with SMEC's paired difference."""
+    pca = find.get(("pca", dim, "float32"))
+    free = [
+        r
+        for r in agg
+        if r["method"] not in trained
+        and not r["method"].startswith("model:")
+        and budget_bits(r) <= smec["bits"]
+    ]
+    best = max(free, key=lambda r: r[METRIC], default=None)
+    parts = [] if pca is None else [f"PCA float32@{dim} {pca[METRIC]:.3f} (SMEC − it {_diff(smec, pca)})"]
+    if best is not None and best is not pca:
+        parts.append(
+            f"strongest training-free at ≤ {smec['bits']} bits: {best['method']} {_config(best)} "
+            f"{best[METRIC]:.3f} (SMEC − it {_diff(smec, best)})"
+        )
+    return [f"  - beside it: {'; '.join(parts)}"] if parts else []
 
 
 def _trained_vs_free(

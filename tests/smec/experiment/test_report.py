@@ -91,6 +91,8 @@ def test_answers_report_paired_differences():
         "- 8 dims: SMEC 0.350 ± 0.010 (1 seed) vs MRL 0.300 ± 0.010 (1 seed): +0.050 ± 0.029; "
         "1 seed: no seed interval" in text
     )
+    # beside it: the strongest training-free row at no more bits than SMEC float32@8 (256 bits): PCA int8@8
+    assert "  - beside it: strongest training-free at ≤ 256 bits: pca int8@8 0.300 (SMEC − it" in text
     # int8@8 = 64 bits = 32x: not 48x, so nothing qualifies there; the 48x line says so honestly
     assert "- 96×: no configuration in the grid compresses this much" in text
 
