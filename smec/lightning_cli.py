@@ -350,8 +350,7 @@ class _ParserOnly(SmecCLI):
 
 
 _parser: LightningArgumentParser | None = None
-_model_parser: Any = None
-_data_parser: Any = None
+_section_parsers: dict[str, Any] = {}
 
 
 def parse_args(args: list[str]) -> Any:
@@ -382,21 +381,9 @@ def build_data(data: Any) -> Any:
     """The data module a parsed ``data`` section (of :func:`parse_args`) describes, constructed as `smec fit`
     would construct it (its own checks run: ``data.mode``, ``data.negatives``, ...; nothing is mined or read
     beyond what its constructor reads). An InputError naming ``data.<key>`` otherwise."""
-    global _data_parser
     import lightning as L
-    from jsonargparse import ArgumentParser
 
-    if _data_parser is None:
-        _data_parser = ArgumentParser(exit_on_error=False)
-        _data_parser.add_subclass_arguments(L.LightningDataModule, "data", required=True, fail_untyped=False)
-    section = data.as_dict() if hasattr(data, "as_dict") else dict(data)
-    try:
-        return _data_parser.instantiate(_data_parser.parse_object({"data": section})).data
-    except ValueError as exc:  # jsonargparse wraps what the constructor raised
-        cause = _input_error_in(exc)
-        if cause is None:
-            raise
-        raise cause from None
+    return _instantiate("data", L.LightningDataModule, _section(data))
 
 
 def build_model(model: Any, input_dim: int) -> CompressionSystem:
@@ -406,16 +393,27 @@ def build_model(model: Any, input_dim: int) -> CompressionSystem:
     The system's own checks run (a ConfigError naming ``model.<key>``), so a caller can refuse settings before
     any fit starts. The parser is built once per process.
     """
-    global _model_parser
+    section = _section(model)
+    section = {**section, "init_args": {**(section.get("init_args") or {}), "input_dim": int(input_dim)}}
+    return _instantiate("model", CompressionSystem, section)
+
+
+def _section(value: Any) -> dict[str, Any]:
+    return value.as_dict() if hasattr(value, "as_dict") else dict(value)
+
+
+def _instantiate(key: str, base: type, section: dict[str, Any]) -> Any:
+    """``section`` (class_path + init_args) built as a subclass of ``base`` under ``key``, with one parser per
+    key and process; what the constructor raised comes out as itself (an InputError naming ``<key>.<arg>``)."""
     from jsonargparse import ArgumentParser
 
-    if _model_parser is None:
-        _model_parser = ArgumentParser(exit_on_error=False)
-        _model_parser.add_subclass_arguments(CompressionSystem, "model", required=True, fail_untyped=False)
-    section = model.as_dict() if hasattr(model, "as_dict") else dict(model)
-    section = {**section, "init_args": {**(section.get("init_args") or {}), "input_dim": int(input_dim)}}
+    if key not in _section_parsers:
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_subclass_arguments(base, key, required=True, fail_untyped=False)
+        _section_parsers[key] = parser
+    parser = _section_parsers[key]
     try:
-        return _model_parser.instantiate(_model_parser.parse_object({"model": section})).model
+        return getattr(parser.instantiate(parser.parse_object({key: section})), key)
     except ValueError as exc:  # jsonargparse wraps what the constructor raised
         cause = _input_error_in(exc)
         if cause is None:
