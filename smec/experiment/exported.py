@@ -94,6 +94,7 @@ def _export_one(
     root: Path,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
+    from datamodules.files import atomic_write_json
     from smec.export.mteb_run import run_mteb
     from smec.export.writer import export_model
     from smec.fit_result import read_fit_result
@@ -144,9 +145,7 @@ def _export_one(
         "rescored_ndcg@10": mteb_row["ndcg@10"],
         "test_grid_ndcg@10": float(test["ndcg@10"]),
     }
-    tmp = folder / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(folder / RECORD)
+    atomic_write_json(folder / RECORD, record)
     return record
 
 
