@@ -9,8 +9,10 @@ Conventions:
   ``32 × input_dim / bits``. A code's row (:mod:`smec.evaluation.codes`: ITQ, RaBitQ, learned-range SQ, RQ /
   LSQ, on top of a method's output) has its true stored bits (RaBitQ's per-vector factors counted) and sits in
   the grid budget it was made for (``budget_bytes``: its bytes are at most that), with its bytes named when
-  fewer; rescoring's float32 vectors (``extra_bytes``) are not in the budget and are named in the cell. The
-  best method per budget is in bold.
+  fewer; rescoring's float32 vectors (``extra_bytes``) are not in the budget and are named in the cell. A row at
+  bits of its own (CSR's k-sparse codes) sits in the next budget up that a training-free row holds
+  (:func:`budget_slots`), so every per-budget comparison sets it against the rows it could replace. The best
+  method per budget is in bold.
 * **Reference.** "% kept" divides by the float32 concatenation at full width unless the experiment names
   another reference row.
 """
@@ -44,9 +46,29 @@ def budget_bits(row: Mapping[str, Any]) -> int:
     return int(row["bits"]) if budget is None else 8 * int(budget)
 
 
-def budget_compression(row: Mapping[str, Any]) -> float:
-    """The compression factor of the row's budget (its own for a row at exactly its budget)."""
-    return float(row["compression"]) * int(row["bits"]) / budget_bits(row)
+def budget_compression(row: Mapping[str, Any], bits: int | None = None) -> float:
+    """The compression factor of a budget (default: the row's own, :func:`budget_bits`)."""
+    return float(row["compression"]) * int(row["bits"]) / (budget_bits(row) if bits is None else bits)
+
+
+def budget_slots(
+    agg: Sequence[Mapping[str, Any]], trained: Sequence[str] = ()
+) -> dict[tuple[str, int, str], int]:
+    """The budget each row counts at in the per-budget comparisons: the smallest budget of the axis that holds it.
+
+    The axis is the budgets the training-free rows sit at (the grid's precisions and the codes' budgets), or
+    every row's budget when there are none. A row of a method with sizes of its own (CSR's k-sparse codes at
+    k x (index + value) bits) lands in the next axis budget up instead of a column of its own, so it is compared
+    with the rows it could replace; rows above the axis are left out. Keyed by (method, dim, precision)."""
+    free = [r for r in agg if r["method"] not in trained and not r["method"].startswith("model:")]
+    axis = sorted({budget_bits(r) for r in (free or agg)})
+    slots = {}
+    for r in agg:
+        bits = budget_bits(r)
+        slot = next((b for b in axis if b >= bits), None)
+        if slot is not None:
+            slots[(r["method"], int(r["dim"]), r["precision"])] = slot
+    return slots
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]], metric: str = METRIC) -> list[dict[str, Any]]:
@@ -123,12 +145,14 @@ def _seeds(row: Mapping[str, Any]) -> str:
     return f"{row['n_seeds']} seed{'s' if row['n_seeds'] != 1 else ''}"
 
 
-def _config(row: Mapping[str, Any]) -> str:
+def _config(row: Mapping[str, Any], budget: int | None = None) -> str:
+    """``precision@dim``, with the row's bytes when it sits in a larger budget (``budget`` bits, default
+    :func:`budget_bits`) and the float32 bytes a rescoring keeps."""
     if row["precision"] == "pq":
         return f"PQ {row['bits']} bits"
     text = f"{row['precision']}@{row['dim']}"
     notes = []
-    if budget_bits(row) != row["bits"]:
+    if (budget_bits(row) if budget is None else budget) != row["bits"]:
         notes.append(f"{row['bits'] // 8} B")
     if row.get("extra_bytes"):
         notes.append(f"+{row['extra_bytes']} B float32 to rescore")
@@ -152,28 +176,43 @@ def reference_row(
     return max(concat, key=lambda r: r["dim"]) if concat else None
 
 
+def _by_slot(
+    agg: Sequence[Mapping[str, Any]], trained: Sequence[str], min_cf: float
+) -> dict[int, list[Mapping[str, Any]]]:
+    """Rows (single models left out) grouped by :func:`budget_slots`, budgets compressing at least ``min_cf``."""
+    slots = budget_slots(agg, trained)
+    by_bits: dict[int, list[Mapping[str, Any]]] = {}
+    for r in agg:
+        bits = slots.get((r["method"], int(r["dim"]), r["precision"]))
+        if bits is None or r["method"].startswith("model:") or budget_compression(r, bits) < min_cf:
+            continue
+        by_bits.setdefault(bits, []).append(r)
+    return by_bits
+
+
 def budget_table(
     agg: Sequence[Mapping[str, Any]],
     methods: Sequence[str],
     ref: Mapping[str, Any] | None,
     min_cf: float = 8.0,
+    trained: Sequence[str] = (),
 ) -> str:
-    """Budgets (bits per vector) × methods: each method's best configuration at exactly that budget; the best
-    cell of a budget in bold. Budgets below ``min_cf`` compression are left out (they all keep ~100%)."""
+    """Budgets (bits per vector) × methods: each method's best configuration in that budget
+    (:func:`budget_slots`: a row with fewer bits than the budget names its bytes); the best cell of a budget in
+    bold. Budgets below ``min_cf`` compression are left out (they all keep ~100%)."""
     by_bits: dict[int, dict[str, Mapping[str, Any]]] = {}
-    for r in agg:
-        if budget_compression(r) < min_cf or r["method"].startswith("model:"):
-            continue
-        cell = by_bits.setdefault(budget_bits(r), {})
-        if r["method"] not in cell or r[METRIC] > cell[r["method"]][METRIC]:
-            cell[r["method"]] = r
+    for bits, rows in _by_slot(agg, trained, min_cf).items():
+        cell = by_bits.setdefault(bits, {})
+        for r in rows:
+            if r["method"] not in cell or r[METRIC] > cell[r["method"]][METRIC]:
+                cell[r["method"]] = r
     cols = [m for m in methods if not m.startswith("model:")]
     head = ["CF", "bits", *cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for bits in sorted(by_bits):
         cell = by_bits[bits]
         best = max(cell.values(), key=lambda r: r[METRIC])
-        cf = budget_compression(next(iter(cell.values())))
+        cf = budget_compression(next(iter(cell.values())), bits)
         cells = [f"{cf:.0f}×", str(bits)]
         for m in cols:
             if m not in cell:
@@ -184,7 +223,7 @@ def budget_table(
             if ref is not None:
                 text += f" ({100 * r[METRIC] / ref[METRIC]:.0f}%)"
             text = f"**{text}**" if r is best else text
-            cells.append(f"{text} {_config(r)}")
+            cells.append(f"{text} {_config(r, bits)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -339,12 +378,8 @@ def _trained_vs_free(
     """At every budget of at least :data:`ANSWER_MIN_COMPRESSION`: the best trained row (codes on trained
     outputs included) against the strongest training-free row (PCA, OPQ + PQ, the codes, ...; single models
     left out, as in the budget table), paired difference ± SE."""
-    rows = [
-        r
-        for r in agg
-        if budget_compression(r) >= ANSWER_MIN_COMPRESSION and not r["method"].startswith("model:")
-    ]
-    budgets = sorted({budget_bits(r) for r in rows}, reverse=True)
+    by_bits = _by_slot(agg, trained, ANSWER_MIN_COMPRESSION)
+    budgets = sorted(by_bits, reverse=True)
     if not trained or not budgets:
         return []
     out = [
@@ -354,22 +389,22 @@ def _trained_vs_free(
         " included; paired difference ± SE)",
     ]
     for bits in budgets:
-        same = [r for r in rows if budget_bits(r) == bits]
+        same = by_bits[bits]
         tr = _best([r for r in same if r["method"] in trained])
         free = _best([r for r in same if r["method"] not in trained])
-        head = f"- {bits // 8} B ({budget_compression(same[0]):.0f}×): "
+        head = f"- {bits // 8} B ({budget_compression(same[0], bits):.0f}×): "
         if tr is None or free is None:
             only = tr or free
             assert only is not None
             kind = "trained" if tr is not None else "training-free"
-            out.append(head + f"only {kind} rows: {only['method']} {_config(only)} {only[METRIC]:.3f}")
+            out.append(head + f"only {kind} rows: {only['method']} {_config(only, bits)} {only[METRIC]:.3f}")
             caveat = prefix_caveat(only, base_dims) if tr is None else None
             out += [caveat] if caveat else []
             continue
         verdict = "yes" if tr[METRIC] > free[METRIC] else "no"
         out.append(
-            head + f"{verdict}: {tr['method']} {_config(tr)} {tr[METRIC]:.3f} vs {free['method']} "
-            f"{_config(free)} {free[METRIC]:.3f} ({_diff(tr, free)})"
+            head + f"{verdict}: {tr['method']} {_config(tr, bits)} {tr[METRIC]:.3f} vs {free['method']} "
+            f"{_config(free, bits)} {free[METRIC]:.3f} ({_diff(tr, free)})"
         )
         caveat = prefix_caveat(free, base_dims)
         out += [caveat] if caveat else []
@@ -438,7 +473,7 @@ def write_report(
         *budget_end_lines(runs),
         "## Best of each method per budget",
         "",
-        budget_table(agg, methods, ref),
+        budget_table(agg, methods, ref, trained=trained),
         "![Pareto](pareto.png)",
         "",
     ]

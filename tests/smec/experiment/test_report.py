@@ -11,6 +11,7 @@ from smec.experiment.plots import pareto_front, plot_pareto
 from smec.experiment.report import (
     aggregate,
     answers,
+    budget_slots,
     budget_table,
     prefix_caveat,
     reference_row,
@@ -145,6 +146,34 @@ def test_codes_join_the_budget_table_and_the_trained_vs_free_answer():
         in text
     )
     assert "16 B" not in text  # 16x: below the question's 24x
+
+
+def test_rows_at_bits_of_their_own_sit_in_the_next_training_free_budget_up():
+    # CSR-like rows (k-sparse: 44 and 88 bits) have no training-free row at their bits: each joins the next
+    # budget up that one holds (64 and 128 bits), names its bytes, and is compared there; 200 bits lands in the
+    # concatenation's 2048 (1x: below the table's 8x).
+    agg = aggregate(
+        [
+            row("concat", 64, "float32", 0.5),
+            row("pca", 8, "int8", 0.3),
+            row("pca", 16, "int8", 0.4),
+            row("csr", 4, "float32", 0.35, bits=44),
+            row("csr", 8, "float32", 0.38, bits=88),
+            row("csr", 16, "float32", 0.45, bits=200),
+        ]
+    )
+    slots = budget_slots(agg, ["csr"])
+    assert (slots[("csr", 4, "float32")], slots[("csr", 8, "float32")]) == (64, 128)
+    assert slots[("csr", 16, "float32")] == 2048
+    table = budget_table(agg, ["concat", "pca", "csr"], reference_row(agg, None), trained=["csr"])
+    lines = [x for x in table.splitlines() if x.startswith("| ") and "CF" not in x]
+    assert lines == [
+        "| 32× | 64 | – | 0.300 (60%) int8@8 | **0.350 (70%)** float32@4 (5 B) |",
+        "| 16× | 128 | – | **0.400 (80%)** int8@16 | 0.380 (76%) float32@8 (11 B) |",
+    ]
+    text = "\n".join(answers(agg, ["csr"], reference_row(agg, None), 64))
+    assert "- 8 B (32×): yes: csr float32@4 (5 B) 0.350 vs pca int8@8 0.300 (+0.050 ± 0.000)" in text
+    assert "only trained rows" not in text
 
 
 def test_pareto_plot_marks_each_code_family(tmp_path, monkeypatch):
