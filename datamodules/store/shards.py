@@ -267,6 +267,11 @@ class RunReader:
         self._calls = calls.tolist()
         self._shard, self._pos, self._size = shard.tolist(), pos.tolist(), size.tolist()
         self._begin = ((at - edges[buf]) * row_bytes).tolist()
+        # Per call, precomputed: its shard, file offset and bytes (read() runs once per call: keep it lean).
+        call_first = calls[:-1]
+        self._call_shard = shard[call_first].tolist()
+        self._call_pos = pos[call_first].tolist()
+        self._call_want = (np.add.reduceat(size, call_first) if len(call_first) else size[:0]).tolist()
         self.array, self.sizes = array, list(sizes)
         self._fds: dict[int, int] = {}
         if not array.verified:
@@ -282,14 +287,20 @@ class RunReader:
         view = memoryview(out.reshape(-1).view(np.uint8))
         lo, hi = np.searchsorted(self._call_buf, [b, b + 1]).tolist()
         calls, begin, size, fds = self._calls, self._begin, self._size, self._fds
+        shards, positions, wants, preadv = self._call_shard, self._call_pos, self._call_want, os.preadv
         for c in range(lo, hi):
             first, last = calls[c], calls[c + 1]
-            s = self._shard[first]
+            s = shards[c]
             fd = fds.get(s)
             if fd is None:
                 fd = fds[s] = os.open(a._files[s], os.O_RDONLY)
-            iov = [view[begin[i] : begin[i] + size[i]] for i in range(first, last)]
-            _preadv_all(fd, iov, self._pos[first], a._files[s])
+            if last - first == 1:  # the usual call: one run
+                iov = [view[begin[first] : begin[first] + size[first]]]
+            else:
+                iov = [view[begin[i] : begin[i] + size[i]] for i in range(first, last)]
+            got = preadv(fd, iov, positions[c])
+            if got != wants[c]:
+                _preadv_rest(fd, iov, positions[c], got, wants[c], a._files[s])
         if not a.verified:
             self._scan(b, out)
         return out
@@ -355,10 +366,9 @@ def _cut_runs(
     return tuple(np.concatenate(v) for v in zip(*parts))  # type: ignore[return-value]
 
 
-def _preadv_all(fd: int, iov: list[memoryview], pos: int, path: Path) -> None:
-    """``preadv`` until every buffer is full (a regular file reads short only at its end)."""
-    want = sum(len(v) for v in iov)
-    got = os.preadv(fd, iov, pos)
+def _preadv_rest(fd: int, iov: list[memoryview], pos: int, got: int, want: int, path: Path) -> None:
+    """After a short ``preadv`` of ``got`` of ``want`` bytes: read on until every buffer is full (a regular file
+    reads short only at its end)."""
     while got < want:
         if got <= 0:
             raise StoreError(f"{path}: shard ended early; truncated after it was opened")

@@ -17,19 +17,14 @@ import faiss
 import numpy as np
 
 from smec.evaluation.codes.grid import code_rows, grid_budgets
-from smec.evaluation.errors import EvaluationError
+from smec.evaluation.errors import FAISS_MIN_POINTS_PER_CENTROID, EvaluationError, SmallSampleWarning
 from smec.evaluation.evaluator import RetrievalEvaluator
 from smec.evaluation.grid import evaluate_grid, note_dropped
 from smec.evaluation.quantize import l2_normalize
 from smec.evaluation.spec import DEFAULT_SPEC, EvaluationSpec
 from smec.sampling import sample_rows
 
-# faiss's k-means asks for at least this many training points per centroid (it warns below that).
-FAISS_MIN_POINTS_PER_CENTROID = 39
-
-
-class SmallSampleWarning(UserWarning):
-    """OPQ + PQ fitted on fewer rows than faiss recommends: one line per grid instead of faiss's flood."""
+__all__ = ["FAISS_MIN_POINTS_PER_CENTROID", "SmallSampleWarning"]  # re-exported: they began here
 
 
 def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:

@@ -30,11 +30,14 @@ Cost, measured on the 2-core machine while other jobs held it (load 8-12, so wal
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import faiss
 import numpy as np
 
 from smec.evaluation.codes.base import Code, sorted_by_score
-from smec.evaluation.errors import EvaluationError
+from smec.evaluation.errors import FAISS_MIN_POINTS_PER_CENTROID, EvaluationError, SmallSampleWarning
 
 ADDITIVE_KINDS = ("lsq", "rq")
 
@@ -44,7 +47,8 @@ class AdditiveCode(Code):
 
     Args:
         kind: ``"rq"`` or ``"lsq"``.
-        m: number of codebooks = bytes per vector (8-bit codebooks).
+        m: number of codebooks = bytes per vector (8-bit codebooks); None (default): sized by the grid, M = the
+            budget's bytes (a multiple of ``splits``; :meth:`for_budget`), so one entry makes a row per budget.
         max_train: rows of the corpus sample used for training (a seeded subsample above it); default 5000,
             which leaves ~20 rows per centroid.
         iterations: RQ: k-means rounds per codebook (default 5); LSQ: training rounds (default 4).
@@ -62,7 +66,7 @@ class AdditiveCode(Code):
     def __init__(
         self,
         kind: str = "rq",
-        m: int = 48,
+        m: int | None = None,
         *,
         max_train: int = 5000,
         iterations: int | None = None,
@@ -74,8 +78,8 @@ class AdditiveCode(Code):
     ) -> None:
         if kind not in ADDITIVE_KINDS:
             raise EvaluationError(f"additive: kind must be one of {list(ADDITIVE_KINDS)}, got {kind!r}")
-        if m < 1:
-            raise EvaluationError(f"{kind}: m (codebooks = bytes per vector) must be >= 1, got {m}")
+        if m is not None and (isinstance(m, bool) or int(m) != m or m < 1):
+            raise EvaluationError(f"{kind}: m (codebooks = bytes per vector) must be >= 1 or None, got {m}")
         if iterations is None:
             iterations = 5 if kind == "rq" else 4
         for what, value in (("max_train", max_train), ("iterations", iterations)):
@@ -85,11 +89,11 @@ class AdditiveCode(Code):
             raise EvaluationError(f"rq: beam_size must be >= 1, got {beam_size}")
         if kind == "lsq" and encode_iters < 1:
             raise EvaluationError(f"lsq: encode_iters must be >= 1, got {encode_iters}")
-        if splits < 1 or m % splits:
+        if splits < 1 or (m is not None and m % splits):
             raise EvaluationError(f"{kind}: splits must be a positive divisor of m={m}, got {splits}")
         self.kind = kind
         self.splits = int(splits)
-        self.m = int(m)
+        self.m = None if m is None else int(m)
         self.max_train = int(max_train)
         self.iterations = int(iterations)
         self.beam_size = int(beam_size)
@@ -101,12 +105,30 @@ class AdditiveCode(Code):
         return self.kind if self.splits == 1 else f"p{self.kind}"
 
     def bytes_for_dim(self, dim: int) -> int:
+        return self._codebooks()
+
+    def for_budget(self, budget_bytes: int) -> AdditiveCode | None:
+        if self.m is not None:
+            return self
+        m = budget_bytes // self.splits * self.splits
+        if m < 1:
+            return None
+        sized = copy.copy(self)
+        sized.m = m
+        return sized
+
+    def _codebooks(self) -> int:
+        if self.m is None:
+            raise EvaluationError(
+                f"{self.name}: m (codebooks = bytes per vector) is None: give m, or run it in a grid budget"
+                " (M = the budget's bytes)"
+            )
         return self.m
 
     def _scoring(self) -> str:
         if self.splits == 1:
             return f"{self.kind}-lut"
-        return f"p{self.kind}{self.splits}x{self.m // self.splits}-lut"
+        return f"p{self.kind}{self.splits}x{self._codebooks() // self.splits}-lut"
 
     def _check_dim(self, dim: int) -> None:
         if dim % self.splits:
@@ -120,12 +142,12 @@ class AdditiveCode(Code):
         if x.shape[0] > self.max_train:
             rows = np.sort(np.random.default_rng(self.seed).choice(x.shape[0], self.max_train, replace=False))
             x = np.ascontiguousarray(x[rows])
-        d = x.shape[1]
+        d, m = x.shape[1], self._codebooks()
         metric = faiss.METRIC_INNER_PRODUCT
-        per_split = self.m // self.splits
+        per_split = m // self.splits
         if self.kind == "rq":
             if self.splits == 1:
-                index = faiss.IndexResidualQuantizer(d, self.m, 8, metric)
+                index = faiss.IndexResidualQuantizer(d, m, 8, metric)
                 quantizers = [index.rq]
             else:
                 index = faiss.IndexProductResidualQuantizer(d, self.splits, per_split, 8, metric)
@@ -138,9 +160,19 @@ class AdditiveCode(Code):
                 rq.max_beam_size = self.beam_size
                 rq.cp.niter = self.iterations
                 rq.cp.seed = self.seed + i
+                # faiss prints its small-sample warning once per codebook (32 lines for one demo grid); the
+                # threshold only gates the print. One SmallSampleWarning below says it instead.
+                rq.cp.min_points_per_centroid = 1
+            if len(x) < FAISS_MIN_POINTS_PER_CENTROID * 256:
+                warnings.warn(
+                    f"{self.name.upper()} trained on {len(x):,} rows (max_train); faiss recommends >= "
+                    f"{FAISS_MIN_POINTS_PER_CENTROID * 256:,}",
+                    SmallSampleWarning,
+                    stacklevel=3,
+                )
         else:
             if self.splits == 1:
-                index = faiss.IndexLocalSearchQuantizer(d, self.m, 8, metric)
+                index = faiss.IndexLocalSearchQuantizer(d, m, 8, metric)
                 quantizers = [index.lsq]
             else:
                 index = faiss.IndexProductLocalSearchQuantizer(d, self.splits, per_split, 8, metric)

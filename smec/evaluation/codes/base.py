@@ -117,6 +117,13 @@ class Code:
         """Bytes one vector of width ``dim`` costs with this code's settings (before or after fit)."""
         raise NotImplementedError
 
+    def for_budget(self, budget_bytes: int) -> Code | None:
+        """The code a grid runs in a budget of ``budget_bytes``: this one, whose bytes follow its input width
+        (the grid then picks the widest input that fits). A code sized by a parameter of its own instead (RQ /
+        LSQ with ``m=None``: M codebooks = the budget's bytes) returns a copy sized to the budget, or None when
+        no size fits."""
+        return self
+
     def _scoring(self) -> str:
         raise NotImplementedError
 

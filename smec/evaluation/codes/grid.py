@@ -15,8 +15,9 @@ baselines, prefix-nested systems, a store's compressed models) and :func:`plan_c
 (a system whose sizes are separate vectors: SMEC's chain). The budgets are the bytes per vector the grid's own
 rows reach (:func:`grid_budgets`: dims x bits of each precision) at :data:`CODE_MIN_COMPRESSION` or more; at each
 budget a code gets the widest input that fits (``dim_for_budget``; for separate sizes, the widest size that
-fits), and a row already made at a smaller budget (same code, same dim: e.g. RQ with M = 48 at 48 and 96 bytes)
-is not made again.
+fits), and a row already made at a smaller budget (same code, dim and bytes) is not made again. A code sized by
+the budget itself (RQ / LSQ without ``m``: M codebooks = the budget's bytes, :meth:`Code.for_budget`) makes one
+row per budget, labelled ``<code>-<budget>B`` (``rq-48B``).
 """
 
 from __future__ import annotations
@@ -59,11 +60,19 @@ def grid_budgets(
 
 @dataclass(frozen=True)
 class PlannedCode:
-    """One row to make: ``spec`` at input width ``dim`` for the grid budget ``budget`` (bytes)."""
+    """One row to make: ``spec`` at input width ``dim`` for the grid budget ``budget`` (bytes), labelled
+    ``precision`` (the spec's; with ``-<budget>B`` for a code the budget sizes, as RQ's M codebooks)."""
 
     spec: CodeSpec
     budget: int
     dim: int
+    precision: str = ""
+
+    def build(self) -> Code:
+        """The code of this row: the spec's, sized to the budget (:meth:`Code.for_budget`)."""
+        code = self.spec.build().for_budget(self.budget)
+        assert code is not None, "plan_codes plans reachable budgets only"
+        return code
 
 
 def plan_codes(
@@ -88,12 +97,14 @@ def plan_codes(
         code = spec.build()
         missed, done = [], set()
         for budget in spec.budgets if spec.budgets is not None else sorted(budgets):
-            dim = _widest(code, budget, widths, spec.max_dim)
-            if dim is None:
+            sized = code.for_budget(budget)
+            dim = None if sized is None else _widest(sized, budget, widths, spec.max_dim)
+            if sized is None or dim is None:
                 missed.append(budget)
-            elif dim not in done:
-                done.add(dim)
-                plan.append(PlannedCode(spec, budget, dim))
+            elif (dim, sized.bytes_for_dim(dim)) not in done:
+                done.add((dim, sized.bytes_for_dim(dim)))
+                label = spec.precision if sized is code else f"{spec.precision}-{budget}B"
+                plan.append(PlannedCode(spec, budget, dim, label))
         if missed:
             dropped.append(
                 f"{method} + {spec.precision} at {missed} bytes (its narrowest input does not fit)"
@@ -123,7 +134,7 @@ def evaluate_planned(
     settings = evaluator.settings
     row = evaluate_code(
         evaluator,
-        planned.spec.build(),
+        planned.build(),
         method,
         queries,
         corpus,
@@ -131,7 +142,7 @@ def evaluate_planned(
         fit_sample_size=settings["calibration_size"],
         seed=settings["seed"],
         run_dir=run_dir,
-        precision=planned.spec.precision,
+        precision=planned.precision or planned.spec.precision,
     )
     row["budget_bytes"] = planned.budget
     return row

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from smec.evaluation.codes import AdditiveCode
-from smec.evaluation.errors import EvaluationError
+from smec.evaluation.errors import EvaluationError, SmallSampleWarning
 from tests.smec.evaluation.codes.vectors import brute_force, make_vectors
 
 FAST = {"iterations": 2, "encode_iters": 1, "beam_size": 1}
@@ -77,7 +77,7 @@ def test_bad_parameters(sample):
     with pytest.raises(EvaluationError, match=r"^additive: kind must be one of \['lsq', 'rq'\], got 'pq'$"):
         AdditiveCode("pq")
     with pytest.raises(
-        EvaluationError, match=r"^rq: m \(codebooks = bytes per vector\) must be >= 1, got 0$"
+        EvaluationError, match=r"^rq: m \(codebooks = bytes per vector\) must be >= 1 or None, got 0$"
     ):
         AdditiveCode("rq", 0)
     with pytest.raises(EvaluationError, match=r"^lsq: iterations must be >= 1, got 0$"):
@@ -88,3 +88,15 @@ def test_bad_parameters(sample):
         EvaluationError, match=r"^rq: needs at least 256 training vectors \(256 codewords\), got 100$"
     ):
         AdditiveCode("rq", 4).fit(sample[:100])
+
+
+def test_rq_says_its_small_sample_once_instead_of_faiss_flood(sample, capfd):
+    # faiss's k-means prints "please provide at least 9984 training points" once per codebook; the threshold
+    # only gates that print. One SmallSampleWarning names the rows instead, and faiss prints nothing.
+    capfd.readouterr()
+    with pytest.warns(SmallSampleWarning) as caught:
+        AdditiveCode("rq", 4, **FAST).fit(sample)
+    assert [str(w.message) for w in caught] == [
+        "RQ trained on 400 rows (max_train); faiss recommends >= 9,984"
+    ]
+    assert "please provide" not in capfd.readouterr().err

@@ -87,6 +87,34 @@ def test_plan_prefixes_budgets_and_separate_sizes():
     assert [(p.spec.precision, p.budget, p.dim) for p in plan] == [("rabitq", 12, 24), ("rq", 8, 16)]
 
 
+def test_budget_sized_codes_make_one_row_per_budget(split):
+    # RQ / PLSQ without m: M codebooks = the budget's bytes (a multiple of splits), one row per budget on the
+    # widest input allowed, labelled with the budget; each row's bytes are M, within its budget.
+    specs = [CodeSpec("rq", {"iterations": 1}, max_dim=16), CodeSpec("plsq", {"splits": 4, "iterations": 1})]
+    dropped: list[str] = []
+    plan = plan_codes(specs, "pca", [2, 4, 6, 8], 32, dropped)
+    assert [(p.precision, p.budget, p.dim) for p in plan] == [
+        ("rq-2B", 2, 16),
+        ("rq-4B", 4, 16),
+        ("rq-6B", 6, 16),
+        ("rq-8B", 8, 16),
+        ("plsq-4B", 4, 32),
+        ("plsq-8B", 8, 32),
+    ]
+    # plsq at 6 bytes would be 4 codebooks (one per slice) again: the 4-byte row, not made twice; at 2 bytes
+    # not even one per slice fits.
+    assert dropped == ["pca + plsq at [2] bytes (its narrowest input does not fit)"]
+    assert [p.build().m for p in plan] == [2, 4, 6, 8, 4, 8]
+    ev, queries, corpus = split
+    rows = code_rows(ev, specs[:1], "pca", queries, corpus, [2, 4], dropped=[])
+    assert [(r["precision"], r["dim"], r["bytes"], r["budget_bytes"]) for r in rows] == [
+        ("rq-2B", 16, 2, 2),
+        ("rq-4B", 16, 4, 4),
+    ]
+    with pytest.raises(EvaluationError, match=r"^rq: m \(codebooks = bytes per vector\) is None: give m"):
+        make_code("rq").bytes_for_dim(16)
+
+
 def test_code_rows_label_budget_and_rescoring_memory(split, tmp_path):
     ev, queries, corpus = split
     specs = [CodeSpec("sq4-quantiles"), CodeSpec("itq", {"rescore": 40}, budgets=[2])]
