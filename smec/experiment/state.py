@@ -24,6 +24,10 @@ from smec.experiment.fits import FitRun
 
 __all__ = ["RunState"]
 
+GRID_VERSION = 2
+"""Bumped when the grid's code makes different rows from the same spec (2: RQ / LSQ without ``m`` sized by the
+budget), so a stored grid of another version is re-evaluated rather than reused."""
+
 
 class RunState:
     """The signatures of one comparison folder ``out`` (see the module docstring)."""
@@ -47,7 +51,7 @@ class RunState:
         """What a baseline or test grid (of ``method``, at its dims) depends on besides the data: a change
         re-evaluates (no refit)."""
         spec = self.config.evaluation if method is None else self.config.method_evaluation(method)
-        return {"evaluation": spec.to_dict()}
+        return {"evaluation": spec.to_dict(), "grid_version": GRID_VERSION}
 
     def fit_signature(self, run: FitRun) -> dict[str, Any]:
         """What a fit depends on: its recipes (paths and contents), overrides, seed, trainer profiles, and the
