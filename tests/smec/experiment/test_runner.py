@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from smec.evaluation.results import read_results
+from smec.experiment.state import GRID_VERSION
 from tests.datamodules.test_embed import FAKE, write_beir
 
 REPO = Path(__file__).resolve().parents[3]
@@ -222,6 +223,15 @@ def test_editing_the_experiment_adds_reevaluates_or_refuses(tmp_path):
     assert regrid.returncode == 0, regrid.stderr[-3000:]
     assert "fits: all 1 done" in regrid.stderr and "the grid changed, recomputing" in regrid.stderr
     assert {r["precision"] for r in read_results(out / "results.json")[0]} == {"float32"}
+    # A grid stored by other grid code (GRID_VERSION) is re-evaluated too, though the spec is the same.
+    stored = out / "baselines" / "results.json"
+    data = json.loads(stored.read_text())
+    data["metadata"]["grid"]["grid_version"] -= 1
+    stored.write_text(json.dumps(data))
+    regrid = compare(config, out)
+    assert regrid.returncode == 0, regrid.stderr[-3000:]
+    assert "baselines: the grid changed, recomputing" in regrid.stderr
+    assert json.loads(stored.read_text())["metadata"]["grid"]["grid_version"] == GRID_VERSION
     cfg["methods"][0]["args"]["model.init_args.lr"] = 0.01  # a different fit under the same name
     config.write_text(yaml.safe_dump(cfg))
     refused = compare(config, out)
