@@ -2,6 +2,9 @@
 
 * ``runs/<name>/state.json``: the run nonce (W&B ids) and the data signature (dataset, store, models, split):
   another signature is another comparison, refused;
+* the store's content (a digest of the shard hashes of every model it uses), recorded in ``state.json`` once
+  the store is complete: a store embedded again since (other vectors under the same path) is refused, since the
+  fits and grids of the folder are of the old vectors;
 * the grid signature (the evaluation spec): stored with the baseline and test rows; a change re-evaluates
   them, no refit;
 * ``<fit>/fit.json``: a fit's signature (recipe paths and contents, overrides, seed, and the evaluator settings
@@ -14,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from datamodules.files import atomic_write_bytes, atomic_write_json
 from smec.experiment.config import ExperimentConfig, ExperimentError, MethodSpec
-from smec.experiment.fits import FitRun
+from smec.experiment.fits import FitRun, model_keys
 
 __all__ = ["RunState"]
 
@@ -87,6 +90,23 @@ class RunState:
             atomic_write_bytes(self.out / "experiment.yaml", self.config.source.read_bytes())
         return state["nonce"]
 
+    def check_store(self) -> None:
+        """Record the store's content digest (:func:`store_digest`) on the first run; refuse a later run whose
+        store holds other vectors (embedded again since, by other code or models)."""
+        cfg = self.config
+        digest = store_digest(Path(cfg.store), model_keys([*cfg.models, *cfg.reference_models]))
+        state_path = self.out / "state.json"
+        state = json.loads(state_path.read_text())
+        had = state.get("store_content")
+        if had is None:
+            atomic_write_json(state_path, {**state, "store_content": digest})
+        elif had != digest:
+            raise ExperimentError(
+                f"{cfg.store} holds other vectors than when {self.out} was started (store content {digest}, "
+                f"recorded {had}): it was embedded again; its fits and grids are of the old vectors: restore "
+                "that store, or start the comparison again (--fresh)"
+            )
+
     def check_fit(self, run: FitRun, say: Callable[[str], None] = print) -> None:
         """Record a fit's settings before it starts; refuse to continue one whose settings changed.
 
@@ -117,3 +137,15 @@ class RunState:
             or any((run.root / "checkpoints").glob("*.ckpt"))
             or any(run.root.glob("hpc_ckpt_*.ckpt"))
         )
+
+
+def store_digest(store: Path, keys: Sequence[str]) -> str:
+    """A digest of the vectors of models ``keys`` in ``store``: every text set's shard files and sha256s, read
+    from the manifests (the shards' own hashes are checked against them when a process opens them)."""
+    h = hashlib.sha256()
+    for key in sorted(keys):
+        for manifest in sorted((Path(store) / key).rglob("manifest.json")):
+            h.update(f"{manifest.relative_to(store).as_posix()}\n".encode())
+            for shard in json.loads(manifest.read_text())["shards"]:
+                h.update(f"{shard['file']} {shard['sha256']}\n".encode())
+    return h.hexdigest()[:16]

@@ -240,6 +240,20 @@ def test_editing_the_experiment_adds_reevaluates_or_refuses(tmp_path):
         f"smec compare: error: {out / 'mrl' / 's0'} was fitted with other settings (args changed)"
         in refused.stderr
     )
+    # The store embedded again (other vectors under the same path: here one shard's recorded hash): refused
+    # before anything is read or fitted, naming the store.
+    del cfg["methods"][0]["args"]["model.init_args.lr"]
+    config.write_text(yaml.safe_dump(cfg))
+    manifest = next((tmp_path / "store").rglob("manifest.json"))
+    data = json.loads(manifest.read_text())
+    data["shards"][0]["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(data))
+    refused = compare(config, out)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert (
+        f"smec compare: error: {tmp_path / 'store'} holds other vectors than when {out} was started"
+        in refused.stderr
+    )
 
 
 def test_fit_progress_is_counted_in_epochs(tmp_path):
