@@ -279,11 +279,13 @@ def answers(
     ref: Mapping[str, Any] | None,
     input_dim: int,
     base_dims: Sequence[tuple[str, int]] = (),
+    references: Sequence[str] = (),
 ) -> list[str]:
     """The papers' questions on this data, each answered from the rows with paired SEs (markdown lines).
 
     ``base_dims``: the concatenated models' (store key, width) in order; a training-free best that is a prefix
-    of the first model gets a caveat line (:func:`prefix_caveat`)."""
+    of the first model gets a caveat line (:func:`prefix_caveat`). ``references``: store keys of the larger
+    single models evaluated beside the concatenation (the experiment's ``reference_models``)."""
     out: list[str] = []
     find = {(r["method"], r["dim"], r["precision"]): r for r in agg}
     concat = (
@@ -291,14 +293,16 @@ def answers(
     )
     singles = [r for r in agg if r["method"].startswith("model:") and r["precision"] == "float32"]
     singles = [r for r in singles if r["dim"] == max(s["dim"] for s in singles if s["method"] == r["method"])]
-    if concat is not None and singles:
+    small = [r for r in singles if r["method"][6:] not in references]
+    if concat is not None and small:
         out.append(
             "**Does the concatenation beat each small model?** (float32, full width; paired difference ± SE)"
         )
-        for s in singles:
+        for s in small:
             out.append(
                 f"- concat {concat[METRIC]:.3f} vs {s['method'][6:]} {s[METRIC]:.3f}: {_diff(concat, s)}"
             )
+    out += _against_references(agg, concat, [r for r in singles if r not in small])
     if ref is not None:
         out.append("")
         out.append(
@@ -342,6 +346,34 @@ def answers(
                 )
                 out += _free_beside(agg, trained, find, a, d)
     out += _trained_vs_free(agg, trained, base_dims)
+    return out
+
+
+def _against_references(
+    agg: Sequence[Mapping[str, Any]],
+    concat: Mapping[str, Any] | None,
+    references: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """The concat paper's first claim: the concatenation (full width, float32) against each larger single model
+    (float32, full width), and the best row made from the concatenation (any method, any code) at no more bits
+    than that model's float32 vectors, each with its paired difference."""
+    if concat is None or not references:
+        return []
+    out = [
+        "",
+        "**Does the concatenation beat the larger single model?** (float32, full width; then the best row made "
+        "from the concatenation at no more bits than the single model's float32 vectors; paired difference ± SE)",
+    ]
+    for r in references:
+        name = r["method"][6:]
+        out.append(f"- concat {concat[METRIC]:.3f} vs {name} {r[METRIC]:.3f}: {_diff(concat, r)}")
+        made = [x for x in agg if not x["method"].startswith("model:") and budget_bits(x) <= r["bits"]]
+        best = _best(made)
+        if best is not None:
+            out.append(
+                f"  - at ≤ {r['bits'] // 8} B: {best['method']} {_config(best)} {best[METRIC]:.3f} vs {name} "
+                f"{r[METRIC]:.3f}: {_diff(best, r)}"
+            )
     return out
 
 
@@ -468,7 +500,7 @@ def write_report(
         "",
         "## Answers",
         "",
-        *answers(agg, trained, ref, input_dim, base_dims),
+        *answers(agg, trained, ref, input_dim, base_dims, model_keys(config.reference_models)),
         "",
         *budget_end_lines(runs),
         "## Best of each method per budget",

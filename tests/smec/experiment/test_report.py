@@ -305,3 +305,22 @@ def test_flag_lists_exactly_the_fits_selected_at_their_last_epoch(tmp_path):
     assert lines[1] == "- csr/s2 (epoch 24 of 24), mrl/s0 (epoch 5 of 5)"
     assert budget_end_lines(runs[:1])[1] == "- no fit"
     assert budget_end_lines([]) == []
+
+
+def test_the_concatenation_is_set_against_each_larger_single_model():
+    # The concat paper's first claim: concat (64-d float32 = 256 B) vs a 32-d reference model (float32 = 128 B),
+    # then the best row made from the concatenation in no more than the reference's 128 B.
+    agg = aggregate(
+        [
+            row("model:small", 16, "float32", 0, per_query=[0.2, 0.2, 0.2, 0.2]),
+            row("model:big", 32, "float32", 0, per_query=[0.5, 0.6, 0.5, 0.6]),
+            row("concat", 64, "float32", 0, per_query=[0.6, 0.7, 0.6, 0.7]),
+            row("pca", 32, "int8", 0, per_query=[0.5, 0.5, 0.5, 0.5]),
+            row("pca", 64, "int8", 0.6),  # 64 B: within the reference's 128 B
+        ]
+    )
+    text = answers(agg, [], reference_row(agg, None), 64, references=["big"])
+    assert "- concat 0.650 vs small 0.200: +0.450 ± 0.029" in text
+    assert not any("vs big" in x for x in text[: text.index("")])  # not among the small models
+    assert "- concat 0.650 vs big 0.550: +0.100 ± 0.000" in text
+    assert "  - at ≤ 128 B: pca int8@64 0.600 vs big 0.550: +0.050 ± 0.029" in text
