@@ -314,13 +314,19 @@ def test_the_concatenation_is_set_against_each_larger_single_model():
         [
             row("model:small", 16, "float32", 0, per_query=[0.2, 0.2, 0.2, 0.2]),
             row("model:big", 32, "float32", 0, per_query=[0.5, 0.6, 0.5, 0.6]),
+            row("model:big", 32, "binary", 0.3),  # 4 B: 64x
             row("concat", 64, "float32", 0, per_query=[0.6, 0.7, 0.6, 0.7]),
             row("pca", 32, "int8", 0, per_query=[0.5, 0.5, 0.5, 0.5]),
             row("pca", 64, "int8", 0.6),  # 64 B: within the reference's 128 B
+            row("pca", 64, "binary", 0.4),  # 8 B: 32x
+            row("pca", 32, "binary", 0.35),  # 4 B: 64x
         ]
     )
     text = answers(agg, [], reference_row(agg, None), 64, references=["big"])
     assert "- concat 0.650 vs small 0.200: +0.450 ± 0.029" in text
     assert not any("vs big" in x for x in text[: text.index("")])  # not among the small models
     assert "- concat 0.650 vs big 0.550: +0.100 ± 0.000" in text
-    assert "  - at ≤ 128 B: pca int8@64 0.600 vs big 0.550: +0.050 ± 0.029" in text
+    assert "  - in ≤ 128 B: pca int8@64 0.600 vs big 0.550: +0.050 ± 0.029" in text
+    # Each side's best in no more than every budget >= 24x of the concatenation's rows (8 B = 32x, 4 B = 64x).
+    assert "  - in ≤ 8 B: big binary@32 0.300 vs pca binary@64 0.400: -0.100 ± 0.000" in text
+    assert "  - in ≤ 4 B: big binary@32 0.300 vs pca binary@32 0.350: -0.050 ± 0.000" in text
