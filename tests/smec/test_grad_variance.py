@@ -76,7 +76,13 @@ def test_the_report_shows_the_diagnostic_when_a_fit_logged_it(tiny_store, tmp_pa
     _fit(tiny_store, tmp_path / "smec" / "s0", joint=False)
     (tmp_path / "mrl" / "s0").mkdir(parents=True)  # a fit without the metric: left out of the plot
     config = SimpleNamespace(
-        name="t", dataset="d", split="test", models=("m1", "m2"), method_names=["smec", "mrl"], reference=None
+        name="t",
+        dataset="d",
+        split="test",
+        models=("m1", "m2"),
+        reference_models=(),
+        method_names=["smec", "mrl"],
+        reference=None,
     )
     rows = [
         {
