@@ -40,8 +40,8 @@ from datamodules.store.reader import EmbeddingStore
 from datamodules.store.verify import sha256_file
 from tests.cli_harness import assert_fails_cleanly, changes, run_smec, tree
 from tests.conftest import build_store
+from tests.datamodules.test_embed import FAKE, embed_argv
 
-FAKE = "tests.datamodules.fake_encoder:make"
 FAKE_KEY = "tests.datamodules.fake_encoder--make"
 
 
@@ -82,19 +82,7 @@ def beir(root: Path, n_docs: int = 40, n_queries: int = 12, **raw: str | bytes) 
 
 
 def embed_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "embed",
-        "--dataset",
-        data,
-        "--models",
-        FAKE,
-        "--out",
-        out,
-        "--shard-rows",
-        "8",
-        "--no-progress",
-        *extra,
-    ]
+    return embed_argv(data, out, *extra, shard_rows=8)
 
 
 def embedded(tmp_path: Path, name: str = "store") -> Path:

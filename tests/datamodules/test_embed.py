@@ -46,11 +46,27 @@ def shard_hashes(store: Path) -> dict[str, str]:
     }
 
 
+def embed_argv(data: Path, out: Path, *extra: str, shard_rows: int = 16) -> list[str]:
+    """``smec embed``'s arguments for the fake encoder on ``data``, into ``out``, without progress bars."""
+    return [
+        "embed",
+        "--dataset",
+        str(data),
+        "--models",
+        FAKE,
+        "--out",
+        str(out),
+        "--shard-rows",
+        str(shard_rows),
+        "--no-progress",
+        *extra,
+    ]
+
+
 def smec_embed(data: Path, out: Path, *extra: str, delay: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, "SMEC_FAKE_DELAY": str(delay), "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "smec.cli", "embed", "--dataset", str(data), "--models", FAKE]
     return subprocess.Popen(
-        [*cmd, "--out", str(out), "--shard-rows", "16", "--no-progress", *extra],
+        [sys.executable, "-m", "smec.cli", *embed_argv(data, out, *extra)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

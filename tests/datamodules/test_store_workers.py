@@ -14,7 +14,7 @@ from datamodules.store.layout import STORE_FILE, WORKERS_DIR
 from datamodules.store.reader import EmbeddingStore
 from datamodules.store.workers import WorkerShare
 from tests.cli_harness import assert_fails_cleanly, run_smec
-from tests.datamodules.test_embed import FAKE, shard_hashes, smec_embed, write_beir
+from tests.datamodules.test_embed import FAKE, embed_argv, shard_hashes, smec_embed, write_beir
 
 KEY = "tests.datamodules.fake_encoder--make"
 CORPUS = Path(KEY) / "corpus"
@@ -26,20 +26,8 @@ def embed(data: Path, out: Path, share: WorkerShare | None = None, merge: bool =
     )
 
 
-def cli(data: Path, out: Path, *extra: str) -> list:
-    return [
-        "embed",
-        "--dataset",
-        data,
-        "--models",
-        FAKE,
-        "--out",
-        out,
-        "--shard-rows",
-        "16",
-        "--no-progress",
-        *extra,
-    ]
+def cli(data: Path, out: Path, *extra: str) -> list[str]:
+    return embed_argv(data, out, *extra)
 
 
 @pytest.fixture
