@@ -6,6 +6,7 @@ of several models (:class:`~datamodules.store.combine.ConcatView`), plus the ids
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,6 +154,19 @@ class EmbeddingStore:
                     manifest = read_json(folder / MANIFEST_FILE, "manifest")
                     check_manifest(manifest, folder / MANIFEST_FILE, key, ts)
                     ShardedArray(folder, manifest, verify=False).verify()
+
+    def content_digest(self, keys: Sequence[str]) -> str:
+        """A digest of the vectors of models ``keys``: each finished text set's shard files and sha256s, read
+        from the manifests (the shards themselves are checked against those when a process opens them), so a
+        store embedded again with other vectors under the same path gets another digest."""
+        h = hashlib.sha256()
+        for key in sorted(keys):
+            folders = [data_folder(self.path, key, ts) for ts in self.text_sets]
+            for path in sorted(f / MANIFEST_FILE for f in folders if (f / MANIFEST_FILE).exists()):
+                h.update(f"{path.relative_to(self.path).as_posix()}\n".encode())
+                for shard in read_json(path, "manifest")["shards"]:
+                    h.update(f"{shard['file']} {shard['sha256']}\n".encode())
+        return h.hexdigest()[:16]
 
     def summary(self) -> str:
         lines = [f"store {self.path}  (dataset {self.dataset}, format {self.meta['format_version']})"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +91,13 @@ class RunState:
         return state["nonce"]
 
     def check_store(self) -> None:
-        """Record the store's content digest (:func:`store_digest`) on the first run; refuse a later run whose
-        store holds other vectors (embedded again since, by other code or models)."""
+        """Record the store's content digest (``EmbeddingStore.content_digest``) on the first run; refuse a later
+        run whose store holds other vectors (embedded again since, by other code or models)."""
         cfg = self.config
-        digest = store_digest(Path(cfg.store), model_keys([*cfg.models, *cfg.reference_models]))
+        from datamodules.store.reader import EmbeddingStore
+
+        keys = model_keys([*cfg.models, *cfg.reference_models])
+        digest = EmbeddingStore(cfg.store, verify=False).content_digest(keys)
         state_path = self.out / "state.json"
         state = json.loads(state_path.read_text())
         had = state.get("store_content")
@@ -137,15 +140,3 @@ class RunState:
             or any((run.root / "checkpoints").glob("*.ckpt"))
             or any(run.root.glob("hpc_ckpt_*.ckpt"))
         )
-
-
-def store_digest(store: Path, keys: Sequence[str]) -> str:
-    """A digest of the vectors of models ``keys`` in ``store``: every text set's shard files and sha256s, read
-    from the manifests (the shards' own hashes are checked against them when a process opens them)."""
-    h = hashlib.sha256()
-    for key in sorted(keys):
-        for manifest in sorted((Path(store) / key).rglob("manifest.json")):
-            h.update(f"{manifest.relative_to(store).as_posix()}\n".encode())
-            for shard in json.loads(manifest.read_text())["shards"]:
-                h.update(f"{shard['file']} {shard['sha256']}\n".encode())
-    return h.hexdigest()[:16]
