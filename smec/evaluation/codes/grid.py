@@ -66,7 +66,7 @@ class PlannedCode:
     spec: CodeSpec
     budget: int
     dim: int
-    precision: str = ""
+    precision: str
 
     def build(self) -> Code:
         """The code of this row: the spec's, sized to the budget (:meth:`Code.for_budget`)."""
@@ -101,8 +101,8 @@ def plan_codes(
             dim = None if sized is None else _widest(sized, budget, widths, spec.max_dim)
             if sized is None or dim is None:
                 missed.append(budget)
-            elif (dim, sized.bytes_for_dim(dim)) not in done:
-                done.add((dim, sized.bytes_for_dim(dim)))
+            elif (key := (dim, sized.bytes_for_dim(dim))) not in done:
+                done.add(key)
                 label = spec.precision if sized is code else f"{spec.precision}-{budget}B"
                 plan.append(PlannedCode(spec, budget, dim, label))
         if missed:
@@ -142,7 +142,7 @@ def evaluate_planned(
         fit_sample_size=settings["calibration_size"],
         seed=settings["seed"],
         run_dir=run_dir,
-        precision=planned.precision or planned.spec.precision,
+        precision=planned.precision,
     )
     row["budget_bytes"] = planned.budget
     return row
