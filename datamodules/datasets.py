@@ -31,6 +31,8 @@ BUILTIN_DATASETS: Mapping[str, str] = MappingProxyType(
     {
         "wordnet": "WordNet 3.0 reverse dictionary: 32,925 synsets; queries test 2,000 / dev 1,000 / train 29,925",
         "wordnet-demo": "WordNet subset: 10,000 documents; queries test 2,000 / dev 500 / train 2,000",
+        "wordnet-mini": "wordnet-demo subset for `make demo`: 5,000 documents; queries test 1,000 / dev 500 / "
+        "train 1,000",
         "debian": "Debian 12 package synopsis -> description: 57,816 packages; queries test 2,000 / dev 1,000 / "
         "train 54,816",
         "debian-demo": "Debian subset: 10,000 documents; queries test 2,000 / dev 500 / train 2,000",
@@ -41,6 +43,7 @@ _BUILTIN_BUILDERS: Mapping[str, str] = MappingProxyType(
     {
         "wordnet": "`python experiments/build_wordnet.py` (needs Debian's wordnet-base)",
         "wordnet-demo": "`python experiments/build_wordnet.py` (needs Debian's wordnet-base)",
+        "wordnet-mini": "`python experiments/build_wordnet.py` (needs Debian's wordnet-base)",
         "debian": "`python experiments/build_debian.py` (needs apt's English Translation-en list)",
         "debian-demo": "`python experiments/build_debian.py` (needs apt's English Translation-en list)",
     }

@@ -1,4 +1,4 @@
-"""Build the built-in `wordnet` and `wordnet-demo` retrieval datasets from WordNet 3.0's data files.
+"""Build the built-in `wordnet`, `wordnet-demo` and `wordnet-mini` retrieval datasets from WordNet 3.0's data files.
 
 The task is a reverse dictionary: the query is a synset's gloss definition, the one relevant document is the
 synset itself, written as its lemma names followed by the gloss's example sentences ("lemmas. examples").
@@ -11,6 +11,8 @@ parsed here directly; nltk is not needed.
 Output, in BEIR format with gzip-compressed files, under --out (default datamodules/data):
     wordnet/       every usable synset; splits test 2,000 / dev 1,000 / train the rest
     wordnet-demo/  all test queries, 500 dev, 2,000 train, and a 10,000-document corpus
+    wordnet-mini/  a subset of wordnet-demo for `make demo`: 1,000 test, 500 dev, 1,000 train queries and a
+                   5,000-document corpus (7,500 texts: half the demo store's embedding time)
 Each folder also gets README.md (dataset card) and LICENSE (WordNet 3.0's licence, which must travel with the
 data). The build is deterministic: rerunning it writes byte-identical files.
 
@@ -42,6 +44,10 @@ DEMO_DEV = 500
 DEMO_TRAIN = 2_000
 DEMO_CORPUS = 10_000
 DEMO_FILL_SEED = 1
+MINI_TEST = 1_000
+MINI_TRAIN = 1_000
+MINI_CORPUS = 5_000
+MINI_FILL_SEED = 2
 
 # Adjective lemmas may carry a syntactic marker, e.g. "galore(ip)"; it is not part of the word.
 _ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
@@ -215,17 +221,19 @@ def demo_subset(
     dev: int = DEMO_DEV,
     train: int = DEMO_TRAIN,
     corpus: int = DEMO_CORPUS,
+    test: int | None = None,
+    fill_seed: int = DEMO_FILL_SEED,
 ) -> tuple[list[str], dict[str, list[str]]]:
-    """The demo's (corpus ids, splits): every test query, the first dev and train queries, their documents,
-    and a seeded random fill from the other documents up to `corpus` documents."""
+    """A subset's (corpus ids, splits): the first `test` (default: every), `dev` and `train` queries, their
+    documents, and a seeded random fill from the other documents up to `corpus` documents."""
     demo_splits = {
-        "test": list(splits["test"]),
+        "test": splits["test"][:test],
         "dev": splits["dev"][:dev],
         "train": splits["train"][:train],
     }
     needed = {d for ids in demo_splits.values() for d in ids}
     rest = sorted(set(doc_ids) - needed)
-    fill = random.Random(DEMO_FILL_SEED).sample(rest, corpus - len(needed))
+    fill = random.Random(fill_seed).sample(rest, corpus - len(needed))
     return sorted(needed | set(fill)), demo_splits
 
 
@@ -351,13 +359,17 @@ def write_card(
 
 
 def build(wordnet_dir: Path, out: Path, copyright_file: Path) -> dict[str, dict[str, int]]:
-    """Build both datasets under `out`; returns {dataset: {"corpus": n, split: n, ...}}."""
+    """Build the three datasets under `out`; returns {dataset: {"corpus": n, split: n, ...}}."""
     notice = license_notice(copyright_file)
     n_total, usable = load_synsets(wordnet_dir)
     synsets = {s.doc_id: s for s in usable}
     doc_ids = list(synsets)
     splits = make_splits(doc_ids)
     demo_ids, demo_splits = demo_subset(doc_ids, splits)
+    # Drawn from the demo, not from the full set, so that wordnet-mini ⊂ wordnet-demo ⊂ wordnet.
+    mini_ids, mini_splits = demo_subset(
+        demo_ids, demo_splits, DEMO_DEV, MINI_TRAIN, MINI_CORPUS, test=MINI_TEST, fill_seed=MINI_FILL_SEED
+    )
 
     datasets = {
         "wordnet": (
@@ -373,6 +385,14 @@ def build(wordnet_dir: Path, out: Path, copyright_file: Path) -> dict[str, dict[
             f"\nThe demo keeps all {TEST_SIZE:,} test queries, the first {DEMO_DEV} dev and the first "
             f"{DEMO_TRAIN:,} train queries (in shuffled order), the documents of all of them, and a random "
             f"fill (`random.Random({DEMO_FILL_SEED})`) from the other documents up to {DEMO_CORPUS:,}.\n",
+        ),
+        "wordnet-mini": (
+            mini_ids,
+            mini_splits,
+            f"A {MINI_CORPUS:,}-document subset of `wordnet-demo`, sized for `make demo` to finish in minutes.",
+            f"\nThe mini set keeps the first {MINI_TEST:,} test, {DEMO_DEV} dev and {MINI_TRAIN:,} train queries of "
+            f"`wordnet-demo`, the documents of all of them, and a random fill (`random.Random({MINI_FILL_SEED})`) "
+            f"from wordnet-demo's other documents up to {MINI_CORPUS:,}.\n",
         ),
     }
     counts = {}
@@ -390,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR, help="folder with data.noun etc."
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where wordnet/ and wordnet-demo/ go")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="where wordnet/, wordnet-demo/ and wordnet-mini/ go"
+    )
     parser.add_argument(
         "--license-file",
         type=Path,

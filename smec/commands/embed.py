@@ -6,14 +6,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from datamodules.datasets import BUILTIN_DATASETS
     from datamodules.embed import DEFAULT_MODELS
     from datamodules.store.layout import DEFAULT_SHARD_ROWS, DTYPES
 
     parser.add_argument(
         "--dataset",
         default="wordnet-demo",
-        help="built-in dataset (wordnet, wordnet-demo, debian, debian-demo) or a BEIR-format folder "
-        "(default: %(default)s)",
+        help=f"built-in dataset ({', '.join(BUILTIN_DATASETS)}) or a BEIR-format folder (default: %(default)s)",
     )
     parser.add_argument(
         "--models",

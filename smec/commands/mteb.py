@@ -1,6 +1,6 @@
 """`smec mteb`: evaluate an exported model (`smec export`) with MTEB 2.x.
 
-Tasks: the built-in datasets (wordnet, wordnet-demo) and BEIR folders run offline as MTEB custom retrieval
+Tasks: the built-in datasets (wordnet, debian and their subsets) and BEIR folders run offline as MTEB custom retrieval
 tasks; any other name is an MTEB task, loaded from the Hugging Face hub. Results: mteb's own files under
 ``<out>/mteb/`` and smec result rows under ``<out>/<task>/results.json``. See smec/export/mteb_run.py.
 """
@@ -11,12 +11,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from datamodules.datasets import BUILTIN_DATASETS
+
     parser.add_argument("--model", required=True, help="folder written by `smec export`")
     parser.add_argument(
         "--tasks",
         nargs="+",
         required=True,
-        help="built-in datasets (wordnet, wordnet-demo), BEIR folders, or MTEB task names (need the hub)",
+        help=f"built-in datasets ({', '.join(BUILTIN_DATASETS)}), BEIR folders, or MTEB task names (need the hub)",
     )
     parser.add_argument("--out", required=True, help="output folder (mteb/<task>.json, <task>/results.json)")
     parser.add_argument(

@@ -59,6 +59,9 @@ class MethodSpec:
         dims: the sizes this method is evaluated at (its ``eval_dims`` and its grid's dims; default: the
             experiment's ``evaluation.dims``). For a method whose sizes are not output widths, e.g. CSR's sparsity
             levels k, whose rows carry their own true bits so the report compares them at equal bytes.
+        priority: fits of a higher priority start first (default 0; the queue is otherwise in file order). With
+            ``jobs`` > 1, give the slowest method a higher priority so that it does not run alone at the end
+            while the other slots idle (longest job first).
     """
 
     name: str
@@ -66,6 +69,7 @@ class MethodSpec:
     args: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = ()
     dims: tuple[int, ...] | None = None
+    priority: int = 0
 
     def cli_args(self) -> list[str]:
         return [f"--{key}={format_cli_value(value)}" for key, value in self.args.items()]
@@ -432,7 +436,7 @@ def _read_methods(top: _Reader) -> tuple[MethodSpec, ...]:
         if not isinstance(raw, Mapping):
             raise top.fail(f"methods[{i}]", "a mapping with name and config", raw)
         m = _Reader(raw, source, f"methods[{i}].")
-        m.check_unknown(("name", "config", "args", "seeds", "dims"))
+        m.check_unknown(("name", "config", "args", "seeds", "dims", "priority"))
         args = m.mapping("args")
         for key in args:
             if not isinstance(key, str) or key.startswith("-"):
@@ -450,6 +454,7 @@ def _read_methods(top: _Reader) -> tuple[MethodSpec, ...]:
                 args=dict(args),
                 seeds=m.int_list("seeds", ()),
                 dims=m.int_list("dims", None, minimum=1),
+                priority=m.integer("priority", 0, minimum=0),
             )
         )
     names = [m.name for m in methods]

@@ -151,7 +151,9 @@ class ComparisonRunner:
         """Fit every run without ``fit.done``, ``jobs`` at a time; raise after all ended if any failed."""
         for run in runs:
             self.state.check_fit(run, self.say)
-        todo = [r for r in runs if not r.done.exists()]
+        # Highest priority first (a stable sort: file order otherwise), so that the slowest fit does not run
+        # alone at the end while the other slots idle.
+        todo = sorted((r for r in runs if not r.done.exists()), key=lambda r: -r.method.priority)
         if not todo:
             self.say(f"fits: all {len(runs)} done")
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from datamodules.datasets import BUILTIN_DATASETS
 from datamodules.errors import InputError
 
 # Search depth of the custom tasks: enough for nDCG@10 / Recall@100 / MRR@10 and ties at rank 10.
@@ -86,7 +87,7 @@ def named_task(name: str) -> ResolvedTask:
         task = mteb.get_task(name)
     except (KeyError, ValueError) as e:
         raise MtebTaskError(
-            f"--tasks {name}: not a built-in dataset (wordnet, wordnet-demo), a BEIR folder or an MTEB task "
+            f"--tasks {name}: not a built-in dataset ({', '.join(BUILTIN_DATASETS)}), a BEIR folder or an MTEB task "
             f"name ({str(e).splitlines()[0][:200]})"
         ) from None
     try:
@@ -95,8 +96,8 @@ def named_task(name: str) -> ResolvedTask:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise MtebTaskError(
             f"--tasks {name}: cannot load the MTEB task's data ({type(e).__name__}: {first}); named MTEB tasks "
-            "download from the Hugging Face hub. Offline, use a built-in dataset (wordnet, wordnet-demo) or a "
-            "BEIR folder"
+            f"download from the Hugging Face hub. Offline, use a built-in dataset ({', '.join(BUILTIN_DATASETS)}) "
+            "or a BEIR folder"
         ) from None
     return ResolvedTask(task.metadata.name, task)
 
@@ -104,8 +105,6 @@ def named_task(name: str) -> ResolvedTask:
 def resolve_task(name: str, split: str) -> ResolvedTask:
     """A smec dataset (built-in name or existing folder) first, else an MTEB task name."""
     from pathlib import Path
-
-    from datamodules.datasets import BUILTIN_DATASETS
 
     if name in BUILTIN_DATASETS or Path(name).expanduser().is_dir():
         return dataset_task(name, split)

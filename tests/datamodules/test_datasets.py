@@ -310,7 +310,7 @@ def test_a_qrels_file_without_judgements_is_refused(tmp_path: Path) -> None:
 def test_unknown_dataset_name_lists_builtins(tmp_path: Path) -> None:
     with pytest.raises(
         DatasetError,
-        match=r"no-such-set: not a built-in dataset \(wordnet, wordnet-demo, debian, debian-demo\) and not a folder",
+        match=r"no-such-set: not a built-in dataset \(wordnet, wordnet-demo, wordnet-mini, debian, debian-demo\) and not a folder",
     ):
         load_dataset("no-such-set")
 
@@ -321,7 +321,7 @@ def test_load_dataset_accepts_a_folder_path(tmp_path: Path) -> None:
 
 
 def test_builtin_registry_is_read_only() -> None:
-    assert set(BUILTIN_DATASETS) == {"wordnet", "wordnet-demo", "debian", "debian-demo"}
+    assert set(BUILTIN_DATASETS) == {"wordnet", "wordnet-demo", "wordnet-mini", "debian", "debian-demo"}
     with pytest.raises(TypeError):
         BUILTIN_DATASETS["mine"] = "x"  # type: ignore[index]
 
@@ -375,6 +375,19 @@ def test_builtin_wordnet_demo_is_a_closed_subset_of_wordnet(wordnet: RetrievalDa
     full_text = dict(zip(full.corpus.ids, full.corpus.texts))
     assert all(full_text[d] == t for d, t in zip(demo.corpus.ids, demo.corpus.texts))
     assert (DATA_DIR / "wordnet-demo" / "LICENSE").is_file()
+
+
+def test_builtin_wordnet_mini_is_a_closed_subset_of_wordnet_demo() -> None:
+    demo, mini = load_dataset("wordnet-demo"), load_dataset("wordnet-mini")
+    assert len(mini.corpus) == 5_000
+    assert {s: len(q) for s, q in mini.queries.items()} == {"dev": 500, "test": 1_000, "train": 1_000}
+    _assert_disjoint_and_consistent(mini)
+    demo_text = dict(zip(demo.corpus.ids, demo.corpus.texts))
+    assert all(demo_text[d] == t for d, t in zip(mini.corpus.ids, mini.corpus.texts))
+    assert mini.qrels["dev"] == demo.qrels["dev"]
+    for split in ("test", "train"):
+        assert mini.qrels[split].items() <= demo.qrels[split].items()
+    assert (DATA_DIR / "wordnet-mini" / "LICENSE").is_file()
 
 
 def test_builtin_document_format(wordnet: RetrievalDataset) -> None:
@@ -482,13 +495,14 @@ def test_builder_splits_are_seeded_and_disjoint() -> None:
         bw.make_splits(ids, test=60, dev=40)
 
 
-@pytest.mark.slow  # rebuilds both datasets from all 117k synsets (~3 s)
+@pytest.mark.slow  # rebuilds the three datasets from all 117k synsets (~3 s)
 @pytest.mark.skipif(not (WORDNET_DIR / "data.noun").is_file(), reason="needs Debian's wordnet-base")
 def test_builder_reproduces_the_shipped_files(tmp_path: Path) -> None:
     bw = load_builder()
     counts = bw.build(WORDNET_DIR, tmp_path, WORDNET_LICENSE)
     assert counts["wordnet-demo"] == {"corpus": 10_000, "test": 2_000, "dev": 500, "train": 2_000}
+    assert counts["wordnet-mini"] == {"corpus": 5_000, "test": 1_000, "dev": 500, "train": 1_000}
     built = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert len(built) == 2 * 7
+    assert len(built) == 3 * 7
     for rel in built:
         assert (tmp_path / rel).read_bytes() == (DATA_DIR / rel).read_bytes(), rel

@@ -192,6 +192,10 @@ def test_bad_evaluation_settings_name_the_key(tmp_path, overrides, message):
         ),
         ({"reference": ["concat", 8]}, "reference: expected [method, dim, precision], got ['concat', 8]"),
         (
+            {"methods": [{"name": "m", "config": str(REPO / "configs/mrl.yaml"), "priority": -1}]},
+            "methods[0].priority: expected an integer >= 0, got -1",
+        ),
+        (
             {"methods": [{"name": "m", "config": str(REPO / "configs/mrl.yaml"), "dims": [0]}]},
             "methods[0].dims: expected a list of distinct integers >= 1, got [0]",
         ),

@@ -274,6 +274,26 @@ def test_fit_progress_is_counted_in_epochs(tmp_path):
     assert budgets["search-adaptor"] == 30
 
 
+def test_fits_of_a_higher_priority_start_first(tmp_path, monkeypatch):
+    """The demo's slowest fit (Matryoshka-Adaptor, priority 1) is queued first; the rest keep file order."""
+    from smec.experiment import runner as runner_module
+    from smec.experiment.config import load_experiment
+    from smec.experiment.runner import ComparisonRunner
+
+    queued: list[str] = []
+
+    def fake_run_jobs(jobs, parallel, env, **kwargs):
+        queued.extend(job.label for job in jobs)
+        return []
+
+    monkeypatch.setattr(runner_module, "run_jobs", fake_run_jobs)
+    cfg = load_experiment(REPO / "configs/experiment/demo.yaml")
+    runner = ComparisonRunner(cfg, tmp_path / "run", progress=False)
+    runner.fit_all("nonce", runner.fit_runs())
+    names = [m.name for m in cfg.methods]
+    assert queued == ["matryoshka-adaptor/s0"] + [f"{n}/s0" for n in names if n != "matryoshka-adaptor"]
+
+
 def test_prepare_then_one_task_then_the_report(tmp_path):
     """The SLURM flow: --prepare (embed + baselines), --task N per array task, then a plain run reports."""
     config = experiment(tmp_path)
