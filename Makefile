@@ -72,7 +72,7 @@ bench: install  ## speed and memory benchmarks (goals printed, non-zero exit whe
 
 DEMO ?= configs/experiment/demo.yaml
 
-demo: install  ## the comparison on the WordNet demo: embed (cached) -> baselines -> every method -> report
+demo: install  ## the comparison on wordnet-mini: embed (cached) -> baselines -> every method -> report
 	$(BIN)/smec compare --config $(DEMO)
 
 clean:
