@@ -263,15 +263,22 @@ class RunReader:
         first = np.flatnonzero(new_call)
         new_call |= (np.arange(len(starts)) - first[np.cumsum(new_call) - 1]) % _IOV_MAX == 0
         calls = np.append(np.flatnonzero(new_call), len(starts))
-        self._call_buf = buf[calls[:-1]]
-        self._calls = calls.tolist()
-        self._shard, self._pos, self._size = shard.tolist(), pos.tolist(), size.tolist()
+        # Buffer b's calls are _buf_calls[b] : _buf_calls[b + 1] (looked up here once, not per read()).
+        self._buf_calls = np.searchsorted(buf[calls[:-1]], np.arange(len(sizes) + 1)).tolist()
+        self._size = size.tolist()
         self._begin = ((at - edges[buf]) * row_bytes).tolist()
-        # Per call, precomputed: its shard, file offset and bytes (read() runs once per call: keep it lean).
+        # Per call, precomputed: (shard, file offset, bytes, first run, end of its runs); read() runs once per
+        # call: keep it lean.
         call_first = calls[:-1]
-        self._call_shard = shard[call_first].tolist()
-        self._call_pos = pos[call_first].tolist()
-        self._call_want = (np.add.reduceat(size, call_first) if len(call_first) else size[:0]).tolist()
+        want = np.add.reduceat(size, call_first) if len(call_first) else size[:0]
+        self._call_plan = list(
+            zip(
+                shard[call_first].tolist(),
+                pos[call_first].tolist(),
+                want.tolist(),
+                *(calls[:-1].tolist(), calls[1:].tolist()),
+            )
+        )
         self.array, self.sizes = array, list(sizes)
         self._fds: dict[int, int] = {}
         if not array.verified:
@@ -285,22 +292,19 @@ class RunReader:
                 f"RunReader.read: expected a C-contiguous ({self.sizes[b]}, {a.dim}) {a.dtype} buffer"
             )
         view = memoryview(out.reshape(-1).view(np.uint8))
-        lo, hi = np.searchsorted(self._call_buf, [b, b + 1]).tolist()
-        calls, begin, size, fds = self._calls, self._begin, self._size, self._fds
-        shards, positions, wants, preadv = self._call_shard, self._call_pos, self._call_want, os.preadv
-        for c in range(lo, hi):
-            first, last = calls[c], calls[c + 1]
-            s = shards[c]
+        lo, hi = self._buf_calls[b], self._buf_calls[b + 1]
+        begin, size, fds, preadv = self._begin, self._size, self._fds, os.preadv
+        for s, pos, want, first, last in self._call_plan[lo:hi]:
             fd = fds.get(s)
             if fd is None:
                 fd = fds[s] = os.open(a._files[s], os.O_RDONLY)
             if last - first == 1:  # the usual call: one run
-                iov = [view[begin[first] : begin[first] + size[first]]]
+                iov = [view[begin[first] : begin[first] + want]]
             else:
                 iov = [view[begin[i] : begin[i] + size[i]] for i in range(first, last)]
-            got = preadv(fd, iov, positions[c])
-            if got != wants[c]:
-                _preadv_rest(fd, iov, positions[c], got, wants[c], a._files[s])
+            got = preadv(fd, iov, pos)
+            if got != want:
+                _preadv_rest(fd, iov, pos, got, want, a._files[s])
         if not a.verified:
             self._scan(b, out)
         return out

@@ -264,9 +264,10 @@ class BlockShuffleStream(IterableDataset):
     ) -> Iterator[dict[str, list[torch.Tensor]]]:
         order = self._window_order(sum(stop - start for _, start, stop in window), index)
         order = order[: count * self.batch_size]
-        # Each batch's rows in file order.
+        # Each batch's rows in file order (one sort of the full batches as rows of a matrix, then the tail).
+        full = len(order) // self.batch_size * self.batch_size
         idx = np.concatenate(
-            [np.sort(order[i : i + self.batch_size]) for i in range(0, len(order), self.batch_size)]
+            [np.sort(order[:full].reshape(-1, self.batch_size), axis=1).reshape(-1), np.sort(order[full:])]
         )
         sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
         yield from self._read_rows(window, idx, sizes)
