@@ -151,6 +151,14 @@ class ShardedArray:
             pos += hi - lo
             s += 1
 
+    def __getitem__(self, key: slice) -> np.ndarray:
+        """Rows ``[start:stop]`` (a copy in the stored dtype), so that row-chunked code takes a store array as it
+        takes a matrix (:func:`datamodules.store.combine.combine`); row indices: :meth:`take`."""
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"ShardedArray[{key!r}]: only row slices [start:stop]; take() reads row indices")
+        start, stop, _ = key.indices(self.rows)
+        return self.read(start, stop)
+
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.rows if stop is None else min(stop, self.rows)
         return self.read_into(np.empty((max(0, stop - start), self.dim), dtype=self.dtype), start)

@@ -12,7 +12,7 @@ for both, so baseline rows and trained rows compare like for like:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,8 @@ from smec.evaluation.grid import evaluate_grid, note_dropped
 from smec.evaluation.spec import AUTO_DIMS, EvaluationSpec
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from datamodules.store.reader import EmbeddingStore
     from smec.evaluation.evaluator import RetrievalEvaluator
 
@@ -68,14 +70,16 @@ def baseline_rows(
     from smec.evaluation.baselines import run_baselines
 
     notes: list[str] = []
-    q_by = {k: store.array(k, f"queries/{split}").read() for k in [*keys, *single_only]}
-    c_by = {k: store.array(k, "corpus").read() for k in [*keys, *single_only]}
-    cq, cc = combine([q_by[k] for k in keys]), combine([c_by[k] for k in keys])
+    models = [*keys, *single_only]
+    # Straight from the shards, in row chunks: no model's corpus is held in its stored dtype beside the float32
+    # concatenation, and each model alone is combined when the grid reaches it (_OneModel), then let go.
+    cq = combine([store.array(k, f"queries/{split}") for k in keys])
+    cc = combine([store.array(k, "corpus") for k in keys])
     width = int(cc.shape[1])
     rows = run_baselines(
         store_evaluator(store, split, width, spec),
-        {k: combine([v], "l2-concat") for k, v in q_by.items()},
-        {k: combine([v], "l2-concat") for k, v in c_by.items()},
+        _OneModel(store, models, f"queries/{split}"),
+        _OneModel(store, models, "corpus"),
         cq,
         cc,
         grid_dims(spec, width, f"the concatenation of {', '.join(keys)}", notes),
@@ -85,6 +89,26 @@ def baseline_rows(
     )
     note_dropped(notes, dropped)
     return rows, width
+
+
+class _OneModel(Mapping[str, "np.ndarray"]):
+    """Each model's rows of one text set, L2-normalised float32, read from the store when looked up (not kept)."""
+
+    def __init__(self, store: EmbeddingStore, keys: Sequence[str], text_set: str) -> None:
+        self.store, self.keys, self.text_set = store, list(keys), text_set
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        from datamodules.store.combine import combine
+
+        if key not in self.keys:
+            raise KeyError(key)
+        return combine([self.store.array(key, self.text_set)], "l2-concat")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 def compressed_rows(

@@ -78,6 +78,15 @@ def test_round_trip_reads_across_shards(store_dir):
     assert arr.shape == (23, 8) and arr.dtype == np.float16
     np.testing.assert_array_equal(arr.read(3, 17), expected[3:17])  # spans shards 0..3
     np.testing.assert_array_equal(arr.take(np.array([22, 0, 7, 7])), expected[[22, 0, 7, 7]])
+    for key in (slice(3, 17), slice(None, 4), slice(20, None), slice(-3, None), slice(30, 40)):
+        np.testing.assert_array_equal(arr[key], expected[key])  # row slices read like a matrix's
+    with pytest.raises(
+        TypeError, match=re.escape("ShardedArray[slice(0, 9, 2)]: only row slices [start:stop]")
+    ):
+        arr[0:9:2]
+    np.testing.assert_array_equal(
+        combine([arr], "none"), expected.astype(np.float32)
+    )  # chunked from the store
     buf = np.empty((9, 8), dtype=np.float16)
     np.testing.assert_array_equal(arr.read_into(buf, 4), expected[4:13])
     store.verify()
@@ -103,6 +112,22 @@ def test_combine_options():
         match=re.escape("normalization 'l3' is unknown; expected one of l2-concat-l2, l2-concat, none"),
     ):
         combine([a], "l3")
+
+
+@pytest.mark.parametrize("normalization", ["l2-concat-l2", "l2-concat", "none"])
+def test_combine_in_row_chunks_is_bit_identical_to_the_whole_matrix_recipe(normalization):
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((50, d)).astype(np.float16) for d in (8, 8, 4)]
+    parts = [b.astype(np.float32) for b in blocks]
+    if normalization != "none":
+        parts = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
+    whole = np.concatenate([parts[0], 0.5 * parts[1], parts[2]], axis=1)
+    if normalization == "l2-concat-l2":
+        whole = whole / np.maximum(np.linalg.norm(whole, axis=1, keepdims=True), 1e-12)
+    for chunk_rows in (7, 50, 64):  # chunks that do not divide the rows, one chunk, a chunk larger than them
+        out = combine(blocks, normalization, weights=[1.0, 0.5, 1.0], chunk_rows=chunk_rows)
+        assert out.dtype == np.float32 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, whole)
 
 
 def test_interrupted_write_resumes_to_identical_bytes(tmp_path):
