@@ -284,7 +284,8 @@ class RunReader:
                 shard[call_first].tolist(),
                 pos[call_first].tolist(),
                 want.tolist(),
-                *(calls[:-1].tolist(), calls[1:].tolist()),
+                calls[:-1].tolist(),
+                calls[1:].tolist(),
             )
         )
         self.array, self.sizes = array, list(sizes)
