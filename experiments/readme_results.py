@@ -9,8 +9,9 @@ A block in README.md is delimited by two comments and names the report section i
 The section is the text under that heading of the report (GitHub anchor rules), up to the next heading of the
 same or a higher level; its relative links (the report's figures) are rewritten to point from the README. ``python experiments/readme_results.py`` rewrites every block from its report;
 ``--check`` exits 1 naming each block that differs (tests/experiments/test_readme_results.py runs the check). The reports
-themselves are what `smec compare` wrote (copied from runs/<experiment>/ with their results.json); the test
-also regenerates each report's tables from its results.json, so neither can be edited by hand.
+themselves are what `smec compare` wrote (copied from runs/<experiment>/ with their results.json). Not checked
+here: that a report still equals what the current code would write from its results.json (the report's
+"selected at the last epoch" lines and figures need the run folders, which are not committed).
 """
 
 from __future__ import annotations
