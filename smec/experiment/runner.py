@@ -223,7 +223,7 @@ class ComparisonRunner:
         self.checks.parse(runs)  # a typo is one line, not a failed fit
         nonce = self.state.prepare()
         self.embed()
-        self.state.check_store()
+        self.state.check_store(self.store())
         self.checks.check_systems(runs, self.input_dim())
         return nonce
 

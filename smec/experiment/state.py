@@ -19,11 +19,14 @@ import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datamodules.files import atomic_write_bytes, atomic_write_json
 from smec.experiment.config import ExperimentConfig, ExperimentError, MethodSpec
 from smec.experiment.fits import FitRun, model_keys
+
+if TYPE_CHECKING:
+    from datamodules.store.reader import EmbeddingStore
 
 __all__ = ["RunState"]
 
@@ -90,14 +93,12 @@ class RunState:
             atomic_write_bytes(self.out / "experiment.yaml", self.config.source.read_bytes())
         return state["nonce"]
 
-    def check_store(self) -> None:
-        """Record the store's content digest (``EmbeddingStore.content_digest``) on the first run; refuse a later
-        run whose store holds other vectors (embedded again since, by other code or models)."""
+    def check_store(self, store: EmbeddingStore) -> None:
+        """Record the content digest (``EmbeddingStore.content_digest``) of the experiment's models in ``store``
+        on the first run; refuse a later run whose store holds other vectors (embedded again since, by other code
+        or models)."""
         cfg = self.config
-        from datamodules.store.reader import EmbeddingStore
-
-        keys = model_keys([*cfg.models, *cfg.reference_models])
-        digest = EmbeddingStore(cfg.store, verify=False).content_digest(keys)
+        digest = store.content_digest(model_keys([*cfg.models, *cfg.reference_models]))
         state_path = self.out / "state.json"
         state = json.loads(state_path.read_text())
         had = state.get("store_content")

@@ -26,10 +26,6 @@ def embed(data: Path, out: Path, share: WorkerShare | None = None, merge: bool =
     )
 
 
-def cli(data: Path, out: Path, *extra: str) -> list[str]:
-    return embed_argv(data, out, *extra)
-
-
 @pytest.fixture
 def job(tmp_path):
     """A BEIR folder (300 documents: 19 shards of 16 rows; 2 query splits of 20) and its one-process store."""
@@ -75,7 +71,7 @@ def test_slurm_and_torchrun_variables_make_a_worker(job, tmp_path, capsys, monke
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "8")  # --array=7-8: the second task is worker 1
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "7")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
-    outcome = run_smec(capsys, cli(data, out))
+    outcome = run_smec(capsys, embed_argv(data, out))
     assert outcome.code == 0, outcome.err
     assert "worker 1 of 2 (from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT)" in outcome.err
     assert "worker 1 of 2: done" in outcome.out
@@ -83,12 +79,14 @@ def test_slurm_and_torchrun_variables_make_a_worker(job, tmp_path, capsys, monke
         monkeypatch.delenv(name)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert run_smec(capsys, cli(data, out)).code == 0
+    assert run_smec(capsys, embed_argv(data, out)).code == 0
     assert sorted(p.name for p in (out / WORKERS_DIR).iterdir()) == [
         "worker-0-of-2.json",
         "worker-1-of-2.json",
     ]
-    outcome = run_smec(capsys, cli(data, out, "--merge", "--verify"))  # the merge ignores the variables
+    outcome = run_smec(
+        capsys, embed_argv(data, out, "--merge", "--verify")
+    )  # the merge ignores the variables
     assert outcome.code == 0, outcome.err
     assert shard_hashes(out) == shard_hashes(reference)
 
@@ -106,7 +104,7 @@ def test_kill_9_of_one_worker_then_rerunning_it_finishes(job, tmp_path, capsys):
     embed(data, out, WorkerShare(0, 2))
     assert_fails_cleanly(
         capsys,
-        cli(data, out, "--merge"),
+        embed_argv(data, out, "--merge"),
         expect=re.escape(f"{out / CORPUS}/shard-000") + r"\d\d.npy: missing; worker 1 of 2 owns it",
         watch=tmp_path,
     )
@@ -132,7 +130,9 @@ def test_a_merge_with_a_missing_shard_names_it_and_its_worker(job, workers_done,
         f"{shard}: missing; worker 1 of 3 owns it (deleted after the worker wrote it): rerun it (`smec embed` "
         "with the same options and --worker-index 1 --num-workers-total 3), then merge again"
     )
-    assert_fails_cleanly(capsys, cli(data, out, "--merge"), expect=re.escape(expected) + "$", watch=tmp_path)
+    assert_fails_cleanly(
+        capsys, embed_argv(data, out, "--merge"), expect=re.escape(expected) + "$", watch=tmp_path
+    )
     embed(data, out, WorkerShare(1, 3))  # the advice works: the worker writes its deleted shard again
     embed(data, out, merge=True)
     assert shard_hashes(out) == shard_hashes(reference)
@@ -148,7 +148,9 @@ def test_a_merge_before_a_worker_ran_names_what_it_owns(job, tmp_path, capsys):
         "before its first shard): rerun it (`smec embed` with the same options and --worker-index 2 "
         "--num-workers-total 3), then merge again; 5 more missing there, of worker(s) 2"
     )
-    assert_fails_cleanly(capsys, cli(data, out, "--merge"), expect=re.escape(expected) + "$", watch=tmp_path)
+    assert_fails_cleanly(
+        capsys, embed_argv(data, out, "--merge"), expect=re.escape(expected) + "$", watch=tmp_path
+    )
 
 
 def test_a_merge_refuses_a_shard_changed_after_its_worker_wrote_it(job, workers_done, tmp_path, capsys):
@@ -159,7 +161,7 @@ def test_a_merge_refuses_a_shard_changed_after_its_worker_wrote_it(job, workers_
         f"{shard}: sha256 differs from what worker 2 of 3 recorded ({out / WORKERS_DIR / 'worker-2-of-3.json'}): "
         "the shard changed after it was written; delete it and rerun worker 2 of 3"
     )
-    assert_fails_cleanly(capsys, cli(data, out, "--merge"), expect=re.escape(expected), watch=tmp_path)
+    assert_fails_cleanly(capsys, embed_argv(data, out, "--merge"), expect=re.escape(expected), watch=tmp_path)
     shard.unlink()
     embed(data, out, WorkerShare(2, 3))
     embed(data, out, merge=True)
@@ -172,7 +174,7 @@ def test_a_merge_without_workers_writes_nothing(job, tmp_path, capsys):
     expected = (
         f"{out}: --merge found no worker's partial manifest in {out / WORKERS_DIR}; run the workers first"
     )
-    assert_fails_cleanly(capsys, cli(data, out, "--merge"), expect=re.escape(expected), watch=tmp_path)
+    assert_fails_cleanly(capsys, embed_argv(data, out, "--merge"), expect=re.escape(expected), watch=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +230,7 @@ def test_bad_worker_options_are_one_error_before_anything_is_written(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert_fails_cleanly(
-        capsys, cli(data, tmp_path / "store", *extra), expect=re.escape(expect), watch=tmp_path
+        capsys, embed_argv(data, tmp_path / "store", *extra), expect=re.escape(expect), watch=tmp_path
     )
 
 
@@ -241,12 +243,12 @@ def test_workers_of_one_job_must_agree(job, tmp_path, capsys):
         f"{record}: worker 0 of 2 embedded with shard_rows 16, worker 1 of 2 with 8; give every worker and the "
         "merge the same --shard-rows"
     )
-    args = cli(data, out, "--worker-index", "1", "--num-workers-total", "2", "--shard-rows", "8")
+    args = embed_argv(data, out, "--worker-index", "1", "--num-workers-total", "2", "--shard-rows", "8")
     assert_fails_cleanly(capsys, args, expect=re.escape(expected), watch=tmp_path)
     expected = (
         f"{record}: a worker of a job of 2 workers, and this is worker 1 of 3; give every worker the same"
     )
-    args = cli(data, out, "--worker-index", "1", "--num-workers-total", "3")
+    args = embed_argv(data, out, "--worker-index", "1", "--num-workers-total", "3")
     assert_fails_cleanly(capsys, args, expect=re.escape(expected), watch=tmp_path)
 
 
