@@ -84,10 +84,10 @@ class EmbeddingDataModule(L.LightningDataModule):
             step and N times fewer steps per epoch; retune lr and budgets). One process: no difference.
         block_rows / window_blocks: streaming granularity, see :class:`BlockShuffleStream`.
         run_rows: rows shuffled as one run inside a window (one read each). Default None: min(32,
-            batch_size // 32), so that every batch mixes at least 32 places of its window. Longer runs stream
-            faster from memory (measured in experiments/bench/store_stream.py: 128-row runs close most of the gap
-            to a sequential read) and put more neighbouring rows of the store in one batch; any other value
-            changes every batch, so compare fits only at the same value.
+            batch_size // 32), so that every batch mixes at least 32 places of its window. Longer runs take
+            fewer system calls (experiments/bench/store_stream.py times 128-row runs: not faster here, within its
+            noise) and put more neighbouring rows of the store in one batch; any other value changes every
+            batch, so compare fits only at the same value.
         seed: data order seed (with the epoch).
         num_workers: DataLoader workers per rank (0 reads in the training process).
         val_rows: corpus rows streamed for the validation loss (the retrieval metrics use the whole split).

@@ -54,7 +54,7 @@ class BlockShuffleStream(IterableDataset):
             per run of rows, so a larger window costs no memory).
         run_rows: rows are shuffled in runs of this many consecutive rows (1 = a full row-level shuffle inside a
             window). Default None: min(32, batch_size // 32), so that a batch always mixes >= 32 places. Longer
-            runs read faster (one system call per run: see experiments/bench/store_stream.py) and mix fewer
+            runs take fewer system calls (one per run; see experiments/bench/store_stream.py) and mix fewer
             places per batch; any other value changes every batch, hence every fit.
         shuffle: block permutation + in-window shuffle; off = store order (validation).
         seed: with the epoch, seeds the order.

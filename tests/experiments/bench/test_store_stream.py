@@ -16,7 +16,7 @@ def store(tmp_path_factory):
 
 def test_raw_runs_reads_the_streams_batches(store):
     stream = run_stream(store, batch=64, combine=False, block_rows=500, window_blocks=2)
-    runs = run_raw_runs(store, batch=64, block_rows=500, window_blocks=2)
+    runs = run_raw_runs(store, batch=64, block_rows=500, window_blocks=2, epochs=2)  # the same epoch twice
     assert runs["rows"] == stream["rows"] == 64 * (1000 // 64) * 3
     assert runs["checksum"] == stream["checksum"]
     assert runs["calls"] > 1  # the batches are cut into runs: 64 rows, runs of 2
