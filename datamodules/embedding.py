@@ -83,6 +83,11 @@ class EmbeddingDataModule(L.LightningDataModule):
             must be a multiple of N) or ``rank`` (each process gets ``batch_size`` rows: N times more rows per
             step and N times fewer steps per epoch; retune lr and budgets). One process: no difference.
         block_rows / window_blocks: streaming granularity, see :class:`BlockShuffleStream`.
+        run_rows: rows shuffled as one run inside a window (one read each). Default None: min(32,
+            batch_size // 32), so that every batch mixes at least 32 places of its window. Longer runs take
+            fewer system calls (experiments/bench/store_stream.py times 128-row runs: not faster here, within its
+            noise) and put more neighbouring rows of the store in one batch; any other value changes every
+            batch, so compare fits only at the same value.
         seed: data order seed (with the epoch).
         num_workers: DataLoader workers per rank (0 reads in the training process).
         val_rows: corpus rows streamed for the validation loss (the retrieval metrics use the whole split).
@@ -119,6 +124,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         batch_size: int = 256,
         block_rows: int = 16384,
         window_blocks: int = 2,
+        run_rows: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
         val_rows: int = 4096,
@@ -150,6 +156,10 @@ class EmbeddingDataModule(L.LightningDataModule):
             )
         if batch_size < 1:
             raise InputError(f"data.batch_size: expected a positive integer, got {batch_size}")
+        if run_rows is not None and (
+            isinstance(run_rows, bool) or not isinstance(run_rows, int) or run_rows < 1
+        ):
+            raise InputError(f"data.run_rows: expected a positive integer or null, got {run_rows!r}")
         rank_batch_size(batch_size, 1, batch_scope)  # a bad scope name
         self.store_path = Path(store)
         self.models = models
@@ -159,7 +169,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.include_train_queries = include_train_queries
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
         self.batch_size = batch_size
-        self.block_rows, self.window_blocks = block_rows, window_blocks
+        self.block_rows, self.window_blocks, self.run_rows = block_rows, window_blocks, run_rows
         self.seed = seed
         self.num_workers = num_workers
         self.val_rows = val_rows
@@ -280,6 +290,7 @@ class EmbeddingDataModule(L.LightningDataModule):
             self.batch_size,
             self.block_rows,
             self.window_blocks,
+            run_rows=self.run_rows,
             shuffle=shuffle,
             seed=self.seed,
             drop_last=train,

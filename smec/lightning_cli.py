@@ -315,18 +315,38 @@ def _cli_kwargs() -> dict[str, Any]:
     }
 
 
-def run_lightning_cli(args: list[str], **kwargs: Any) -> SmecCLI:
-    """``smec <verb> ...``: the LightningCLI, with every input error raised as one ConfigError line."""
+def quiet_expected_warnings() -> None:
+    """Silence what Lightning and torch print in every fit that says nothing about this run (so that fit.log
+    shows what does): each filter names the one message it drops."""
+    import logging
     import warnings
-
-    from jsonargparse import ArgumentError
-
-    from smec.config_errors import describe_parse_error, read_config_files
 
     # `smec fit ...` hands its own argv over on purpose; Lightning warns whenever args and sys.argv both exist.
     warnings.filterwarnings(
         "ignore", message="LightningCLI's args parameter is intended", category=UserWarning
     )
+    # Lightning 2.6 builds torch's LeafSpec, which torch 2.13 deprecates: theirs to change, once per fit.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Our streams define __len__ and split whole windows (or batches) between DataLoader workers, so the length
+    # Lightning warns about is exact (tests/datamodules/test_embedding.py checks it with workers).
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("💡 Tip:")  # an advertisement for another logger
+
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in tips.filters):
+        tips.addFilter(_NoTips())
+
+
+def run_lightning_cli(args: list[str], **kwargs: Any) -> SmecCLI:
+    """``smec <verb> ...``: the LightningCLI, with every input error raised as one ConfigError line."""
+    from jsonargparse import ArgumentError
+
+    from smec.config_errors import describe_parse_error, read_config_files
+
+    quiet_expected_warnings()
     configs = read_config_files(args)
     try:
         return SmecCLI(CompressionSystem, EmbeddingDataModule, args=args, **{**_cli_kwargs(), **kwargs})

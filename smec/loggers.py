@@ -83,3 +83,6 @@ class SmecWandbLogger(WandbLogger):
             resume="allow" if id else None,
             **kwargs,
         )
+        if self._wandb_init.get("anonymous") is None:
+            # Lightning always passes `anonymous`; wandb (0.31 here) warns that it has no effect, None included.
+            self._wandb_init.pop("anonymous", None)

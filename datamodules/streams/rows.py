@@ -5,8 +5,9 @@ rows, no memory map, so the resident set stays bounded whatever the store's size
 :class:`datamodules.store.shards.RunReader`), in the stored dtype, as lists of per-model tensors.
 
 Order: each epoch permutes blocks of ``block_rows`` contiguous rows with a generator seeded by
-``(seed, epoch)``, takes ``window_blocks`` blocks at a time and shuffles runs of up to 32 rows within that
-window. One process streams the windows in turn (each window's last < batch_size rows are dropped; DataLoader
+``(seed, epoch)``, takes ``window_blocks`` blocks at a time and shuffles runs of consecutive rows within that
+window (``run_rows``; by default min(32, batch_size // 32), so that every batch mixes at least 32 places of its
+window). One process streams the windows in turn (each window's last < batch_size rows are dropped; DataLoader
 workers own whole windows). Under DDP the same sequence of windows, without the per-window drop, is cut into
 one contiguous stretch per rank, the last one padded by wrapping around to the start (as DistributedSampler
 pads): every row is streamed at least once per epoch, ranks read disjoint rows apart from that padding, and
@@ -51,8 +52,10 @@ class BlockShuffleStream(IterableDataset):
         block_rows: rows read contiguously at a time.
         window_blocks: blocks shuffled together (a batch's rows come from anywhere in its window; reads are
             per run of rows, so a larger window costs no memory).
-        chunk_rows: rows are shuffled in runs of up to this many consecutive rows (capped at batch_size // 32,
-            so that a batch always mixes >= 32 places); 1 = full row-level shuffle inside a window.
+        run_rows: rows are shuffled in runs of this many consecutive rows (1 = a full row-level shuffle inside a
+            window). Default None: min(32, batch_size // 32), so that a batch always mixes >= 32 places. Longer
+            runs take fewer system calls (one per run; see experiments/bench/store_stream.py) and mix fewer
+            places per batch; any other value changes every batch, hence every fit.
         shuffle: block permutation + in-window shuffle; off = store order (validation).
         seed: with the epoch, seeds the order.
         drop_last: one process: drop the last window's incomplete batch (every other window always drops its
@@ -66,7 +69,7 @@ class BlockShuffleStream(IterableDataset):
         batch_size: int,
         block_rows: int = 16384,
         window_blocks: int = 2,
-        chunk_rows: int = 32,
+        run_rows: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = True,
@@ -77,7 +80,7 @@ class BlockShuffleStream(IterableDataset):
         self.batch_size = batch_size
         self.block_rows = block_rows
         self.window_blocks = window_blocks
-        self.chunk_rows = chunk_rows
+        self.run_rows = run_rows
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
@@ -118,9 +121,9 @@ class BlockShuffleStream(IterableDataset):
 
     def _window_order(self, rows: int, index: int) -> np.ndarray:
         """The shuffled order of a window's ``rows`` rows (window ``index`` of the epoch), in runs of ``chunk``."""
-        # Shuffle runs of `chunk` consecutive rows: contiguous reads keep streaming at memory speed, and every
-        # batch still mixes at least 32 random places of the window.
-        chunk = max(1, min(self.chunk_rows, self.batch_size // 32))
+        # Shuffle runs of `chunk` consecutive rows: each run is one contiguous read, and by default every batch
+        # still mixes at least 32 random places of the window.
+        chunk = max(1, min(32, self.batch_size // 32)) if self.run_rows is None else self.run_rows
         n_chunks = -(-rows // chunk)
         chunk_order = np.random.default_rng([self.seed, self.epoch, index]).permutation(n_chunks)
         order = (chunk_order[:, None] * chunk + np.arange(chunk)).reshape(-1)
@@ -157,17 +160,37 @@ class BlockShuffleStream(IterableDataset):
         if world > 1:
             yield from self._iter_ddp(rank, world, worker, n_workers)
             return
-        windows, n_batches = self.plan(0, 1)
-        first = 0  # index of the window's first batch
+        windows = self.plan(0, 1)[0]
         if worker < len(windows):
             self._will_need(windows[worker])
-        for i, window in enumerate(windows):
-            count = min(self._window_batches(window, i == len(windows) - 1), max(0, n_batches - first))
-            if count and i % n_workers == worker:
+        for i, window, count in self._window_counts():
+            if i % n_workers == worker:
                 if i + n_workers < len(windows):
                     self._will_need(windows[i + n_workers])  # the disk reads it while this window streams
-                yield from self._read_window(window, count, i)
+                idx = self._window_rows(window, count, i)
+                sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
+                yield from self._read_rows(window, idx, sizes)
+
+    def _window_counts(self) -> Iterator[tuple[int, list[tuple[int, int, int]], int]]:
+        """One process: (index, window, batches it yields) of every window that yields any, in epoch order."""
+        windows, n_batches = self.plan(0, 1)
+        first = 0  # index of the window's first batch
+        for i, window in enumerate(windows):
+            count = min(self._window_batches(window, i == len(windows) - 1), max(0, n_batches - first))
+            if count:
+                yield i, window, count
             first += count
+
+    def batch_rows(self) -> Iterator[np.ndarray]:
+        """One process, shuffled: each batch's rows, as indices into the segments laid end to end, in the order
+        they are read (file order within a batch); what iterating yields, without reading anything."""
+        seg_start = np.cumsum([0] + [seg.rows for seg in self.segments])
+        for i, window, count in self._window_counts():
+            idx = self._window_rows(window, count, i)
+            bounds = np.cumsum([0] + [stop - start for _, start, stop in window])
+            block = np.searchsorted(bounds, idx, side="right") - 1
+            rows = np.array([seg_start[s] + start for s, start, _ in window])[block] + idx - bounds[block]
+            yield from np.split(rows, range(self.batch_size, len(rows), self.batch_size))
 
     def _iter_ddp(self, rank: int, world: int, worker: int, n_workers: int):
         """This rank's share of the epoch: a contiguous stretch of the one epoch sequence, padded at the end.
@@ -259,18 +282,16 @@ class BlockShuffleStream(IterableDataset):
                         parts[m].append(arr.read(int(a - bounds[s]), int(b - bounds[s])))
             yield {"x": [torch.from_numpy(np.concatenate(p) if len(p) > 1 else p[0]) for p in parts]}
 
-    def _read_window(
-        self, window: list[tuple[int, int, int]], count: int, index: int
-    ) -> Iterator[dict[str, list[torch.Tensor]]]:
+    def _window_rows(self, window: list[tuple[int, int, int]], count: int, index: int) -> np.ndarray:
+        """The rows of the first ``count`` batches of window ``index`` (positions in its blocks laid end to end),
+        batch after batch, each batch's in file order."""
         order = self._window_order(sum(stop - start for _, start, stop in window), index)
         order = order[: count * self.batch_size]
-        # Each batch's rows in file order (one sort of the full batches as rows of a matrix, then the tail).
+        # One sort of the full batches as rows of a matrix, then the tail.
         full = len(order) // self.batch_size * self.batch_size
-        idx = np.concatenate(
+        return np.concatenate(
             [np.sort(order[:full].reshape(-1, self.batch_size), axis=1).reshape(-1), np.sort(order[full:])]
         )
-        sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
-        yield from self._read_rows(window, idx, sizes)
 
     def _read_rows(
         self, blocks: list[tuple[int, int, int]], idx: np.ndarray, sizes: list[int]

@@ -48,6 +48,103 @@ def test_epoch_order_is_deterministic_disjoint_and_reshuffled(tiny_store):
     assert len(flat0) >= 100 - 5 * 8  # at most one partial batch dropped per window
     assert sorted(flat0.tolist()) != sorted(np.concatenate(e1).tolist()) or e0[0].tolist() != e1[0].tolist()
     assert len(dm.train_dataloader()) == len(e0)
+    # batch_rows(): the same batches, planned without reading
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    assert [b.tolist() for b in loader.dataset.batch_rows()] == [b.tolist() for b in e1]
+
+
+def test_default_shuffle_runs_keep_the_order_every_committed_fit_used(tiny_store):
+    # Batch 64 -> runs of 64 // 32 = 2 rows. This first batch was recorded before run_rows existed: a change
+    # here changes every fit's batches, hence every committed result.
+    dm = make_dm(tiny_store, batch_size=64, block_rows=25, window_blocks=4, include_train_queries=False)
+    expected = [
+        50,
+        51,
+        52,
+        53,
+        54,
+        55,
+        56,
+        57,
+        58,
+        59,
+        62,
+        63,
+        66,
+        67,
+        70,
+        71,
+        72,
+        73,
+        7,
+        8,
+        9,
+        10,
+        11,
+        12,
+        13,
+    ]
+    expected += [
+        14,
+        15,
+        16,
+        17,
+        18,
+        19,
+        20,
+        21,
+        22,
+        23,
+        24,
+        27,
+        28,
+        29,
+        30,
+        31,
+        32,
+        35,
+        36,
+        43,
+        44,
+        45,
+        46,
+        47,
+    ]
+    expected += [48, 49, 75, 76, 77, 86, 87, 90, 91, 92, 93, 94, 95, 96, 97]
+    assert [b.tolist() for b in rows_seen(dm)] == [expected]
+    assert [
+        b.tolist()
+        for b in rows_seen(
+            make_dm(
+                tiny_store,
+                batch_size=64,
+                block_rows=25,
+                window_blocks=4,
+                include_train_queries=False,
+                run_rows=2,
+            )
+        )
+    ] == [expected]
+
+
+def test_longer_shuffle_runs_put_fewer_places_in_a_batch(tiny_store):
+    def places(batch: np.ndarray) -> int:  # runs of consecutive rows (each batch is in file order)
+        return int(1 + np.count_nonzero(np.diff(batch) != 1))
+
+    kw = dict(batch_size=32, block_rows=25, window_blocks=4, include_train_queries=False)
+    rows = rows_seen(make_dm(tiny_store, run_rows=8, **kw))
+    # 100 rows of one window, 4 blocks: runs of 8 window rows, a run cut at most once by a block edge
+    assert [len(b) for b in rows] == [32, 32, 32]
+    assert all(places(b) <= 32 // 8 + 3 for b in rows)
+    assert len(set(np.concatenate(rows).tolist())) == 96
+    assert (
+        max(places(b) for b in rows_seen(make_dm(tiny_store, **kw))) > 32 // 8 + 3
+    )  # default: rows one by one
+    with pytest.raises(
+        InputError, match=re.escape("data.run_rows: expected a positive integer or null, got 0")
+    ):
+        make_dm(tiny_store, run_rows=0)
 
 
 def test_train_queries_are_streamed_with_the_corpus(tiny_store):

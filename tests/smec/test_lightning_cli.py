@@ -137,6 +137,31 @@ def test_fit_writes_config_checkpoints_and_metrics(tmp_path):
     assert "train/loss/d2" in metrics and "val/loss" in metrics
 
 
+def test_a_fit_log_carries_no_third_party_noise(tmp_path):
+    store = build_store(tmp_path / "store")
+    cfg = recipe(tmp_path, store, epochs=1, logger="wandb")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    env.pop("WANDB_SILENT", None)  # wandb's own warnings are what is checked
+    out = subprocess.run(
+        [sys.executable, "-m", "smec.cli", "fit", "--config", str(cfg)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = out.stdout + out.stderr
+    assert "Tracking run with wandb" in log  # the logger ran and spoke
+    for noise in (
+        "💡 Tip:",
+        "anonymous setting",
+        "LeafSpec",
+        "IterableDataset` has `__len__`",
+        "args parameter",
+    ):
+        assert noise not in log
+
+
 @pytest.mark.slow
 def test_kill_9_and_resume_continues_the_same_run(tmp_path):
     store = build_store(tmp_path / "store", n_corpus=200)
