@@ -160,10 +160,10 @@ class BlockShuffleStream(IterableDataset):
         if world > 1:
             yield from self._iter_ddp(rank, world, worker, n_workers)
             return
-        windows = self.plan(0, 1)[0]
+        windows, n_batches = self.plan(0, 1)
         if worker < len(windows):
             self._will_need(windows[worker])
-        for i, window, count in self._window_counts():
+        for i, window, count in self._window_counts(windows, n_batches):
             if i % n_workers == worker:
                 if i + n_workers < len(windows):
                     self._will_need(windows[i + n_workers])  # the disk reads it while this window streams
@@ -171,9 +171,10 @@ class BlockShuffleStream(IterableDataset):
                 sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
                 yield from self._read_rows(window, idx, sizes)
 
-    def _window_counts(self) -> Iterator[tuple[int, list[tuple[int, int, int]], int]]:
-        """One process: (index, window, batches it yields) of every window that yields any, in epoch order."""
-        windows, n_batches = self.plan(0, 1)
+    def _window_counts(
+        self, windows: list[list[tuple[int, int, int]]], n_batches: int
+    ) -> Iterator[tuple[int, list[tuple[int, int, int]], int]]:
+        """One process's :meth:`plan`: (index, window, batches it yields) of every window that yields any."""
         first = 0  # index of the window's first batch
         for i, window in enumerate(windows):
             count = min(self._window_batches(window, i == len(windows) - 1), max(0, n_batches - first))
@@ -185,7 +186,7 @@ class BlockShuffleStream(IterableDataset):
         """One process, shuffled: each batch's rows, as indices into the segments laid end to end, in the order
         they are read (file order within a batch); what iterating yields, without reading anything."""
         seg_start = np.cumsum([0] + [seg.rows for seg in self.segments])
-        for i, window, count in self._window_counts():
+        for i, window, count in self._window_counts(*self.plan(0, 1)):
             idx = self._window_rows(window, count, i)
             bounds = np.cumsum([0] + [stop - start for _, start, stop in window])
             block = np.searchsorted(bounds, idx, side="right") - 1

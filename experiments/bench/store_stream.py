@@ -136,9 +136,10 @@ def run_raw(store: Path, batch: int, epochs: int = 1) -> dict:
 def run_stream(
     store: Path,
     batch: int,
-    combine: bool,
     block_rows: int,
     window_blocks: int,
+    *,
+    combine: bool = False,
     step_s: float = 0.0,
     read_ahead: int = 0,
     verify: bool = True,
@@ -312,7 +313,7 @@ def main() -> int:
             evict(Path(args.store))
         store, batch, blocks = Path(args.store), args.batch, (args.block_rows, args.window_blocks)
         epochs = 1 if args.cold else args.epochs  # a second epoch would read from the page cache
-        stream = {
+        stream_modes = {
             "stream": {},
             "stream+combine": {"combine": True},
             "stream-unverified": {"verify": False},
@@ -325,8 +326,7 @@ def main() -> int:
         elif args.child == "raw-runs":
             result = run_raw_runs(store, batch, *blocks, epochs=epochs)
         else:
-            kw = {"combine": False, **stream[args.child]}
-            result = run_stream(store, batch, kw.pop("combine"), *blocks, epochs=epochs, **kw)
+            result = run_stream(store, batch, *blocks, epochs=epochs, **stream_modes[args.child])
         print(json.dumps(result))
         return 0
     build(Path(args.store), args.rows, args.dim, args.shard_rows)

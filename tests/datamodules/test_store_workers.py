@@ -84,9 +84,8 @@ def test_slurm_and_torchrun_variables_make_a_worker(job, tmp_path, capsys, monke
         "worker-0-of-2.json",
         "worker-1-of-2.json",
     ]
-    outcome = run_smec(
-        capsys, embed_argv(data, out, "--merge", "--verify")
-    )  # the merge ignores the variables
+    # the merge ignores the variables
+    outcome = run_smec(capsys, embed_argv(data, out, "--merge", "--verify"))
     assert outcome.code == 0, outcome.err
     assert shard_hashes(out) == shard_hashes(reference)
 
