@@ -20,6 +20,7 @@ import numpy as np
 from smec.evaluation.errors import EvaluationError
 from smec.evaluation.quantize import PRECISIONS
 from smec.evaluation.stats import format_mean_se
+from smec.machine import machine_info
 
 RESULTS_FORMAT_VERSION = 1
 _PER_QUERY_KEYS = ("per_query", "query_ids")
@@ -113,6 +114,8 @@ def write_results(
             (rounded to 1e-6) and the file stores the scored query ids once, so paired differences can be
             computed after reading it back; all rows must then share the same query ids.
         dataset, split, base_models, input_dim: run metadata; ``metadata``: any extra JSON-able fields.
+            The CPU and kernel libraries (:func:`smec.machine.machine_info`) are recorded as ``machine``:
+            rows are reproducible on one machine, not across CPUs.
     """
     path = Path(path)
     if path.suffix != ".json":
@@ -134,6 +137,7 @@ def write_results(
         "base_models": list(base_models),
         "input_dim": int(input_dim),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
         **dict(metadata or {}),
     }
     # One row per line (per-query lists inline) keeps the file diffable and short; it is still plain JSON.
