@@ -14,10 +14,10 @@ sporadic outliers. One pass at each size, against the faster of two at the refer
 linear in two runs.
 
 The documents are drawn like the demo's: a Gaussian with the mean and covariance of one model's corpus rows of
-``--store`` (default: the demo store, when it is there; otherwise an isotropic Gaussian), and each query is a
-noisy copy of one planted relevant document. Only the evaluator is measured (the grid of one representation:
-``--dims`` x ``--precisions``); the corpus array itself (N x dim float32, 1.5 GiB at 1M x 384) is counted in
-the peak.
+``--store`` (default: ``stores/wordnet-mini``, the store ``make demo`` builds, when it is there; otherwise an
+isotropic Gaussian), and each query is a noisy copy of one planted relevant document. Only the evaluator is
+measured (the grid of one representation: ``--dims`` x ``--precisions``); the corpus array itself (N x dim
+float32, 1.5 GiB at 1M x 384) is counted in the peak.
 
     python experiments/bench/eval_scale.py --docs 1000000 [--ref-docs 100000] [--queries 200]
 """
@@ -35,7 +35,7 @@ import numpy as np
 from smec.evaluation.evaluator import RetrievalEvaluator
 
 GIB = 2**30
-DEMO_STORE = Path(__file__).resolve().parents[2] / "stores" / "wordnet-demo"
+DEMO_STORE = Path(__file__).resolve().parents[2] / "stores" / "wordnet-mini"
 
 
 def demo_gaussian(store: Path | None, dim: int) -> tuple[np.ndarray, np.ndarray, str]:

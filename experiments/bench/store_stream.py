@@ -11,9 +11,12 @@ to back under the same outside load. Exit status 1 when a goal is missed.
 Where a gap comes from, informative: the stream's order reads runs of 32 consecutive rows at random places of a
 window (so that a batch of 1,024 mixes 32 places; the ``run_rows`` option), one ``preadv`` each. ``raw-runs``
 makes exactly those calls, planned before the clock starts, into a fresh buffer per batch: raw-runs / raw is
-what the order costs, stream / raw-runs what the stream adds (planning, bookkeeping, tensors). The stream at
-longer runs (``--long-run-rows``, fewer places per batch) is timed too: longer runs change every batch, hence
-every fit.
+what the order costs, stream / raw-runs what the stream adds (planning, bookkeeping, tensors). ``raw-read`` is
+the sequential pass through the stream's system call (one ``preadv`` per batch, no memory map), informative:
+on one machine the memory-map read moved 2.4x within an hour (6.3M, then 2.7M rows/s) while the stream moved
+15% (4.0M, 3.6M, 3.4M), so the goal's ratio read 0.63, then 1.30 and 1.28; raw-read, beside the slow map,
+ran 6.1M rows/s (stream / raw-read 0.56). The stream at longer runs (``--long-run-rows``, fewer places per
+batch) is timed too: longer runs change every batch, hence every fit.
 
 The stream opens the store as training does, with verification on: every shard is hashed (sha256) and scanned
 for NaN/Inf once, when the DataModule opens it; that time is reported apart (it is not part of the epoch). The
@@ -131,6 +134,32 @@ def run_raw(store: Path, batch: int, epochs: int = 1) -> dict:
         return n, total
 
     return timed(epoch, epochs)
+
+
+def run_raw_read(store: Path, batch: int, epochs: int = 1) -> dict:
+    """The sequential pass through the stream's system call: one ``preadv`` per batch of consecutive rows into a
+    fresh buffer (the raw read without a memory map's page faults)."""
+    from datamodules.store.reader import EmbeddingStore
+
+    arr = EmbeddingStore(store, verify=False).array("synthetic", "corpus")
+    row_bytes = arr.dim * arr.dtype.itemsize
+    fds = [os.open(path, os.O_RDONLY) for path in arr._files]
+
+    def epoch() -> tuple[int, float]:
+        n, total = 0, 0.0
+        for fd, at, count in zip(fds, arr._data_offsets, [s["rows"] for s in arr.manifest["shards"]]):
+            for i in range(0, count, batch):
+                out = np.empty((min(batch, count - i), arr.dim), dtype=arr.dtype)
+                os.preadv(fd, [memoryview(out.reshape(-1).view(np.uint8))], at + i * row_bytes)
+                total += checksum(out)
+                n += len(out)
+        return n, total
+
+    try:
+        return timed(epoch, epochs)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def run_stream(
@@ -297,6 +326,7 @@ def main() -> int:
         "--child",
         choices=[
             "raw",
+            "raw-read",
             "raw-runs",
             "stream",
             "stream+combine",
@@ -323,6 +353,8 @@ def main() -> int:
         }
         if args.child == "raw":
             result = run_raw(store, batch, epochs=epochs)
+        elif args.child == "raw-read":
+            result = run_raw_read(store, batch, epochs=epochs)
         elif args.child == "raw-runs":
             result = run_raw_runs(store, batch, *blocks, epochs=epochs)
         else:
@@ -335,7 +367,15 @@ def main() -> int:
 
     # Truly interleaved (raw, raw-runs, stream, raw, ...): each pair runs back to back under the same load from
     # whatever else shares the machine, and the goal is the median of the pairs' ratios, not best against best.
-    modes = ["raw", "raw-runs", "stream", "stream-long-runs", "stream+combine", "stream-unverified"]
+    modes = [
+        "raw",
+        "raw-read",
+        "raw-runs",
+        "stream",
+        "stream-long-runs",
+        "stream+combine",
+        "stream-unverified",
+    ]
     if args.step_ms:
         modes += ["step", "step+read-ahead"]
     runs: dict[str, list[dict]] = {m: [] for m in modes}
@@ -355,6 +395,7 @@ def main() -> int:
     long_order = pairs("raw", "stream-long-runs")
     ratio = float(np.median(order))
     raw, runs_raw, stream, full = (median_run(m) for m in ("raw", "raw-runs", "stream", "stream+combine"))
+    raw_read = median_run("raw-read")
     unverified, long_runs = median_run("stream-unverified"), median_run("stream-long-runs")
     print(
         f"store: {args.rows:,} x {args.dim} float16 ({args.rows * args.dim * 2 / 2**30:.1f} GiB), batch {args.batch}"
@@ -362,6 +403,7 @@ def main() -> int:
     )
     for name, r in (
         ("raw numpy.memmap read", raw),
+        ("raw-read (1 preadv/batch)", raw_read),
         (f"raw-runs ({runs_raw['calls']:.0f} preadv/batch)", runs_raw),
         ("EmbeddingDataModule stream", stream),
         (f"stream, run_rows {args.long_run_rows}", long_runs),
@@ -393,6 +435,7 @@ def main() -> int:
     ok_mem = all(r["vm_hwm_mib"] < 1024 for r in (stream, full, long_runs))
     for name, values in (
         ("stream / raw", order),
+        ("stream / raw-read", pairs("raw-read", "stream")),
         ("stream / raw-runs", own),
         (f"stream at run_rows {args.long_run_rows} / raw", long_order),
     ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.bench.store_stream import build, run_raw, run_raw_runs, run_stream
+from experiments.bench.store_stream import build, run_raw, run_raw_read, run_raw_runs, run_stream
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +32,8 @@ def test_the_raw_read_reads_every_row_once(store):
         raw["checksum"]
         != run_stream(store, batch=64, combine=False, block_rows=500, window_blocks=2)["checksum"]
     )
+
+
+def test_the_sequential_preadv_read_equals_the_memmap_read(store):
+    raw, read = run_raw(store, batch=64), run_raw_read(store, batch=64, epochs=2)
+    assert read["rows"] == raw["rows"] == 3000 and read["checksum"] == raw["checksum"]
