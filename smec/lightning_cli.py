@@ -32,6 +32,7 @@ added on top of LightningCLI:
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -315,10 +316,14 @@ def _cli_kwargs() -> dict[str, Any]:
     }
 
 
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")  # an advertisement for another logger
+
+
 def quiet_expected_warnings() -> None:
     """Silence what Lightning and torch print in every fit that says nothing about this run (so that fit.log
-    shows what does): each filter names the one message it drops."""
-    import logging
+    shows what does): each filter names the one message it drops. Calling it again adds nothing."""
     import warnings
 
     # `smec fit ...` hands its own argv over on purpose; Lightning warns whenever args and sys.argv both exist.
@@ -330,10 +335,6 @@ def quiet_expected_warnings() -> None:
     # Our streams define __len__ and split whole windows (or batches) between DataLoader workers, so the length
     # Lightning warns about is exact (tests/datamodules/test_embedding.py checks it with workers).
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-
-    class _NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not str(record.msg).startswith("💡 Tip:")  # an advertisement for another logger
 
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _NoTips) for f in tips.filters):

@@ -408,3 +408,17 @@ def test_best_is_the_checkpoint_the_fit_selected(tmp_path):
     assert best.parent == folder and best.name.startswith("epoch=1")  # monitor None: the newest is "best"
     cli = run_lightning_cli(["validate", "--config", str(cfg), "--ckpt_path", "best"])
     assert cli.trainer.ckpt_path == str(best)
+
+
+def test_quieting_twice_adds_no_second_filter():
+    import logging
+    import warnings
+
+    from smec.lightning_cli import quiet_expected_warnings
+
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with warnings.catch_warnings():
+        quiet_expected_warnings()
+        before = (len(tips.filters), len(warnings.filters))
+        quiet_expected_warnings()
+        assert (len(tips.filters), len(warnings.filters)) == before
