@@ -35,7 +35,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,17 @@ def evict(store: Path) -> None:
             os.close(fd)
 
 
+@contextmanager
+def shard_fds(arr) -> Iterator[list[int]]:
+    """A read-only descriptor per shard file of ``arr``, closed on exit (the bare preadv loops' files)."""
+    fds = [os.open(path, os.O_RDONLY) for path in arr._files]
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def timed(epoch: Callable[[], tuple[int, float]], epochs: int, **extra: Any) -> dict:
     """Run ``epoch`` (returns rows, checksum) ``epochs`` times; rows/s of the median epoch, the first's checksum.
 
@@ -143,23 +155,19 @@ def run_raw_read(store: Path, batch: int, epochs: int = 1) -> dict:
 
     arr = EmbeddingStore(store, verify=False).array("synthetic", "corpus")
     row_bytes = arr.dim * arr.dtype.itemsize
-    fds = [os.open(path, os.O_RDONLY) for path in arr._files]
+    with shard_fds(arr) as fds:
 
-    def epoch() -> tuple[int, float]:
-        n, total = 0, 0.0
-        for fd, at, count in zip(fds, arr._data_offsets, [s["rows"] for s in arr.manifest["shards"]]):
-            for i in range(0, count, batch):
-                out = np.empty((min(batch, count - i), arr.dim), dtype=arr.dtype)
-                os.preadv(fd, [memoryview(out.reshape(-1).view(np.uint8))], at + i * row_bytes)
-                total += checksum(out)
-                n += len(out)
-        return n, total
+        def epoch() -> tuple[int, float]:
+            n, total = 0, 0.0
+            for fd, at, count in zip(fds, arr._data_offsets, [s["rows"] for s in arr.manifest["shards"]]):
+                for i in range(0, count, batch):
+                    out = np.empty((min(batch, count - i), arr.dim), dtype=arr.dtype)
+                    os.preadv(fd, [memoryview(out.reshape(-1).view(np.uint8))], at + i * row_bytes)
+                    total += checksum(out)
+                    n += len(out)
+            return n, total
 
-    try:
         return timed(epoch, epochs)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def run_stream(
@@ -222,38 +230,37 @@ def run_raw_runs(store: Path, batch: int, block_rows: int, window_blocks: int, e
     stream = loader.dataset
     arr = stream.segments[0].arrays[0]
     row_bytes = arr.dim * arr.dtype.itemsize
-    fds = [os.open(path, os.O_RDONLY) for path in arr._files]
-    plan = []
-    for rows in stream.batch_rows():
-        # runs: cut where rows stop being consecutive or cross a shard edge
-        shard = np.searchsorted(arr._offsets, rows, side="right") - 1
-        first = np.flatnonzero((np.diff(rows, prepend=-2) != 1) | (np.diff(shard, prepend=-1) != 0))
-        size = np.diff(first, append=len(rows)) * row_bytes
-        pos = (
-            np.asarray(arr._data_offsets)[shard[first]]
-            + (rows[first] - arr._offsets[shard[first]]) * row_bytes
-        )
-        calls = zip(
-            [fds[k] for k in shard[first].tolist()], pos.tolist(), size.tolist(), (first * row_bytes).tolist()
-        )
-        plan.append((len(rows), list(calls)))
+    with shard_fds(arr) as fds:
+        plan = []
+        for rows in stream.batch_rows():
+            # runs: cut where rows stop being consecutive or cross a shard edge
+            shard = np.searchsorted(arr._offsets, rows, side="right") - 1
+            first = np.flatnonzero((np.diff(rows, prepend=-2) != 1) | (np.diff(shard, prepend=-1) != 0))
+            size = np.diff(first, append=len(rows)) * row_bytes
+            pos = (
+                np.asarray(arr._data_offsets)[shard[first]]
+                + (rows[first] - arr._offsets[shard[first]]) * row_bytes
+            )
+            calls = zip(
+                [fds[k] for k in shard[first].tolist()],
+                pos.tolist(),
+                size.tolist(),
+                (first * row_bytes).tolist(),
+            )
+            plan.append((len(rows), list(calls)))
 
-    def epoch() -> tuple[int, float]:
-        n, total = 0, 0.0
-        for count, calls in plan:
-            out = np.empty((count, arr.dim), dtype=arr.dtype)
-            view = memoryview(out.reshape(-1).view(np.uint8))
-            for fd, at, nbytes, dst in calls:
-                os.preadv(fd, [view[dst : dst + nbytes]], at)
-            total += checksum(out)
-            n += count
-        return n, total
+        def epoch() -> tuple[int, float]:
+            n, total = 0, 0.0
+            for count, calls in plan:
+                out = np.empty((count, arr.dim), dtype=arr.dtype)
+                view = memoryview(out.reshape(-1).view(np.uint8))
+                for fd, at, nbytes, dst in calls:
+                    os.preadv(fd, [view[dst : dst + nbytes]], at)
+                total += checksum(out)
+                n += count
+            return n, total
 
-    try:
         return timed(epoch, epochs, calls=sum(len(c) for _, c in plan) / max(1, len(plan)))
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def child(mode: str, args: argparse.Namespace) -> dict:
