@@ -254,7 +254,7 @@ class RunReader:
             raise IndexError(f"RunReader: rows outside 0:{array.rows} of {array.folder}")
         if len(at) and (at.min() < 0 or (at + lengths).max() > edges[-1]):
             raise IndexError(f"RunReader: destinations outside the {edges[-1]} rows of the buffers")
-        starts, lengths, at = _cut_runs(starts, lengths, at, array._offsets, edges)
+        starts, lengths, at = cut_runs(starts, lengths, at, array._offsets, edges)
         buf = np.searchsorted(edges, at, side="right") - 1
         order = np.lexsort((starts, buf))  # buffer by buffer, in file order within each
         starts, lengths, at, buf = starts[order], lengths[order], at[order], buf[order]
@@ -354,29 +354,40 @@ class RunReader:
         self.close()
 
 
-def _cut_runs(
+def cut_runs(
     starts: np.ndarray, lengths: np.ndarray, at: np.ndarray, src_edges: np.ndarray, dst_edges: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut runs where they cross a source edge (shard boundary) or a destination edge (buffer boundary)."""
+    """Cut runs where they cross a source edge (a shard boundary, say) or a destination edge (a buffer boundary).
 
-    def crosses(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-        return np.searchsorted(edges, x, side="right") != np.searchsorted(
-            edges, x + lengths - 1, side="right"
-        )
-
-    need = crosses(starts, src_edges) | crosses(at, dst_edges)
-    if not need.any():
+    Run ``i`` moves ``lengths[i]`` rows from ``starts[i]`` to ``at[i]``; ``src_edges`` / ``dst_edges`` are sorted
+    row positions. Returns the pieces (starts, lengths, at), each run's pieces in place of it, in order.
+    Vectorised: a window's plan cuts about a thousand runs, and a Python loop per crossing run cost ~20 us each.
+    """
+    starts, lengths, at = (np.asarray(v, dtype=np.int64) for v in (starts, lengths, at))
+    cuts = [
+        _cuts_inside(np.asarray(e, dtype=np.int64), x, lengths)
+        for e, x in ((src_edges, starts), (dst_edges, at))
+    ]
+    if not any(len(run) for run, _ in cuts):
         return starts, lengths, at
-    parts = [(starts[~need], lengths[~need], at[~need])]
+    # Every piece as (run, offset into the run): each run's own start plus its cuts, sorted, duplicates dropped.
+    run = np.concatenate([np.arange(len(starts)), *(r for r, _ in cuts)])
+    off = np.concatenate([np.zeros(len(starts), dtype=np.int64), *(o for _, o in cuts)])
+    key = np.unique(run * (int(lengths.max()) + 1) + off)
+    run, off = np.divmod(key, int(lengths.max()) + 1)
+    end = np.append(off[1:], 0)
+    last = np.append(run[1:] != run[:-1], True)
+    end[last] = lengths[run[last]]
+    return starts[run] + off, end - off, at[run] + off
 
-    def inside(edges: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        return edges[np.searchsorted(edges, lo, side="right") : np.searchsorted(edges, hi, side="left")] - lo
 
-    for s, n, a in zip(starts[need].tolist(), lengths[need].tolist(), at[need].tolist()):
-        cuts = np.union1d(inside(src_edges, s, s + n), inside(dst_edges, a, a + n))
-        offs = np.concatenate([[0], cuts, [n]]).astype(np.int64)
-        parts.append((s + offs[:-1], np.diff(offs), a + offs[:-1]))
-    return tuple(np.concatenate(v) for v in zip(*parts))  # type: ignore[return-value]
+def _cuts_inside(edges: np.ndarray, lo: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(run, offset) of every edge strictly inside run ``i``'s rows ``lo[i] : lo[i] + n[i]``."""
+    first = np.searchsorted(edges, lo, side="right")
+    count = np.maximum(np.searchsorted(edges, lo + n, side="left") - first, 0)
+    run = np.repeat(np.arange(len(lo)), count)
+    within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    return run, edges[first[run] + within] - lo[run]
 
 
 def _preadv_rest(fd: int, iov: list[memoryview], pos: int, got: int, want: int, path: Path) -> None:

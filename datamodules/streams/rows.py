@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from datamodules import distributed
-from datamodules.store.shards import RunReader, ShardedArray
+from datamodules.store.shards import RunReader, ShardedArray, cut_runs
 from datamodules.streams.batch_scope import rank_batch_size
 
 
@@ -119,14 +119,21 @@ class BlockShuffleStream(IterableDataset):
         # with shuffling, the < batch_size rows a window drops differ from epoch to epoch.
         return rows // self.batch_size + (1 if last and not self.drop_last and rows % self.batch_size else 0)
 
-    def _window_order(self, rows: int, index: int) -> np.ndarray:
-        """The shuffled order of a window's ``rows`` rows (window ``index`` of the epoch), in runs of ``chunk``."""
-        # Shuffle runs of `chunk` consecutive rows: each run is one contiguous read, and by default every batch
+    def _chunk_rows(self) -> int:
+        # Shuffle runs of this many consecutive rows: each run is one contiguous read, and by default every batch
         # still mixes at least 32 random places of the window.
-        chunk = max(1, min(32, self.batch_size // 32)) if self.run_rows is None else self.run_rows
-        n_chunks = -(-rows // chunk)
-        chunk_order = np.random.default_rng([self.seed, self.epoch, index]).permutation(n_chunks)
-        order = (chunk_order[:, None] * chunk + np.arange(chunk)).reshape(-1)
+        return max(1, min(32, self.batch_size // 32)) if self.run_rows is None else self.run_rows
+
+    def _chunk_permutation(self, rows: int, index: int) -> np.ndarray:
+        """The order of the chunks of a window's ``rows`` rows (window ``index`` of the epoch)."""
+        return np.random.default_rng([self.seed, self.epoch, index]).permutation(
+            -(-rows // self._chunk_rows())
+        )
+
+    def _window_order(self, rows: int, index: int) -> np.ndarray:
+        """The shuffled order of a window's ``rows`` rows (window ``index`` of the epoch), in runs of a chunk."""
+        chunk = self._chunk_rows()
+        order = (self._chunk_permutation(rows, index)[:, None] * chunk + np.arange(chunk)).reshape(-1)
         return order[order < rows]
 
     def plan(self, rank: int, world: int) -> tuple[list[list[tuple[int, int, int]]], int]:
@@ -167,9 +174,7 @@ class BlockShuffleStream(IterableDataset):
             if i % n_workers == worker:
                 if i + n_workers < len(windows):
                     self._will_need(windows[i + n_workers])  # the disk reads it while this window streams
-                idx = self._window_rows(window, count, i)
-                sizes = [min(self.batch_size, len(idx) - lo) for lo in range(0, len(idx), self.batch_size)]
-                yield from self._read_rows(window, idx, sizes)
+                yield from self._read_runs(window, *self._window_runs(window, count, i))
 
     def _window_counts(
         self, windows: list[list[tuple[int, int, int]]], n_batches: int
@@ -294,16 +299,38 @@ class BlockShuffleStream(IterableDataset):
             [np.sort(order[:full].reshape(-1, self.batch_size), axis=1).reshape(-1), np.sort(order[full:])]
         )
 
+    def _window_runs(
+        self, window: list[tuple[int, int, int]], count: int, index: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """What :meth:`_window_rows` lists row by row, as runs: (positions in the window's blocks laid end to end,
+        lengths, destinations in the batches laid end to end, batch sizes), each batch's runs in position order.
+
+        Planned per chunk, not per row (about a thousand runs instead of 32,768 rows a window): the plan costs a
+        fraction of what reading the window does (experiments/bench/store_stream.py).
+        """
+        bounds = np.cumsum([0] + [stop - start for _, start, stop in window])
+        rows, chunk, batch = int(bounds[-1]), self._chunk_rows(), self.batch_size
+        pos = self._chunk_permutation(rows, index).astype(np.int64) * chunk
+        length = np.minimum(chunk, rows - pos)
+        seq = np.cumsum(length) - length  # where each chunk lands in the window's shuffled sequence
+        total = min(rows, count * batch)
+        # Pieces: chunks cut where they cross a block (not contiguous in the file) or a batch edge.
+        pos, length, seq = cut_runs(
+            pos, length, seq, bounds[1:-1], np.append(np.arange(batch, total, batch), total)
+        )
+        keep = seq < total
+        pos, length, seq = pos[keep], length[keep], seq[keep]
+        order = np.lexsort((pos, seq // batch))  # batch after batch, each in position order
+        pos, length = pos[order], length[order]
+        sizes = [min(batch, total - lo) for lo in range(0, total, batch)]
+        return pos, length, np.cumsum(length) - length, sizes
+
     def _read_rows(
         self, blocks: list[tuple[int, int, int]], idx: np.ndarray, sizes: list[int]
     ) -> Iterator[dict[str, list[torch.Tensor]]]:
         """Batches of ``sizes`` rows: rows ``idx`` of the blocks laid end to end, each batch's in file order."""
-        # Each batch is read straight from the shards into its own buffer, one pread per run of consecutive rows
-        # (see RunReader): nothing is mapped, so the resident set stays at a few batches whatever the window.
-        block_start = np.array([start for _, start, _ in blocks])
-        block_segment = np.array([s for s, _, _ in blocks])
         bounds = np.cumsum([0] + [stop - start for _, start, stop in blocks])
-        # Plan all the batches at once (vectorised), cut into runs.
+        # Cut into runs: where rows stop being consecutive, cross a block edge or start a batch.
         edges = np.cumsum([0, *sizes])
         block = np.searchsorted(bounds, idx, side="right") - 1
         batch_start = np.zeros(len(idx), dtype=bool)
@@ -311,13 +338,30 @@ class BlockShuffleStream(IterableDataset):
         first = np.flatnonzero(
             (np.diff(idx, prepend=-2) != 1) | (np.diff(block, prepend=-1) != 0) | batch_start
         )
-        lengths = np.diff(first, append=len(idx))
-        starts = block_start[block[first]] + idx[first] - bounds[block[first]]
-        segment = block_segment[block[first]]
+        yield from self._read_runs(blocks, idx[first], np.diff(first, append=len(idx)), first, sizes)
+
+    def _read_runs(
+        self,
+        blocks: list[tuple[int, int, int]],
+        pos: np.ndarray,
+        lengths: np.ndarray,
+        at: np.ndarray,
+        sizes: list[int],
+    ) -> Iterator[dict[str, list[torch.Tensor]]]:
+        """Batches of ``sizes`` rows: run ``i`` is ``lengths[i]`` rows at position ``pos[i]`` of the blocks laid
+        end to end (inside one block), bound for row ``at[i]`` of the batches laid end to end."""
+        # Each batch is read straight from the shards into its own buffer, one pread per run of consecutive rows
+        # (see RunReader): nothing is mapped, so the resident set stays at a few batches whatever the window.
+        block_start = np.array([start for _, start, _ in blocks])
+        block_segment = np.array([s for s, _, _ in blocks])
+        bounds = np.cumsum([0] + [stop - start for _, start, stop in blocks])
+        block = np.searchsorted(bounds, pos, side="right") - 1
+        starts = block_start[block] + pos - bounds[block]
+        segment = block_segment[block]
         segments = np.unique(segment).tolist()
         readers = [
             [
-                RunReader(self.segments[s].arrays[m], starts[sel], lengths[sel], first[sel], sizes)
+                RunReader(self.segments[s].arrays[m], starts[sel], lengths[sel], at[sel], sizes)
                 for s in segments
                 for sel in [segment == s]
             ]

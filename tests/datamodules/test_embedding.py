@@ -10,7 +10,18 @@ from datamodules.errors import InputError
 from datamodules.store.combine import combine
 from datamodules.store.reader import EmbeddingStore
 from datamodules.streams.read_ahead import read_ahead
+from datamodules.streams.rows import BlockShuffleStream, Segment
 from tests.conftest import build_store
+
+
+class FakeArray:
+    """What planning needs of a ShardedArray: its row count."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.rows
 
 
 def rows_seen(dm: EmbeddingDataModule, epoch: int = 0, key: str = "x") -> list[np.ndarray]:
@@ -126,6 +137,39 @@ def test_default_shuffle_runs_keep_the_order_every_committed_fit_used(tiny_store
             )
         )
     ] == [expected]
+
+
+@pytest.mark.parametrize(
+    "rows, batch_size, block_rows, window_blocks, run_rows, drop_last",
+    [
+        ([300], 64, 25, 4, None, True),  # runs of 2, blocks of 25: chunks cross block edges
+        ([257, 40], 24, 37, 3, None, False),  # two segments, a tail batch, a partial last chunk
+        ([500], 16, 64, 2, 7, True),  # runs that cross batch edges
+        ([90], 8, 30, 2, 40, False),  # runs longer than a batch and than a block
+        ([33], 5, 33, 1, 1, False),  # row-level shuffle
+    ],
+)
+def test_window_runs_are_the_window_rows_as_runs(
+    rows, batch_size, block_rows, window_blocks, run_rows, drop_last
+):
+    # The one-process stream plans a window per chunk (_window_runs); batch_rows() and DDP plan it per row
+    # (_window_rows). Both must list the same rows, batch for batch: the order every committed fit used.
+    segments = [Segment(f"s{i}", (FakeArray(n),)) for i, n in enumerate(rows)]
+    stream = BlockShuffleStream(
+        segments, batch_size, block_rows, window_blocks, run_rows=run_rows, drop_last=drop_last, seed=3
+    )
+    checked = 0
+    for epoch in range(3):
+        stream.set_epoch(epoch)
+        for i, window, count in stream._window_counts(*stream.plan(0, 1)):
+            pos, lengths, at, sizes = stream._window_runs(window, count, i)
+            listed = np.empty(sum(sizes), dtype=np.int64)
+            for p, n, a in zip(pos.tolist(), lengths.tolist(), at.tolist()):
+                listed[a : a + n] = np.arange(p, p + n)
+            assert listed.tolist() == stream._window_rows(window, count, i).tolist()
+            assert sizes[:-1] == [batch_size] * (len(sizes) - 1) and 0 < sizes[-1] <= batch_size
+            checked += 1
+    assert checked >= 6
 
 
 def test_longer_shuffle_runs_put_fewer_places_in_a_batch(tiny_store):

@@ -1,3 +1,4 @@
+import itertools
 import json
 import re
 
@@ -8,6 +9,7 @@ from datamodules.errors import InputError, StoreError
 from datamodules.store.combine import combine
 from datamodules.store.layout import FORMAT_VERSION, model_key
 from datamodules.store.reader import EmbeddingStore
+from datamodules.store.shards import cut_runs
 from datamodules.store.writer import StoreWriter, TextSetSpec
 
 IDS = {"corpus": [f"d{i}" for i in range(23)], "queries/test": ["q0", "q1", "q2"]}
@@ -240,6 +242,36 @@ def test_read_runs_cuts_at_shard_and_buffer_boundaries(store_dir):
     arr.read_runs(outs, starts=[3, 20, 12, 0], lengths=[6, 3, 2, 0], at=[0, 8, 6, 11])
     stream = np.concatenate(outs)
     np.testing.assert_array_equal(stream, expected[[3, 4, 5, 6, 7, 8, 12, 13, 20, 21, 22]])
+
+
+def test_cut_runs_cuts_at_every_edge_inside_a_run_and_nowhere_else():
+    # Run 0 (rows 3:11 -> 0:8) crosses source edge 5 and destination edges 4 and 6; run 1 crosses nothing;
+    # run 2 (rows 20:30 -> 10:20) crosses source edge 25 and destination edge 15 at the same offset (one cut).
+    starts, lengths, at = cut_runs(
+        np.array([3, 12, 20]),
+        np.array([8, 2, 10]),
+        np.array([0, 8, 10]),
+        np.array([5, 25]),
+        np.array([4, 6, 15]),
+    )
+    assert starts.tolist() == [3, 5, 7, 9, 12, 20, 25]
+    assert lengths.tolist() == [2, 2, 2, 2, 2, 5, 5]
+    assert at.tolist() == [0, 2, 4, 6, 8, 10, 15]
+
+
+def test_cut_runs_equals_a_row_by_row_cut():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        starts, lengths, at = rng.integers(0, 100, n), rng.integers(1, 30, n), rng.integers(0, 100, n)
+        src, dst = np.unique(rng.integers(0, 130, 6)), np.unique(rng.integers(0, 130, 6))
+        got = cut_runs(starts, lengths, at, src, dst)
+        # Row by row: a piece starts at each run's first row and at every row that sits on an edge.
+        want = []
+        for s, k, a in zip(starts.tolist(), lengths.tolist(), at.tolist()):
+            cuts = [0] + [i for i in range(1, k) if s + i in src or a + i in dst] + [k]
+            want += [(s + lo, hi - lo, a + lo) for lo, hi in itertools.pairwise(cuts)]
+        assert list(zip(*(v.tolist() for v in got))) == want
 
 
 def test_read_runs_bad_requests(store_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.bench.store_stream import build, run_raw, run_raw_read, run_raw_runs, run_stream
+from experiments.bench.store_stream import build, run_pairs, run_raw, run_raw_read, run_raw_runs, run_stream
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +37,18 @@ def test_the_raw_read_reads_every_row_once(store):
 def test_the_sequential_preadv_read_equals_the_memmap_read(store):
     raw, read = run_raw(store, batch=64), run_raw_read(store, batch=64, epochs=2)
     assert read["rows"] == raw["rows"] == 3000 and read["checksum"] == raw["checksum"]
+
+
+def test_the_sequential_read_in_run_sized_calls_reads_the_same_bytes(store):
+    # 64-row batches in calls of 5 rows: batches and shards that end inside a call
+    whole, runs = run_raw_read(store, batch=64), run_raw_read(store, batch=64, call_rows=5)
+    assert runs["rows"] == whole["rows"] == 3000 and runs["checksum"] == whole["checksum"]
+    assert (whole["call_rows"], runs["call_rows"]) == (64, 5)
+
+
+def test_pairs_time_the_stream_against_its_own_reads_epoch_for_epoch(store):
+    pairs = run_pairs(store, batch=64, block_rows=500, window_blocks=2, epochs=3)
+    assert (
+        pairs["rows"] == 64 * (1000 // 64) * 3
+    )  # the stream's epoch, as in test_raw_runs_reads_the_streams_batches
+    assert len(pairs["ratios"]) == 3 and all(r > 0 for r in pairs["ratios"])
