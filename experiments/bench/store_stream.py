@@ -18,8 +18,9 @@ by page), a memory map of the window populated up front (slower than the reads),
 raw-read, and a different order for every fit). The memory-map read (``raw``), the baseline before, moved 2.4x
 within an hour on one machine (6.3M, then 2.7M rows/s) while the stream moved 15%, so a ratio to it read 0.63 one
 hour and 1.30 the next. The stream's own part was cut instead: a window is planned per chunk of rows, not per
-row (stream / raw-runs 0.79-0.82 before, 0.83-0.89 after, in one process). Both ratios are still printed, informative, with the order's cost split in two (raw-read-runs / raw-read:
-the call size; raw-runs / raw-read-runs: the random places).
+row (stream / raw-runs 0.79-0.82 before, 0.83-0.89 after, in one process). Both ratios are still printed,
+informative, with the order's cost split in two (raw-read-runs / raw-read: the call size; raw-runs /
+raw-read-runs: the random places).
 
 The separate-process measurements (raw, raw-read, raw-read-runs, raw-runs, stream, ...) each run in a fresh
 subprocess, so that one's resident set cannot leak into another's, and stream ``--epochs`` epochs (rows/s of the
@@ -422,7 +423,10 @@ def main() -> int:
         elif args.child == "raw-read":
             result = run_raw_read(store, batch, epochs=epochs)
         elif args.child == "raw-read-runs":
-            result = run_raw_read(store, batch, epochs=epochs, call_rows=max(1, min(32, batch // 32)))
+            from datamodules.streams.rows import BlockShuffleStream
+
+            call_rows = BlockShuffleStream([], batch)._chunk_rows()  # the stream's default run_rows
+            result = run_raw_read(store, batch, epochs=epochs, call_rows=call_rows)
         elif args.child == "pairs":
             result = run_pairs(store, batch, *blocks, epochs=epochs)
         elif args.child == "raw-runs":
