@@ -69,6 +69,7 @@ bench: install  ## speed and memory benchmarks (goals printed, non-zero exit whe
 	$(BIN)/smec embed --dataset wordnet-demo --out stores/wordnet-demo --no-progress
 	$(BIN)/python experiments/bench/fit_throughput.py --store stores/wordnet-demo
 	$(BIN)/python experiments/bench/eval_scale.py --docs 1000000 --store stores/wordnet-demo
+	$(BIN)/python experiments/bench/first_feedback.py
 
 DEMO ?= configs/experiment/demo.yaml
 
