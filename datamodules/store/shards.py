@@ -361,7 +361,7 @@ def cut_runs(
 
     Run ``i`` moves ``lengths[i]`` rows from ``starts[i]`` to ``at[i]``; ``src_edges`` / ``dst_edges`` are sorted
     row positions. Returns the pieces (starts, lengths, at), each run's pieces in place of it, in order.
-    Vectorised: a window's plan cuts about a thousand runs, and a Python loop per crossing run cost ~20 us each.
+    Vectorised: a window's plan cuts about a thousand runs (it used to loop in Python over the runs that cross).
     """
     starts, lengths, at = (np.asarray(v, dtype=np.int64) for v in (starts, lengths, at))
     cuts = [
@@ -373,8 +373,10 @@ def cut_runs(
     # Every piece as (run, offset into the run): each run's own start plus its cuts, sorted, duplicates dropped.
     run = np.concatenate([np.arange(len(starts)), *(r for r, _ in cuts)])
     off = np.concatenate([np.zeros(len(starts), dtype=np.int64), *(o for _, o in cuts)])
-    key = np.unique(run * (int(lengths.max()) + 1) + off)
-    run, off = np.divmod(key, int(lengths.max()) + 1)
+    span = (
+        int(lengths.max()) + 1
+    )  # every offset is below it, so (run, offset) packs into one sortable integer
+    run, off = np.divmod(np.unique(run * span + off), span)
     end = np.append(off[1:], 0)
     last = np.append(run[1:] != run[:-1], True)
     end[last] = lengths[run[last]]

@@ -16,6 +16,7 @@ layout. Both commands run as subprocesses, the way a user runs them (the `smec` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -95,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             f"--work: {args.work} is not empty; the benchmark needs a fresh store and an empty model cache"
         )
     smec = str(Path(sys.executable).with_name("smec"))
-    with tempfile.TemporaryDirectory(prefix="smec-first-feedback-") as tmp:
-        work = args.work or Path(tmp)
+    if args.work is None:
+        scratch = tempfile.TemporaryDirectory(prefix="smec-first-feedback-")
+    else:
+        scratch = contextlib.nullcontext(str(args.work))  # kept: the user asked for the files
+    with scratch as tmp:
+        work = Path(tmp)
         folder, store, cache = work / "beir", work / "store", work / "model-cache"
         n_docs, n_queries, chars = write_beir(folder, args.docs)
         print(
